@@ -1,0 +1,11 @@
+//! Puts libtorch's lib dir on the rpath of every binary, test and bench of this crate, so that
+//! `target/*/tinycnn` runs without LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml`
+//! (the project venv's torch, set up by `cargo xtask setup`) unless the environment overrides it.
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    if let Ok(libtorch) = std::env::var("LIBTORCH") {
+        let lib = std::path::Path::new(&libtorch).join("lib");
+        let lib = lib.canonicalize().unwrap_or(lib);
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
+}
