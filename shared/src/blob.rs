@@ -1,0 +1,744 @@
+//! The model blob: postcard, zero-copy on load.
+//!
+//! Layout (postcard encoding of [`WireModel`], then 4 bytes):
+//! - `magic`: the 4 bytes [`MAGIC`] (`b"TCNN"`), then `version`: [`FORMAT_VERSION`] (u16 varint)
+//! - `arch`: [`Arch`]
+//! - `labels`: `classes` UTF-8 strings of at most [`MAX_LABEL_LEN`] bytes
+//! - `input`: [`QuantParams`] of the input (scale 1/255, zero point -128)
+//! - `layers`: 5 layers (conv1, conv2, conv3, fc1, fc2), each a sequence of byte strings:
+//!   - `weights`: int8, conv `[C_out][3][3][C_in]`, dense `[out][in]`; fc1's `in` index is the
+//!     HWC flatten order `(h, w, c)` of block 2's output
+//!   - `bias`: int32 little-endian, one per output channel (scale `s_in * s_w[c]`)
+//!   - `multiplier`: int32 little-endian Q0.31, one per output channel, in `0..=i32::MAX`
+//!   - `shift`: int8, one per output channel, in `MIN_SHIFT..=MAX_SHIFT` (> 0 = left)
+//!   - `weight_scales`: f32 little-endian per output channel (reporting/export only)
+//!   - `output`: [`QuantParams`] of the layer output (scale for reporting only)
+//! - CRC-32 (IEEE, as zlib/PNG) of every byte before it, little-endian u32.
+//!
+//! Loading checks, in order: magic, version, structure (truncated/malformed), CRC, architecture,
+//! label count, every array length against `Arch`, weights in [-127, 127], multipliers >= 0,
+//! shifts in range, `|bias| <= i32::MAX - accumulator_bound` (so `acc + bias` cannot overflow),
+//! the input zero point -128, finite scales. No input bytes can make it panic.
+
+use crate::arch::{Arch, ArchError, LAYERS, MAX_CLASSES, MAX_LABEL_LEN};
+use crate::crc32::crc32;
+use crate::quant::{INPUT_ZERO_POINT, MAX_SHIFT, MIN_SHIFT};
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// First 4 bytes of every blob.
+pub const MAGIC: [u8; 4] = *b"TCNN";
+/// Blob format version this crate reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Scale and zero point of a tensor. The scale is for reporting and export only: the integer
+/// forward pass never reads it (except [`crate::probabilities`] for the logits).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QuantParams {
+    /// Real value of one step.
+    pub scale: f32,
+    /// Integer that represents real 0.
+    pub zero_point: i8,
+}
+
+/// Names of the five layers, for messages.
+pub const LAYER_NAMES: [&str; LAYERS] = ["conv1", "conv2", "conv3", "fc1", "fc2"];
+
+/// Which per-layer array an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Field {
+    /// int8 weights.
+    Weights,
+    /// int32 biases.
+    Bias,
+    /// Q0.31 multipliers.
+    Multiplier,
+    /// Shifts.
+    Shift,
+    /// Per-channel weight scales.
+    WeightScales,
+    /// Output quantization.
+    Output,
+    /// Input quantization.
+    Input,
+}
+
+impl Field {
+    const fn name(self) -> &'static str {
+        match self {
+            Field::Weights => "weights",
+            Field::Bias => "bias",
+            Field::Multiplier => "multiplier",
+            Field::Shift => "shift",
+            Field::WeightScales => "weight scales",
+            Field::Output => "output quantization",
+            Field::Input => "input quantization",
+        }
+    }
+}
+
+/// Why a blob did not load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LoadError {
+    /// The first 4 bytes are not [`MAGIC`].
+    BadMagic,
+    /// The blob has another format version.
+    UnsupportedVersion {
+        /// Version in the blob.
+        found: u16,
+    },
+    /// The blob ends before its structure does (or has no room for the CRC).
+    Truncated,
+    /// The bytes do not decode as a blob (invalid varint, UTF-8, too many labels...).
+    Malformed,
+    /// Bytes follow the CRC.
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The CRC does not match the content.
+    CrcMismatch {
+        /// CRC stored in the blob.
+        stored: u32,
+        /// CRC of the content.
+        computed: u32,
+    },
+    /// The architecture is invalid.
+    Arch(ArchError),
+    /// The number of labels is not `arch.classes`.
+    LabelCount {
+        /// `arch.classes`.
+        expected: usize,
+        /// Labels in the blob.
+        found: usize,
+    },
+    /// An array length disagrees with the architecture. Lengths are in elements.
+    ShapeMismatch {
+        /// Layer index 0..5 (conv1, conv2, conv3, fc1, fc2).
+        layer: u8,
+        /// Which array.
+        field: Field,
+        /// Length the architecture implies.
+        expected: usize,
+        /// Length in the blob (bytes / element size, rounded down).
+        found: usize,
+    },
+    /// A value is outside its allowed range.
+    OutOfRange {
+        /// Layer index 0..5, or 255 for the input.
+        layer: u8,
+        /// Which array.
+        field: Field,
+        /// Element index (output channel, or weight index).
+        index: usize,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let layer_name = |l: u8| LAYER_NAMES.get(l as usize).copied().unwrap_or("input");
+        match *self {
+            LoadError::BadMagic => f.write_str(
+                "not a tinycnn model: the file does not start with \"TCNN\"; pass a model.tcnn written by `tinycnn quantize`",
+            ),
+            LoadError::UnsupportedVersion { found } => write!(
+                f,
+                "model blob format version {found} is not supported (this build reads version {FORMAT_VERSION}); re-export the model with this version of tinycnn"
+            ),
+            LoadError::Truncated => f.write_str(
+                "model blob is truncated (it ends early); copy or flash the whole file again",
+            ),
+            LoadError::Malformed => f.write_str(
+                "model blob is malformed (its bytes do not decode); re-export the model",
+            ),
+            LoadError::TrailingBytes { extra } => write!(
+                f,
+                "model blob has {extra} unexpected bytes after its CRC; the file is corrupt or concatenated"
+            ),
+            LoadError::CrcMismatch { stored, computed } => write!(
+                f,
+                "model blob CRC mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt; re-export or re-flash it"
+            ),
+            LoadError::Arch(e) => write!(f, "model blob has an invalid architecture: {e}"),
+            LoadError::LabelCount { expected, found } => write!(
+                f,
+                "model blob has {found} labels but its architecture has {expected} classes; re-export the model"
+            ),
+            LoadError::ShapeMismatch { layer, field, expected, found } => write!(
+                f,
+                "model blob {} {} has {found} elements but the architecture needs {expected}; re-export the model",
+                layer_name(layer),
+                field.name()
+            ),
+            LoadError::OutOfRange { layer, field, index } => write!(
+                f,
+                "model blob {} {} value at index {index} is out of range; re-export the model",
+                layer_name(layer),
+                field.name()
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for LoadError {}
+
+/// The serialized form of one layer: arrays as borrowed byte strings.
+#[derive(Serialize, Deserialize)]
+struct WireLayer<'a> {
+    #[serde(borrow)]
+    weights: &'a [u8],
+    #[serde(borrow)]
+    bias: &'a [u8],
+    #[serde(borrow)]
+    multiplier: &'a [u8],
+    #[serde(borrow)]
+    shift: &'a [u8],
+    #[serde(borrow)]
+    weight_scales: &'a [u8],
+    output: QuantParams,
+}
+
+/// The serialized form of a model (without the trailing CRC).
+#[derive(Serialize, Deserialize)]
+struct WireModel<'a> {
+    magic: [u8; 4],
+    version: u16,
+    arch: Arch,
+    labels: heapless::Vec<heapless::String<MAX_LABEL_LEN>, MAX_CLASSES>,
+    input: QuantParams,
+    #[serde(borrow)]
+    layers: [WireLayer<'a>; LAYERS],
+}
+
+/// One validated layer, borrowing its arrays from the blob.
+///
+/// Invariants (checked by [`Model::from_bytes`]): lengths match the model's `Arch`, weights in
+/// [-127, 127], multipliers >= 0, shifts in `MIN_SHIFT..=MAX_SHIFT`, biases leave room for the
+/// accumulator bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    weights: &'a [i8],
+    bias: &'a [u8],
+    multiplier: &'a [u8],
+    shift: &'a [i8],
+    weight_scales: &'a [u8],
+    output: QuantParams,
+}
+
+fn le_i32(bytes: &[u8], i: usize) -> i32 {
+    let b = &bytes[i * 4..i * 4 + 4];
+    i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl<'a> Layer<'a> {
+    /// int8 weights: conv `[C_out][3][3][C_in]`, dense `[out][in]`.
+    pub fn weights(&self) -> &'a [i8] {
+        self.weights
+    }
+
+    /// Number of output channels (length of bias, multiplier, shift).
+    pub fn out_channels(&self) -> usize {
+        self.shift.len()
+    }
+
+    /// int32 bias of output channel `i`. Panics if `i >= out_channels()`.
+    pub fn bias(&self, i: usize) -> i32 {
+        le_i32(self.bias, i)
+    }
+
+    /// Q0.31 multiplier of output channel `i`.
+    pub fn multiplier(&self, i: usize) -> i32 {
+        le_i32(self.multiplier, i)
+    }
+
+    /// Shift of output channel `i` (> 0 = left).
+    pub fn shift(&self, i: usize) -> i32 {
+        self.shift[i] as i32
+    }
+
+    /// Weight scale of output channel `i` (reporting/export only).
+    pub fn weight_scale(&self, i: usize) -> f32 {
+        f32::from_bits(le_i32(self.weight_scales, i) as u32)
+    }
+
+    /// Output quantization of the layer.
+    pub fn output(&self) -> QuantParams {
+        self.output
+    }
+}
+
+/// A validated model borrowing its weights from the blob (zero-copy: on a device they stay in
+/// flash).
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    /// The architecture.
+    pub arch: Arch,
+    /// One label per class.
+    pub labels: heapless::Vec<heapless::String<MAX_LABEL_LEN>, MAX_CLASSES>,
+    /// Input quantization (scale 1/255, zero point -128).
+    pub input: QuantParams,
+    /// conv1, conv2, conv3, fc1, fc2.
+    pub layers: [Layer<'a>; LAYERS],
+}
+
+fn map_postcard(e: postcard::Error) -> LoadError {
+    match e {
+        postcard::Error::DeserializeUnexpectedEnd => LoadError::Truncated,
+        _ => LoadError::Malformed,
+    }
+}
+
+fn check_len(
+    layer: usize,
+    field: Field,
+    bytes: &[u8],
+    elem: usize,
+    expected: usize,
+) -> Result<(), LoadError> {
+    if bytes.len() != expected * elem {
+        return Err(LoadError::ShapeMismatch {
+            layer: layer as u8,
+            field,
+            expected,
+            found: bytes.len() / elem,
+        });
+    }
+    Ok(())
+}
+
+fn check_scale(layer: u8, field: Field, index: usize, scale: f32) -> Result<(), LoadError> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(())
+    } else {
+        Err(LoadError::OutOfRange {
+            layer,
+            field,
+            index,
+        })
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Validates `bytes` and borrows the weights in place. Never panics; see the module docs for
+    /// the checks.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        if bytes.len() < MAGIC.len() {
+            return Err(if MAGIC.starts_with(bytes) {
+                LoadError::Truncated
+            } else {
+                LoadError::BadMagic
+            });
+        }
+        if bytes[..4] != MAGIC {
+            return Err(LoadError::BadMagic);
+        }
+        let (version, _) = postcard::take_from_bytes::<u16>(&bytes[4..]).map_err(map_postcard)?;
+        if version != FORMAT_VERSION {
+            return Err(LoadError::UnsupportedVersion { found: version });
+        }
+        let (wire, rest) =
+            postcard::take_from_bytes::<WireModel<'a>>(bytes).map_err(map_postcard)?;
+        if rest.len() < 4 {
+            return Err(LoadError::Truncated);
+        }
+        if rest.len() > 4 {
+            return Err(LoadError::TrailingBytes {
+                extra: rest.len() - 4,
+            });
+        }
+        let body = &bytes[..bytes.len() - 4];
+        let stored = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let computed = crc32(body);
+        if stored != computed {
+            return Err(LoadError::CrcMismatch { stored, computed });
+        }
+        let arch = wire.arch;
+        arch.validate().map_err(LoadError::Arch)?;
+        if wire.labels.len() != arch.classes as usize {
+            return Err(LoadError::LabelCount {
+                expected: arch.classes as usize,
+                found: wire.labels.len(),
+            });
+        }
+        if wire.input.zero_point != INPUT_ZERO_POINT {
+            return Err(LoadError::OutOfRange {
+                layer: u8::MAX,
+                field: Field::Input,
+                index: 0,
+            });
+        }
+        check_scale(u8::MAX, Field::Input, 0, wire.input.scale)?;
+        let mut layers = [Layer {
+            weights: &[],
+            bias: &[],
+            multiplier: &[],
+            shift: &[],
+            weight_scales: &[],
+            output: wire.input,
+        }; LAYERS];
+        for (l, (w, out)) in wire.layers.iter().zip(layers.iter_mut()).enumerate() {
+            let channels = arch.layer_out_channels(l);
+            check_len(l, Field::Weights, w.weights, 1, arch.layer_weight_len(l))?;
+            check_len(l, Field::Bias, w.bias, 4, channels)?;
+            check_len(l, Field::Multiplier, w.multiplier, 4, channels)?;
+            check_len(l, Field::Shift, w.shift, 1, channels)?;
+            check_len(l, Field::WeightScales, w.weight_scales, 4, channels)?;
+            let layer = l as u8;
+            let weights: &'a [i8] = bytemuck::cast_slice(w.weights);
+            if let Some(index) = weights.iter().position(|&v| v == i8::MIN) {
+                return Err(LoadError::OutOfRange {
+                    layer,
+                    field: Field::Weights,
+                    index,
+                });
+            }
+            check_scale(layer, Field::Output, 0, w.output.scale)?;
+            let shift: &'a [i8] = bytemuck::cast_slice(w.shift);
+            let bias_limit = i32::MAX as i64 - arch.accumulator_bound(l);
+            for c in 0..channels {
+                if (le_i32(w.bias, c) as i64).abs() > bias_limit {
+                    return Err(LoadError::OutOfRange {
+                        layer,
+                        field: Field::Bias,
+                        index: c,
+                    });
+                }
+                if le_i32(w.multiplier, c) < 0 {
+                    return Err(LoadError::OutOfRange {
+                        layer,
+                        field: Field::Multiplier,
+                        index: c,
+                    });
+                }
+                if !(MIN_SHIFT..=MAX_SHIFT).contains(&(shift[c] as i32)) {
+                    return Err(LoadError::OutOfRange {
+                        layer,
+                        field: Field::Shift,
+                        index: c,
+                    });
+                }
+                let scale = f32::from_bits(le_i32(w.weight_scales, c) as u32);
+                check_scale(layer, Field::WeightScales, c, scale)?;
+            }
+            *out = Layer {
+                weights,
+                bias: w.bias,
+                multiplier: w.multiplier,
+                shift,
+                weight_scales: w.weight_scales,
+                output: w.output,
+            };
+        }
+        Ok(Model {
+            arch,
+            labels: wire.labels,
+            input: wire.input,
+            layers,
+        })
+    }
+
+    /// Bytes of a blob for `arch` with labels of total length `label_bytes`.
+    pub const fn blob_len_for(arch: &Arch, label_bytes: usize) -> usize {
+        blob_len(arch, label_bytes)
+    }
+}
+
+const fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Exact blob size in bytes for `arch` whose labels total `label_bytes` UTF-8 bytes (each
+/// label shorter than 128 bytes, which `MAX_LABEL_LEN` guarantees).
+pub const fn blob_len(arch: &Arch, label_bytes: usize) -> usize {
+    // magic, version, arch fields (varints), label count + per-label length byte + text, input
+    let mut n = 4 + varint_len(FORMAT_VERSION as u64);
+    n += varint_len(arch.height as u64) + varint_len(arch.width as u64) + 1;
+    n += varint_len(arch.filters[0] as u64)
+        + varint_len(arch.filters[1] as u64)
+        + varint_len(arch.filters[2] as u64);
+    n += varint_len(arch.fc_width as u64) + varint_len(arch.classes as u64);
+    n += varint_len(arch.classes as u64) + arch.classes as usize + label_bytes;
+    n += QUANT_PARAMS_LEN;
+    let mut l = 0;
+    while l < LAYERS {
+        let w = arch.layer_weight_len(l);
+        let c = arch.layer_out_channels(l);
+        n += varint_len(w as u64) + w;
+        n += 3 * (varint_len(4 * c as u64) + 4 * c) + varint_len(c as u64) + c;
+        n += QUANT_PARAMS_LEN;
+        l += 1;
+    }
+    n + 4
+}
+
+/// postcard size of [`QuantParams`]: f32 (4 bytes) + i8 (1 byte).
+const QUANT_PARAMS_LEN: usize = 5;
+
+#[cfg(feature = "std")]
+pub use owned::{EncodeError, OwnedLayer, OwnedModel};
+
+#[cfg(feature = "std")]
+mod owned {
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// One layer with owned arrays (host side). Same layouts and invariants as [`Layer`].
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct OwnedLayer {
+        /// int8 weights, conv `[C_out][3][3][C_in]`, dense `[out][in]` (fc1: HWC flatten order).
+        pub weights: Vec<i8>,
+        /// int32 bias per output channel.
+        pub bias: Vec<i32>,
+        /// Q0.31 multiplier per output channel.
+        pub multiplier: Vec<i32>,
+        /// Shift per output channel (> 0 = left).
+        pub shift: Vec<i8>,
+        /// Output quantization.
+        pub output: QuantParams,
+        /// Per-channel weight scale (reporting/export only).
+        pub weight_scales: Vec<f32>,
+    }
+
+    /// A model with owned arrays: what the host builds and encodes.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct OwnedModel {
+        /// The architecture.
+        pub arch: Arch,
+        /// One label per class.
+        pub labels: Vec<String>,
+        /// Input quantization (scale 1/255, zero point -128).
+        pub input: QuantParams,
+        /// conv1, conv2, conv3, fc1, fc2.
+        pub layers: [OwnedLayer; LAYERS],
+    }
+
+    /// Why a model could not be encoded.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum EncodeError {
+        /// A label is longer than [`MAX_LABEL_LEN`] bytes.
+        LabelTooLong {
+            /// Label index.
+            index: usize,
+            /// Its length in bytes.
+            len: usize,
+        },
+        /// More than [`MAX_CLASSES`] labels.
+        TooManyLabels(usize),
+        /// The model fails the checks [`Model::from_bytes`] makes.
+        Invalid(LoadError),
+        /// postcard failed to serialize.
+        Serialize,
+    }
+
+    impl fmt::Display for EncodeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                EncodeError::LabelTooLong { index, len } => write!(
+                    f,
+                    "class label {index} is {len} bytes; labels may be at most {MAX_LABEL_LEN} bytes, rename the class folder"
+                ),
+                EncodeError::TooManyLabels(n) => write!(
+                    f,
+                    "{n} class labels; a model may have at most {MAX_CLASSES} classes"
+                ),
+                EncodeError::Invalid(e) => write!(f, "model is not valid: {e}"),
+                EncodeError::Serialize => f.write_str("postcard failed to serialize the model"),
+            }
+        }
+    }
+
+    impl std::error::Error for EncodeError {}
+
+    fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        v.iter().flat_map(|&x| f(x)).collect()
+    }
+
+    impl OwnedModel {
+        /// Encodes the blob (see the module docs), then loads it back with [`Model::from_bytes`] so
+        /// only valid blobs are ever written.
+        pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+            let mut labels = heapless::Vec::new();
+            for (index, l) in self.labels.iter().enumerate() {
+                let s = heapless::String::try_from(l.as_str()).map_err(|_| {
+                    EncodeError::LabelTooLong {
+                        index,
+                        len: l.len(),
+                    }
+                })?;
+                labels
+                    .push(s)
+                    .map_err(|_| EncodeError::TooManyLabels(self.labels.len()))?;
+            }
+            let bytes: Vec<[Vec<u8>; 5]> = self
+                .layers
+                .iter()
+                .map(|l| {
+                    [
+                        bytemuck::cast_slice::<i8, u8>(&l.weights).to_vec(),
+                        le_bytes(&l.bias, i32::to_le_bytes),
+                        le_bytes(&l.multiplier, i32::to_le_bytes),
+                        bytemuck::cast_slice::<i8, u8>(&l.shift).to_vec(),
+                        le_bytes(&l.weight_scales, f32::to_le_bytes),
+                    ]
+                })
+                .collect();
+            let layer = |i: usize| WireLayer {
+                weights: &bytes[i][0],
+                bias: &bytes[i][1],
+                multiplier: &bytes[i][2],
+                shift: &bytes[i][3],
+                weight_scales: &bytes[i][4],
+                output: self.layers[i].output,
+            };
+            let wire = WireModel {
+                magic: MAGIC,
+                version: FORMAT_VERSION,
+                arch: self.arch,
+                labels,
+                input: self.input,
+                layers: [layer(0), layer(1), layer(2), layer(3), layer(4)],
+            };
+            let mut out = postcard::to_allocvec(&wire).map_err(|_| EncodeError::Serialize)?;
+            let crc = crc32(&out);
+            out.extend_from_slice(&crc.to_le_bytes());
+            Model::from_bytes(&out).map_err(EncodeError::Invalid)?;
+            Ok(out)
+        }
+
+        /// A valid model with pseudo-random weights (deterministic in `seed`), for tests and
+        /// benchmarks: weights uniform in [-127, 127], small biases, multipliers chosen so that
+        /// activations keep a useful spread, output zero points in [-128, -64] (ReLU layers) or
+        /// [-32, 32] (fc2).
+        ///
+        /// # Panics
+        /// If `arch` fails [`Arch::validate`].
+        pub fn random(arch: Arch, seed: u64) -> OwnedModel {
+            if let Err(e) = arch.validate() {
+                panic!("OwnedModel::random: {e}");
+            }
+            let mut rng = SplitMix64(seed);
+            let layers = core::array::from_fn(|l| {
+                let (fan_in, out) = arch.layer_fan_in_out(l);
+                let weights = (0..fan_in * out)
+                    .map(|_| rng.range_i32(-127, 127) as i8)
+                    .collect();
+                // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * 73; aim at ~40 steps.
+                let target = 40.0 / ((fan_in as f64).sqrt() * 74.0 * 73.0);
+                let mut multiplier = Vec::with_capacity(out);
+                let mut shift = Vec::with_capacity(out);
+                for _ in 0..out {
+                    let jitter = 0.5 + rng.unit();
+                    let (m, s) = crate::quant::quantize_multiplier(target * jitter);
+                    multiplier.push(m);
+                    shift.push(s as i8);
+                }
+                let bias = (0..out).map(|_| rng.range_i32(-2000, 2000)).collect();
+                let zero_point = if l == LAYERS - 1 {
+                    rng.range_i32(-32, 32)
+                } else {
+                    rng.range_i32(-128, -64)
+                };
+                OwnedLayer {
+                    weights,
+                    bias,
+                    multiplier,
+                    shift,
+                    output: QuantParams {
+                        scale: 0.05 + rng.unit() as f32 * 0.1,
+                        zero_point: zero_point as i8,
+                    },
+                    weight_scales: (0..out).map(|_| 0.001 + rng.unit() as f32 * 0.01).collect(),
+                }
+            });
+            OwnedModel {
+                arch,
+                labels: (0..arch.classes)
+                    .map(|i| std::format!("class{i}"))
+                    .collect(),
+                input: QuantParams {
+                    scale: crate::quant::INPUT_SCALE,
+                    zero_point: INPUT_ZERO_POINT,
+                },
+                layers,
+            }
+        }
+    }
+
+    impl Model<'_> {
+        /// Copies the model into an [`OwnedModel`] (host side).
+        pub fn to_owned_model(&self) -> OwnedModel {
+            let layers = core::array::from_fn(|l| {
+                let layer = &self.layers[l];
+                let n = layer.out_channels();
+                OwnedLayer {
+                    weights: layer.weights().to_vec(),
+                    bias: (0..n).map(|i| layer.bias(i)).collect(),
+                    multiplier: (0..n).map(|i| layer.multiplier(i)).collect(),
+                    shift: (0..n).map(|i| layer.shift(i) as i8).collect(),
+                    output: layer.output(),
+                    weight_scales: (0..n).map(|i| layer.weight_scale(i)).collect(),
+                }
+            });
+            OwnedModel {
+                arch: self.arch,
+                labels: self
+                    .labels
+                    .iter()
+                    .map(|s| String::from(s.as_str()))
+                    .collect(),
+                input: self.input,
+                layers,
+            }
+        }
+    }
+
+    /// SplitMix64, enough for test data.
+    struct SplitMix64(u64);
+
+    impl SplitMix64 {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `lo..=hi`.
+        fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
+            lo + (self.next() % (hi - lo + 1) as u64) as i32
+        }
+
+        /// Uniform in [0, 1).
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_exact_len() {
+        for arch in [Arch::fashion(), Arch { height: 7, width: 9, channels: 3, ..Arch::fashion() }] {
+            let owned = OwnedModel::random(arch, 7);
+            let bytes = owned.to_bytes().unwrap();
+            let labels: usize = owned.labels.iter().map(|l| l.len()).sum();
+            assert_eq!(bytes.len(), blob_len(&arch, labels));
+            let model = Model::from_bytes(&bytes).unwrap();
+            assert_eq!(model.to_owned_model(), owned);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `tinycnn`: the int8 CNN that the host and the firmware both run.
+//!
+//! - [`arch`]: the architecture and every buffer size as a `const fn`.
+//! - [`quant`]: the TFLite-compatible int8 quantization scheme (its one definition).
+//! - [`blob`]: the postcard model blob, loaded zero-copy by [`Model::from_bytes`].
+//! - [`ops`]: integer kernels, with naive versions in [`ops::reference`].
+//! - [`forward`](mod@forward): the whole network, no floats and no allocation.
+//! - [`preprocess`](mod@preprocess): camera frame to model input, fixed point.
+//!
+//! `#![no_std]` without `alloc`; the `std` feature adds [`OwnedModel`] and the encoder.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod arch;
+pub mod blob;
+mod crc32;
+pub mod preprocess;
+pub mod quant;
+
+pub use arch::{Arch, ArchError, MAX_CLASSES, MAX_LABEL_LEN};
+#[cfg(feature = "std")]
+pub use blob::{EncodeError, OwnedLayer, OwnedModel};
+pub use blob::{Field, Layer, LoadError, Model, QuantParams, FORMAT_VERSION, MAGIC};
+pub use crc32::crc32;
+pub use preprocess::{preprocess, preprocess_u8, Frame, FrameError, PixelFormat};
+pub use quant::{
+    multiply_by_quantized_multiplier, quantize_multiplier, quantize_weights_per_channel,
+    requantize, rounding_divide_by_pot, saturating_rounding_doubling_high_mul, INPUT_ZERO_POINT,
+};

@@ -1,0 +1,378 @@
+//! Camera-frame preprocessing: the one definition, used by training, host inference and firmware.
+//!
+//! All integer arithmetic, no floats, so every platform produces identical pixels.
+//!
+//! Steps, for a frame of `fw x fh` pixels and a model input of `W x H x C`:
+//! 1. **Center crop** to the model's aspect ratio: if `fw * H > fh * W` the crop is
+//!    `cw = fw_crop = (fh * W) / H` wide and `fh` high, else `fw` wide and `ch = (fw * H) / W`
+//!    high (integer division, at least 1); the offset is `(excess) / 2` (integer division).
+//! 2. **Channel conversion** of each source pixel the resize reads (see [`PixelFormat`]):
+//!    - RGB565: 5/6-bit fields widened by bit replication (`r8 = r5 << 3 | r5 >> 2`,
+//!      `g8 = g6 << 2 | g6 >> 4`).
+//!    - YUYV: BT.601 full range (JFIF), 16-bit fixed point, `floor` via arithmetic shift:
+//!      `R = Y + (91881 (V-128) + 32768) >> 16`, `G = Y - (22554 (U-128) + 46802 (V-128) - 32768) >> 16`,
+//!      `B = Y + (116130 (U-128) + 32768) >> 16`, each clamped to 0..=255. Gray models take `Y`.
+//!    - RGB to gray: `(77 R + 150 G + 29 B + 128) >> 8`. Gray to RGB: replicate.
+//! 3. **Bilinear resize** with half-pixel centers (OpenCV `INTER_LINEAR`, TF
+//!    `half_pixel_centers=true`, no antialiasing): destination pixel `d` samples source
+//!    coordinate `s = (d + 0.5) * crop / out - 0.5`, clamped to `[0, crop - 1]`. `s` is computed
+//!    in 16.16 fixed point as `floor(((2d + 1) * crop - out) * 2^16 / (2 * out))`; the fractional
+//!    part is truncated to an 11-bit weight `f` (0..2048). The output is
+//!    `(Σ p * wx * wy + 2^21) >> 22` with `wx` in {`2048 - fx`, `fx`}, `wy` likewise: exact
+//!    rounding half up of the 22-bit product. With `crop == out` every `f` is 0, so a frame that
+//!    already has the model's size and channel count passes through unchanged.
+//! 4. **Quantize** ([`preprocess`] only): `q = p - 128` (input scale 1/255, zero point -128).
+
+use crate::arch::Arch;
+use core::fmt;
+
+/// Byte layout of a camera frame, row-major, no padding between rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PixelFormat {
+    /// 1 byte per pixel.
+    Gray8,
+    /// 3 bytes per pixel: R, G, B.
+    Rgb888,
+    /// 2 bytes per pixel, a little-endian u16 `RRRRRGGG GGGBBBBB` (low byte first).
+    Rgb565Le,
+    /// 2 bytes per pixel, a big-endian u16 `RRRRRGGG GGGBBBBB` (high byte first).
+    Rgb565Be,
+    /// YUV 4:2:2, 4 bytes per 2 pixels: Y0 U Y1 V. Width must be even.
+    Yuyv,
+}
+
+impl PixelFormat {
+    /// Bytes per `width` pixels of one row.
+    pub const fn row_bytes(self, width: usize) -> usize {
+        match self {
+            PixelFormat::Gray8 => width,
+            PixelFormat::Rgb888 => width * 3,
+            PixelFormat::Rgb565Le | PixelFormat::Rgb565Be | PixelFormat::Yuyv => width * 2,
+        }
+    }
+}
+
+/// Why a frame or an output buffer was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameError {
+    /// Width or height is zero.
+    ZeroSize,
+    /// The data length does not match `width * height * bytes_per_pixel`.
+    WrongLength {
+        /// Bytes the format and size need.
+        expected: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// A YUYV frame has an odd width.
+    OddYuyvWidth(u16),
+    /// The output buffer length is not the model's `input_len()`.
+    WrongOutputLength {
+        /// `arch.input_len()`.
+        expected: usize,
+        /// Output buffer length.
+        found: usize,
+    },
+    /// The model has neither 1 nor 3 channels.
+    Channels(u8),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::ZeroSize => f.write_str("frame has zero width or height"),
+            FrameError::WrongLength { expected, found } => write!(
+                f,
+                "frame data is {found} bytes but its format and size need {expected}; \
+                 check the declared width, height and pixel format"
+            ),
+            FrameError::OddYuyvWidth(w) => {
+                write!(
+                    f,
+                    "YUYV frame width {w} is odd; YUYV packs pixel pairs, width must be even"
+                )
+            }
+            FrameError::WrongOutputLength { expected, found } => write!(
+                f,
+                "preprocess output buffer is {found} bytes but the model input needs {expected}"
+            ),
+            FrameError::Channels(c) => {
+                write!(
+                    f,
+                    "model has {c} input channels; preprocessing supports 1 or 3"
+                )
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for FrameError {}
+
+/// A borrowed camera frame whose length matches its format and size.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    data: &'a [u8],
+    width: u16,
+    height: u16,
+    format: PixelFormat,
+}
+
+impl<'a> Frame<'a> {
+    /// Wraps `data` as a `width x height` frame in `format`; checks the length (and YUYV's even
+    /// width).
+    pub fn new(
+        data: &'a [u8],
+        width: u16,
+        height: u16,
+        format: PixelFormat,
+    ) -> Result<Self, FrameError> {
+        if width == 0 || height == 0 {
+            return Err(FrameError::ZeroSize);
+        }
+        if format == PixelFormat::Yuyv && width % 2 != 0 {
+            return Err(FrameError::OddYuyvWidth(width));
+        }
+        let expected = format.row_bytes(width as usize) * height as usize;
+        if data.len() != expected {
+            return Err(FrameError::WrongLength {
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Frame {
+            data,
+            width,
+            height,
+            format,
+        })
+    }
+
+    /// The raw bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u16 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u16 {
+        self.height
+    }
+
+    /// Pixel format.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
+    /// RGB of pixel (x, y); coordinates must be in range.
+    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+        let w = self.width as usize;
+        let d = self.data;
+        match self.format {
+            PixelFormat::Gray8 => {
+                let g = d[y * w + x];
+                [g, g, g]
+            }
+            PixelFormat::Rgb888 => {
+                let i = (y * w + x) * 3;
+                [d[i], d[i + 1], d[i + 2]]
+            }
+            PixelFormat::Rgb565Le => {
+                let i = (y * w + x) * 2;
+                rgb565(u16::from_le_bytes([d[i], d[i + 1]]))
+            }
+            PixelFormat::Rgb565Be => {
+                let i = (y * w + x) * 2;
+                rgb565(u16::from_be_bytes([d[i], d[i + 1]]))
+            }
+            PixelFormat::Yuyv => {
+                let pair = (y * w + (x & !1)) * 2;
+                yuv_to_rgb(d[(y * w + x) * 2], d[pair + 1], d[pair + 3])
+            }
+        }
+    }
+
+    /// Pixel (x, y) in `C` channels (1: gray, 3: RGB).
+    fn sample<const C: usize>(&self, x: usize, y: usize) -> [u8; C] {
+        let mut out = [0u8; C];
+        if C == 1 {
+            out[0] = match self.format {
+                PixelFormat::Gray8 => self.data[y * self.width as usize + x],
+                PixelFormat::Yuyv => self.data[(y * self.width as usize + x) * 2],
+                _ => luma(self.rgb(x, y)),
+            };
+        } else {
+            out.copy_from_slice(&self.rgb(x, y)[..C]);
+        }
+        out
+    }
+}
+
+/// RGB565 to RGB888 by bit replication.
+pub const fn rgb565(v: u16) -> [u8; 3] {
+    let r = ((v >> 11) & 0x1f) as u8;
+    let g = ((v >> 5) & 0x3f) as u8;
+    let b = (v & 0x1f) as u8;
+    [
+        (r << 3) | (r >> 2),
+        (g << 2) | (g >> 4),
+        (b << 3) | (b >> 2),
+    ]
+}
+
+/// Fixed-point luma: `(77 R + 150 G + 29 B + 128) >> 8` (BT.601 weights / 256, sum 256).
+pub const fn luma(rgb: [u8; 3]) -> u8 {
+    ((77 * rgb[0] as u32 + 150 * rgb[1] as u32 + 29 * rgb[2] as u32 + 128) >> 8) as u8
+}
+
+/// BT.601 full-range YUV to RGB in 16.16 fixed point (see the module docs).
+pub const fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let y = y as i32;
+    let u = u as i32 - 128;
+    let v = v as i32 - 128;
+    let r = y + ((91881 * v + 32768) >> 16);
+    let g = y - ((22554 * u + 46802 * v - 32768) >> 16);
+    let b = y + ((116130 * u + 32768) >> 16);
+    [clamp_u8(r), clamp_u8(g), clamp_u8(b)]
+}
+
+const fn clamp_u8(v: i32) -> u8 {
+    if v < 0 {
+        0
+    } else if v > 255 {
+        255
+    } else {
+        v as u8
+    }
+}
+
+/// Fractional bits of the source coordinate.
+const COORD_BITS: u32 = 16;
+/// Bits of each bilinear weight (the two weights of an axis sum to `1 << WEIGHT_BITS`).
+const WEIGHT_BITS: u32 = 11;
+const WEIGHT_ONE: u32 = 1 << WEIGHT_BITS;
+
+/// One axis of the resize: for output index `d`, the two source indices (absolute, including the
+/// crop offset) and the weight of the second one.
+#[derive(Clone, Copy)]
+struct Axis {
+    offset: usize,
+    crop: usize,
+    out: usize,
+}
+
+impl Axis {
+    fn tap(&self, d: usize) -> (usize, usize, u32) {
+        let (crop, out) = (self.crop as i64, self.out as i64);
+        // s = (d + 0.5) * crop / out - 0.5 in 16.16, floored (div_euclid floors for out > 0).
+        let s = ((2 * d as i64 + 1) * crop - out) * (1 << COORD_BITS);
+        let s = s.div_euclid(2 * out).max(0);
+        let i0 = (s >> COORD_BITS) as usize;
+        if i0 + 1 >= self.crop {
+            return (self.offset + self.crop - 1, self.offset + self.crop - 1, 0);
+        }
+        let frac = ((s as u64 & ((1 << COORD_BITS) - 1)) >> (COORD_BITS - WEIGHT_BITS)) as u32;
+        (self.offset + i0, self.offset + i0 + 1, frac)
+    }
+}
+
+/// Center crop of a `fw x fh` frame to the aspect ratio `w : h`: (x0, y0, cw, ch).
+fn center_crop(fw: usize, fh: usize, w: usize, h: usize) -> (usize, usize, usize, usize) {
+    if fw * h > fh * w {
+        let cw = ((fh * w) / h).max(1);
+        ((fw - cw) / 2, 0, cw, fh)
+    } else {
+        let ch = ((fw * h) / w).max(1);
+        (0, (fh - ch) / 2, fw, ch)
+    }
+}
+
+fn resize<const C: usize>(frame: &Frame, arch: &Arch, mut emit: impl FnMut(usize, u8)) {
+    let (out_w, out_h) = (arch.width as usize, arch.height as usize);
+    let (x0, y0, cw, ch) = center_crop(frame.width as usize, frame.height as usize, out_w, out_h);
+    let ax = Axis {
+        offset: x0,
+        crop: cw,
+        out: out_w,
+    };
+    let ay = Axis {
+        offset: y0,
+        crop: ch,
+        out: out_h,
+    };
+    let mut i = 0;
+    for dy in 0..out_h {
+        let (ya, yb, fy) = ay.tap(dy);
+        for dx in 0..out_w {
+            let (xa, xb, fx) = ax.tap(dx);
+            let p00 = frame.sample::<C>(xa, ya);
+            let p01 = frame.sample::<C>(xb, ya);
+            let p10 = frame.sample::<C>(xa, yb);
+            let p11 = frame.sample::<C>(xb, yb);
+            let (wx0, wx1) = (WEIGHT_ONE - fx, fx);
+            let (wy0, wy1) = (WEIGHT_ONE - fy, fy);
+            for c in 0..C {
+                // <= 255 * 2^22 < 2^32
+                let acc = (p00[c] as u32 * wx0 + p01[c] as u32 * wx1) * wy0
+                    + (p10[c] as u32 * wx0 + p11[c] as u32 * wx1) * wy1;
+                emit(
+                    i,
+                    ((acc + (1 << (2 * WEIGHT_BITS - 1))) >> (2 * WEIGHT_BITS)) as u8,
+                );
+                i += 1;
+            }
+        }
+    }
+}
+
+fn run(
+    frame: &Frame,
+    arch: &Arch,
+    out_len: usize,
+    emit: impl FnMut(usize, u8),
+) -> Result<(), FrameError> {
+    if arch.height == 0 || arch.width == 0 {
+        return Err(FrameError::ZeroSize);
+    }
+    let expected = arch.input_len();
+    if out_len != expected {
+        return Err(FrameError::WrongOutputLength {
+            expected,
+            found: out_len,
+        });
+    }
+    match arch.channels {
+        1 => resize::<1>(frame, arch, emit),
+        3 => resize::<3>(frame, arch, emit),
+        c => return Err(FrameError::Channels(c)),
+    }
+    Ok(())
+}
+
+/// Center-crops `frame` to the model's aspect ratio, resizes it bilinearly (fixed point) to
+/// `arch.height x arch.width`, converts to `arch.channels` and writes HWC u8 pixels to `out`
+/// (`arch.input_len()` bytes). See the module docs for the exact arithmetic.
+///
+/// Training feeds `out[i] as f32 / 255.0`; the int8 model gets [`preprocess`].
+pub fn preprocess_u8(frame: &Frame, arch: &Arch, out: &mut [u8]) -> Result<(), FrameError> {
+    let len = out.len();
+    run(frame, arch, len, |i, p| out[i] = p)
+}
+
+/// [`preprocess_u8`] then quantization `q = p - 128` into `out` (`arch.input_len()` bytes), the
+/// int8 input of [`crate::forward`].
+pub fn preprocess(frame: &Frame, arch: &Arch, out: &mut [i8]) -> Result<(), FrameError> {
+    let len = out.len();
+    run(frame, arch, len, |i, p| out[i] = pixel_to_input(p))
+}
+
+/// Quantizes one pixel: `q = p - 128` (scale 1/255, zero point -128; exact).
+pub const fn pixel_to_input(p: u8) -> i8 {
+    (p as i16 - 128) as i8
+}
