@@ -732,7 +732,15 @@ mod tests {
 
     #[test]
     fn round_trip_and_exact_len() {
-        for arch in [Arch::fashion(), Arch { height: 7, width: 9, channels: 3, ..Arch::fashion() }] {
+        for arch in [
+            Arch::fashion(),
+            Arch {
+                height: 7,
+                width: 9,
+                channels: 3,
+                ..Arch::fashion()
+            },
+        ] {
             let owned = OwnedModel::random(arch, 7);
             let bytes = owned.to_bytes().unwrap();
             let labels: usize = owned.labels.iter().map(|l| l.len()).sum();

@@ -18,6 +18,8 @@ extern crate std;
 pub mod arch;
 pub mod blob;
 mod crc32;
+pub mod forward;
+pub mod ops;
 pub mod preprocess;
 pub mod quant;
 
@@ -26,6 +28,7 @@ pub use arch::{Arch, ArchError, MAX_CLASSES, MAX_LABEL_LEN};
 pub use blob::{EncodeError, OwnedLayer, OwnedModel};
 pub use blob::{Field, Layer, LoadError, Model, QuantParams, FORMAT_VERSION, MAGIC};
 pub use crc32::crc32;
+pub use forward::{argmax, forward, forward_traced, probabilities};
 pub use preprocess::{preprocess, preprocess_u8, Frame, FrameError, PixelFormat};
 pub use quant::{
     multiply_by_quantized_multiplier, quantize_multiplier, quantize_weights_per_channel,

@@ -1,0 +1,205 @@
+//! Conv 3x3 stride 1 SAME + bias + requantize + ReLU clamp, fused with max-pool 2x2 SAME.
+
+use super::requant::{dot_s8, ChannelParams, Requant};
+use crate::arch::KERNEL;
+
+/// Shape of a 3x3 convolution: input `height x width x in_channels` (HWC), weights
+/// `[out_channels][3][3][in_channels]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input height.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (filters).
+    pub out_channels: usize,
+}
+
+impl ConvShape {
+    /// `height * width * in_channels`.
+    pub const fn input_len(&self) -> usize {
+        self.height * self.width * self.in_channels
+    }
+
+    /// `out_channels * 9 * in_channels`.
+    pub const fn weight_len(&self) -> usize {
+        self.out_channels * KERNEL * KERNEL * self.in_channels
+    }
+
+    /// Pooled output `(ceil(h/2), ceil(w/2))`.
+    pub const fn pooled_hw(&self) -> (usize, usize) {
+        (self.height.div_ceil(2), self.width.div_ceil(2))
+    }
+
+    /// Pooled output length, `ceil(h/2) * ceil(w/2) * out_channels`.
+    pub const fn pooled_len(&self) -> usize {
+        let (h, w) = self.pooled_hw();
+        h * w * self.out_channels
+    }
+}
+
+/// The int32 accumulator `Σ (x - zp) * w` of the SAME 3x3 convolution at (y, x) for one output
+/// channel whose weights are `wk` (`[3][3][C_in]`). Padding contributes nothing (it is the zero
+/// point, real 0).
+#[inline(always)]
+fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) -> i32 {
+    let (h, w, ci) = (s.height, s.width, s.in_channels);
+    let y_lo = y.saturating_sub(1);
+    let y_hi = (y + 1).min(h - 1);
+    let mut acc = 0;
+    if x >= 1 && x + 1 < w {
+        // Interior column: the 3 taps of a kernel row are one contiguous run of 3 * C_in values
+        // in both the HWC input and the [ky][kx][ci] weights.
+        for yy in y_lo..=y_hi {
+            let ky = yy + 1 - y;
+            let row = &input[(yy * w + x - 1) * ci..][..3 * ci];
+            acc += dot_s8(row, &wk[ky * 3 * ci..][..3 * ci], zp);
+        }
+    } else {
+        let x_lo = x.saturating_sub(1);
+        let x_hi = (x + 1).min(w - 1);
+        for yy in y_lo..=y_hi {
+            let ky = yy + 1 - y;
+            let run = (x_hi + 1 - x_lo) * ci;
+            let kx_lo = x_lo + 1 - x;
+            let row = &input[(yy * w + x_lo) * ci..][..run];
+            acc += dot_s8(row, &wk[(ky * 3 + kx_lo) * ci..][..run], zp);
+        }
+    }
+    acc
+}
+
+/// Fused conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp) + max-pool 2x2 stride 2 SAME.
+///
+/// - `input`: HWC, `shape.input_len()` int8 values with zero point `rq.input_zero_point`.
+/// - `weights`: `[C_out][3][3][C_in]`, values in [-127, 127] (symmetric, zero point 0).
+/// - `output`: HWC, `shape.pooled_len()` values, `ceil(h/2) x ceil(w/2) x C_out`.
+/// - SAME conv padding is 1 pixel of the input zero point on every side; the SAME pool window
+///   at an odd bottom/right edge covers only existing pixels (TensorFlow's rule, 7 -> 4).
+///
+/// The full-resolution conv output is never stored. For each pooled pixel and channel the
+/// kernel takes the max of the (up to 4) int32 accumulators and requantizes once: with a
+/// multiplier `>= 0`, `acc -> clamp(MBQM(acc + bias) + zp, lo, 127)` is monotonic
+/// non-decreasing, so `max(requant(a_i)) == requant(max(a_i))`. The equality with
+/// [`reference::conv3x3_s8`](super::reference::conv3x3_s8) followed by
+/// [`maxpool2x2_s8`](super::pool::maxpool2x2_s8) is property-tested.
+///
+/// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted;
+/// [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it for models).
+///
+/// # Panics
+/// If a slice length does not match `shape`, or a multiplier is negative (debug builds).
+pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let s = shape;
+    assert!(s.height > 0 && s.width > 0, "conv3x3_pool_s8: empty input");
+    assert_eq!(input.len(), s.input_len(), "conv3x3_pool_s8: input length");
+    assert_eq!(
+        weights.len(),
+        s.weight_len(),
+        "conv3x3_pool_s8: weights length"
+    );
+    assert_eq!(
+        output.len(),
+        s.pooled_len(),
+        "conv3x3_pool_s8: output length"
+    );
+    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
+    let (oh, ow) = s.pooled_hw();
+    let co = s.out_channels;
+    let taps = KERNEL * KERNEL * s.in_channels;
+    let zp = rq.input_zero_point as i32;
+    for py in 0..oh {
+        let ys = 2 * py..(2 * py + 2).min(s.height);
+        for px in 0..ow {
+            let xs = 2 * px..(2 * px + 2).min(s.width);
+            let out = &mut output[(py * ow + px) * co..][..co];
+            for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
+                debug_assert!(
+                    rq.params.multiplier(o) >= 0,
+                    "negative multiplier breaks pooling order"
+                );
+                let mut best = i32::MIN;
+                for y in ys.clone() {
+                    for x in xs.clone() {
+                        best = best.max(conv_at(input, &s, zp, wk, y, x));
+                    }
+                }
+                *dst = rq.apply(o, best);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::requant::ChannelSlices;
+
+    /// 3x3x1 input, zero point -1 (so x - zp = x + 1), one filter that sums the 3x3
+    /// neighbourhood, multiplier 0.5, output zero point 0, ReLU.
+    const INPUT: [i8; 9] = [0, 1, 2, 3, 4, 5, 6, 7, -1];
+    const WEIGHTS: [i8; 9] = [1; 9];
+    // x - zp = [1 2 3; 4 5 6; 7 8 0]. Full-res SAME sums:
+    // (0,0)=1+2+4+5=12 (0,1)=1+2+3+4+5+6=21 (0,2)=2+3+5+6=16
+    // (1,0)=1+2+4+5+7+8=27 (1,1)=36 (1,2)=2+3+5+6+8+0=24
+    // (2,0)=4+5+7+8=24 (2,1)=4+5+6+7+8+0=30 (2,2)=5+6+8+0=19
+    // Pooled max: [36, 24; 30, 19]; + bias 2 -> [38, 26; 32, 21]; * 0.5 -> [19, 13; 16, 10.5->11]
+    const EXPECTED: [i8; 4] = [19, 13, 16, 11];
+
+    #[test]
+    fn hand_computed_3x3() {
+        let params = ChannelSlices {
+            bias: &[2],
+            multiplier: &[1 << 30],
+            shift: &[0],
+        };
+        let rq = Requant {
+            params: &params,
+            input_zero_point: -1,
+            output_zero_point: 0,
+            relu: true,
+        };
+        let shape = ConvShape {
+            height: 3,
+            width: 3,
+            in_channels: 1,
+            out_channels: 1,
+        };
+        let mut out = [0i8; 4];
+        conv3x3_pool_s8(&INPUT, shape, &WEIGHTS, &rq, &mut out);
+        assert_eq!(out, EXPECTED);
+    }
+
+    #[test]
+    fn relu_clamps_at_output_zero_point() {
+        // Negated filter: every accumulator is negative, so ReLU gives the zero point.
+        let params = ChannelSlices {
+            bias: &[0],
+            multiplier: &[1 << 30],
+            shift: &[0],
+        };
+        let rq = Requant {
+            params: &params,
+            input_zero_point: -1,
+            output_zero_point: -7,
+            relu: true,
+        };
+        let shape = ConvShape {
+            height: 3,
+            width: 3,
+            in_channels: 1,
+            out_channels: 1,
+        };
+        let mut out = [0i8; 4];
+        conv3x3_pool_s8(&INPUT, shape, &[-1; 9], &rq, &mut out);
+        assert_eq!(out, [-7; 4]);
+    }
+}

@@ -1,0 +1,132 @@
+//! Naive reference kernels: the definition the fast kernels are tested against.
+//!
+//! Written for obviousness, not speed: explicit padding checks, i64 accumulation (then checked
+//! to fit i32), and the conv output stored at full resolution before pooling.
+
+use super::conv::ConvShape;
+use super::requant::{ChannelParams, Requant};
+use crate::quant::requantize;
+
+fn output_stage<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i64) -> i8 {
+    let p = rq.params;
+    let total = acc + p.bias(c) as i64;
+    let total = i32::try_from(total).expect("reference: accumulator overflows i32");
+    requantize(
+        total,
+        p.multiplier(c),
+        p.shift(c),
+        rq.output_zero_point,
+        rq.relu,
+    )
+}
+
+/// Conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp), full-resolution output.
+///
+/// Layouts: input HWC `h x w x C_in`, weights `[C_out][3][3][C_in]`, output HWC
+/// `h x w x C_out`. Padding is the input zero point (real 0).
+pub fn conv3x3_s8<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let ConvShape {
+        height: h,
+        width: w,
+        in_channels: ci,
+        out_channels: co,
+    } = shape;
+    assert_eq!(input.len(), h * w * ci);
+    assert_eq!(weights.len(), co * 9 * ci);
+    assert_eq!(output.len(), h * w * co);
+    let zp = rq.input_zero_point as i64;
+    for y in 0..h {
+        for x in 0..w {
+            for o in 0..co {
+                let mut acc = 0i64;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let iy = y as isize + ky as isize - 1;
+                        let ix = x as isize + kx as isize - 1;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        for c in 0..ci {
+                            let v = input[(iy as usize * w + ix as usize) * ci + c] as i64;
+                            let wt = weights[((o * 3 + ky) * 3 + kx) * ci + c] as i64;
+                            acc += (v - zp) * wt;
+                        }
+                    }
+                }
+                output[(y * w + x) * co + o] = output_stage(rq, o, acc);
+            }
+        }
+    }
+}
+
+/// Max-pool 2x2 stride 2 SAME, HWC: output `ceil(h/2) x ceil(w/2) x c`.
+pub fn maxpool2x2_s8(input: &[i8], h: usize, w: usize, c: usize, output: &mut [i8]) {
+    let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+    assert_eq!(input.len(), h * w * c);
+    assert_eq!(output.len(), oh * ow * c);
+    for py in 0..oh {
+        for px in 0..ow {
+            for ch in 0..c {
+                let mut m = i8::MIN;
+                for y in 2 * py..2 * py + 2 {
+                    for x in 2 * px..2 * px + 2 {
+                        if y < h && x < w {
+                            m = m.max(input[(y * w + x) * c + ch]);
+                        }
+                    }
+                }
+                output[(py * ow + px) * c + ch] = m;
+            }
+        }
+    }
+}
+
+/// Conv block the layer-by-layer way: [`conv3x3_s8`] into `full` (`h * w * C_out`), then
+/// [`maxpool2x2_s8`] into `output`.
+pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    full: &mut [i8],
+    output: &mut [i8],
+) {
+    conv3x3_s8(input, shape, weights, rq, full);
+    maxpool2x2_s8(full, shape.height, shape.width, shape.out_channels, output);
+}
+
+/// Dense: `output[o] = requant(Σ_i (input[i] - zp) * weights[o][i] + bias[o])`, weights `[out][in]`.
+pub fn dense_s8<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let n = input.len();
+    assert_eq!(weights.len(), n * output.len());
+    let zp = rq.input_zero_point as i64;
+    for o in 0..output.len() {
+        let mut acc = 0i64;
+        for i in 0..n {
+            acc += (input[i] as i64 - zp) * weights[o * n + i] as i64;
+        }
+        output[o] = output_stage(rq, o, acc);
+    }
+}
+
+/// Index of the first maximum (0 for an empty slice).
+pub fn argmax(values: &[i8]) -> usize {
+    let mut best = 0;
+    for i in 1..values.len() {
+        if values[i] > values[best] {
+            best = i;
+        }
+    }
+    best
+}
