@@ -4,13 +4,14 @@
 //!
 //! Steps, for a frame of `fw x fh` pixels and a model input of `W x H x C`:
 //! 1. **Center crop** to the model's aspect ratio: if `fw * H > fh * W` the crop is
-//!    `cw = fw_crop = (fh * W) / H` wide and `fh` high, else `fw` wide and `ch = (fw * H) / W`
-//!    high (integer division, at least 1); the offset is `(excess) / 2` (integer division).
+//!    `cw = (fh * W) / H` wide and `fh` high, else `fw` wide and `ch = (fw * H) / W` high
+//!    (integer division, at least 1); the offset is half the excess, `(fw - cw) / 2` or
+//!    `(fh - ch) / 2` (integer division).
 //! 2. **Channel conversion** of each source pixel the resize reads (see [`PixelFormat`]):
 //!    - RGB565: 5/6-bit fields widened by bit replication (`r8 = r5 << 3 | r5 >> 2`,
 //!      `g8 = g6 << 2 | g6 >> 4`).
 //!    - YUYV: BT.601 full range (JFIF), 16-bit fixed point, `floor` via arithmetic shift:
-//!      `R = Y + (91881 (V-128) + 32768) >> 16`, `G = Y - (22554 (U-128) + 46802 (V-128) - 32768) >> 16`,
+//!      `R = Y + (91881 (V-128) + 32768) >> 16`, `G = Y + (-22554 (U-128) - 46802 (V-128) + 32768) >> 16`,
 //!      `B = Y + (116130 (U-128) + 32768) >> 16`, each clamped to 0..=255. Gray models take `Y`.
 //!    - RGB to gray: `(77 R + 150 G + 29 B + 128) >> 8`. Gray to RGB: replicate.
 //! 3. **Bilinear resize** with half-pixel centers (OpenCV `INTER_LINEAR`, TF
@@ -237,7 +238,7 @@ pub const fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let u = u as i32 - 128;
     let v = v as i32 - 128;
     let r = y + ((91881 * v + 32768) >> 16);
-    let g = y - ((22554 * u + 46802 * v - 32768) >> 16);
+    let g = y + ((-22554 * u - 46802 * v + 32768) >> 16);
     let b = y + ((116130 * u + 32768) >> 16);
     [clamp_u8(r), clamp_u8(g), clamp_u8(b)]
 }
