@@ -1,1 +1,37 @@
-fn main() {}
+//! Forward-pass latency and MAC throughput on the host, random weights.
+//!
+//! `cargo bench -p tinycnn --bench forward`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use tinycnn::{forward, Arch, Model, OwnedModel};
+
+fn bench_forward(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward");
+    for (name, arch) in [
+        ("fashion", Arch::fashion()),
+        ("tutorial", Arch::tutorial(2)),
+    ] {
+        let bytes = OwnedModel::random(arch, 42)
+            .to_bytes()
+            .expect("random model encodes");
+        let model = Model::from_bytes(&bytes).expect("random model loads");
+        let input: Vec<i8> = (0..arch.input_len())
+            .map(|i| (i * 31 % 256) as u8 as i8)
+            .collect();
+        let mut scratch = vec![0i8; arch.scratch_len()];
+        let mut logits = vec![0i8; arch.classes as usize];
+        // Elements = MACs, so criterion's throughput line reads as MAC/s.
+        group.throughput(Throughput::Elements(arch.macs()));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                forward(&model, black_box(&input), &mut scratch, &mut logits);
+                black_box(&logits);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_forward);
+criterion_main!(benches);

@@ -399,7 +399,7 @@ impl<'a> Model<'a> {
             check_scale(layer, Field::Output, 0, w.output.scale)?;
             let shift: &'a [i8] = bytemuck::cast_slice(w.shift);
             let bias_limit = i32::MAX as i64 - arch.accumulator_bound(l);
-            for c in 0..channels {
+            for (c, &sh) in shift.iter().enumerate() {
                 if (le_i32(w.bias, c) as i64).abs() > bias_limit {
                     return Err(LoadError::OutOfRange {
                         layer,
@@ -414,7 +414,7 @@ impl<'a> Model<'a> {
                         index: c,
                     });
                 }
-                if !(MIN_SHIFT..=MAX_SHIFT).contains(&(shift[c] as i32)) {
+                if !(MIN_SHIFT..=MAX_SHIFT).contains(&(sh as i32)) {
                     return Err(LoadError::OutOfRange {
                         layer,
                         field: Field::Shift,
