@@ -59,7 +59,20 @@ struct ConvCase {
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
-    (1usize..12, 1usize..12, 1usize..9, 1usize..9)
+    conv_case_in(1usize..12, 1usize..9)
+}
+
+/// Conv cases with `C_in` on both sides of `PATCH_MAX_IN_CHANNELS` (patch path and row path).
+fn conv_case_wide() -> impl Strategy<Value = ConvCase> {
+    let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
+    conv_case_in(1usize..6, edge - 2..edge + 6)
+}
+
+fn conv_case_in(
+    hw: std::ops::Range<usize>,
+    in_channels: std::ops::Range<usize>,
+) -> impl Strategy<Value = ConvCase> {
+    (hw.clone(), hw, in_channels, 1usize..9)
         .prop_flat_map(|(height, width, in_channels, out_channels)| {
             let shape = ConvShape {
                 height,
@@ -133,6 +146,12 @@ proptest! {
     /// conv at full resolution (requantizing every pixel) followed by max-pool.
     #[test]
     fn conv3x3_pool_matches_reference(c in conv_case()) {
+        check_conv(&c)?;
+    }
+
+    /// Same, for input channel counts around the patch-path limit.
+    #[test]
+    fn conv3x3_pool_wide_matches_reference(c in conv_case_wide()) {
         check_conv(&c)?;
     }
 

@@ -71,6 +71,10 @@ fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) 
     acc
 }
 
+/// Largest `C_in` the patch path handles: four `9 * C_in` int8 patches live on the stack
+/// (`4 * 9 * 64 = 2304` bytes). Wider inputs take the row path, which needs no buffer.
+pub const PATCH_MAX_IN_CHANNELS: usize = 64;
+
 /// Fused conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp) + max-pool 2x2 stride 2 SAME.
 ///
 /// - `input`: HWC, `shape.input_len()` int8 values with zero point `rq.input_zero_point`.
@@ -85,6 +89,11 @@ fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) 
 /// non-decreasing, so `max(requant(a_i)) == requant(max(a_i))`. The equality with
 /// [`reference::conv3x3_s8`](super::reference::conv3x3_s8) followed by
 /// [`maxpool2x2_s8`](super::pool::maxpool2x2_s8) is property-tested.
+///
+/// For `C_in <= PATCH_MAX_IN_CHANNELS` the kernel gathers the four 3x3 input patches of a pool
+/// window (padding filled with the zero point, so it contributes `(zp - zp) * w = 0`) and runs
+/// one `9 * C_in` dot product per patch and output channel, reusing each weight row for the
+/// four patches. Wider inputs use per-row dot products on the input in place.
 ///
 /// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted;
 /// [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it for models).
@@ -112,6 +121,109 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
         "conv3x3_pool_s8: output length"
     );
     rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
+    if cfg!(debug_assertions) {
+        for o in 0..s.out_channels {
+            assert!(
+                rq.params.multiplier(o) >= 0,
+                "negative multiplier breaks pooling order"
+            );
+        }
+    }
+    if s.in_channels <= PATCH_MAX_IN_CHANNELS {
+        conv_pool_patches(input, s, weights, rq, output);
+    } else {
+        conv_pool_rows(input, s, weights, rq, output);
+    }
+}
+
+/// Copies the SAME 3x3 patch around (y, x) into `patch` (`[3][3][C_in]`), padding with `zp`.
+#[inline(always)]
+fn gather(input: &[i8], s: &ConvShape, zp: i8, y: usize, x: usize, patch: &mut [i8]) {
+    let (h, w, ci) = (s.height, s.width, s.in_channels);
+    for ky in 0..KERNEL {
+        let dst = &mut patch[ky * 3 * ci..][..3 * ci];
+        let yy = y + ky;
+        if yy == 0 || yy > h {
+            dst.fill(zp);
+            continue;
+        }
+        let row = &input[(yy - 1) * w * ci..][..w * ci];
+        if x >= 1 && x + 1 < w {
+            dst.copy_from_slice(&row[(x - 1) * ci..][..3 * ci]);
+        } else {
+            for kx in 0..KERNEL {
+                let xx = x + kx;
+                let tap = &mut dst[kx * ci..][..ci];
+                if xx == 0 || xx > w {
+                    tap.fill(zp);
+                } else {
+                    tap.copy_from_slice(&row[(xx - 1) * ci..][..ci]);
+                }
+            }
+        }
+    }
+}
+
+/// Four dot products `Σ (p_k - zp) * w` sharing one weight row. Products fit i16 (see
+/// [`dot_s8`]).
+#[inline(always)]
+fn dot4(p: [&[i8]; 4], w: &[i8], zp: i16) -> [i32; 4] {
+    let n = w.len();
+    let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
+    let mut acc = [0i32; 4];
+    for i in 0..n {
+        let wi = w[i] as i16 as i32;
+        // i16 operands widened to i32 before the multiply: the shape x86 matches to pmaddwd.
+        acc[0] += (p0[i] as i16 - zp) as i32 * wi;
+        acc[1] += (p1[i] as i16 - zp) as i32 * wi;
+        acc[2] += (p2[i] as i16 - zp) as i32 * wi;
+        acc[3] += (p3[i] as i16 - zp) as i32 * wi;
+    }
+    acc
+}
+
+fn conv_pool_patches<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    s: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    const PATCH: usize = KERNEL * KERNEL * PATCH_MAX_IN_CHANNELS;
+    let taps = KERNEL * KERNEL * s.in_channels;
+    let (oh, ow) = s.pooled_hw();
+    let co = s.out_channels;
+    let zp = rq.input_zero_point;
+    let mut patches = [[0i8; PATCH]; 4];
+    for py in 0..oh {
+        // A window hanging over the bottom/right edge repeats its last row/column: max is
+        // idempotent, so the duplicate changes nothing.
+        let y1 = (2 * py + 1).min(s.height - 1);
+        for px in 0..ow {
+            let x1 = (2 * px + 1).min(s.width - 1);
+            let [a, b, c, d] = &mut patches;
+            gather(input, &s, zp, 2 * py, 2 * px, &mut a[..taps]);
+            gather(input, &s, zp, 2 * py, x1, &mut b[..taps]);
+            gather(input, &s, zp, y1, 2 * px, &mut c[..taps]);
+            gather(input, &s, zp, y1, x1, &mut d[..taps]);
+            let p = [&a[..taps], &b[..taps], &c[..taps], &d[..taps]];
+            let out = &mut output[(py * ow + px) * co..][..co];
+            for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
+                let acc = dot4(p, wk, zp as i16);
+                let best = acc[0].max(acc[1]).max(acc[2].max(acc[3]));
+                *dst = rq.apply(o, best);
+            }
+        }
+    }
+}
+
+fn conv_pool_rows<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    s: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
     let (oh, ow) = s.pooled_hw();
     let co = s.out_channels;
     let taps = KERNEL * KERNEL * s.in_channels;
@@ -122,10 +234,6 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
             let xs = 2 * px..(2 * px + 2).min(s.width);
             let out = &mut output[(py * ow + px) * co..][..co];
             for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
-                debug_assert!(
-                    rq.params.multiplier(o) >= 0,
-                    "negative multiplier breaks pooling order"
-                );
                 let mut best = i32::MIN;
                 for y in ys.clone() {
                     for x in xs.clone() {
