@@ -209,7 +209,7 @@ impl Arch {
         self.layer_fan_in_out(layer).1
     }
 
-    /// Bytes of i8 scratch [`crate::forward`] needs.
+    /// Bytes of i8 scratch [`crate::forward()`] needs.
     ///
     /// Two ping-pong regions: A holds block 0's and block 2's outputs, B holds block 1's output
     /// and fc1's output. Conv and pool are fused, so no full-resolution conv output is stored.

@@ -1,6 +1,6 @@
 //! The model blob: postcard, zero-copy on load.
 //!
-//! Layout (postcard encoding of [`WireModel`], then 4 bytes):
+//! Layout (postcard encoding of the fields below in order, then 4 bytes):
 //! - `magic`: the 4 bytes [`MAGIC`] (`b"TCNN"`), then `version`: [`FORMAT_VERSION`] (u16 varint)
 //! - `arch`: [`Arch`]
 //! - `labels`: `classes` UTF-8 strings of at most [`MAX_LABEL_LEN`] bytes

@@ -7,7 +7,8 @@
 //! - [`forward`](mod@forward): the whole network, no floats and no allocation.
 //! - [`preprocess`](mod@preprocess): camera frame to model input, fixed point.
 //!
-//! `#![no_std]` without `alloc`; the `std` feature adds [`OwnedModel`] and the encoder.
+//! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
+//! `OwnedModel::random`) and `std::error::Error` impls; `defmt` derives `defmt::Format`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

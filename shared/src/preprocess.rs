@@ -367,7 +367,7 @@ pub fn preprocess_u8(frame: &Frame, arch: &Arch, out: &mut [u8]) -> Result<(), F
 }
 
 /// [`preprocess_u8`] then quantization `q = p - 128` into `out` (`arch.input_len()` bytes), the
-/// int8 input of [`crate::forward`].
+/// int8 input of [`crate::forward()`].
 pub fn preprocess(frame: &Frame, arch: &Arch, out: &mut [i8]) -> Result<(), FrameError> {
     let len = out.len();
     run(frame, arch, len, |i, p| out[i] = pixel_to_input(p))

@@ -71,8 +71,9 @@ fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) 
     acc
 }
 
-/// Largest `C_in` the patch path handles: four `9 * C_in` int8 patches live on the stack
-/// (`4 * 9 * 64 = 2304` bytes). Wider inputs take the row path, which needs no buffer.
+/// Largest `C_in` the patch path handles: four `9 * C_in` i16 patches live on the stack
+/// (`4 * 9 * 64 * 2 = 4608` bytes, like CMSIS-NN's q15 im2col buffer). Wider inputs take the
+/// row path, which needs no buffer.
 pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 
 /// Fused conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp) + max-pool 2x2 stride 2 SAME.
@@ -91,9 +92,9 @@ pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 /// [`maxpool2x2_s8`](super::pool::maxpool2x2_s8) is property-tested.
 ///
 /// For `C_in <= PATCH_MAX_IN_CHANNELS` the kernel gathers the four 3x3 input patches of a pool
-/// window (padding filled with the zero point, so it contributes `(zp - zp) * w = 0`) and runs
-/// one `9 * C_in` dot product per patch and output channel, reusing each weight row for the
-/// four patches. Wider inputs use per-row dot products on the input in place.
+/// window as i16 `x - zp` (padding is 0 = real 0) and runs one `9 * C_in` dot product per patch
+/// and output channel, reusing each weight row for the four patches. Wider inputs use per-row
+/// dot products on the input in place.
 ///
 /// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted;
 /// [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it for models).
@@ -136,50 +137,54 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
     }
 }
 
-/// Copies the SAME 3x3 patch around (y, x) into `patch` (`[3][3][C_in]`), padding with `zp`.
+/// Writes the SAME 3x3 patch around (y, x) as `x - zp` into `patch` (`[3][3][C_in]` i16);
+/// padding taps are 0.
 #[inline(always)]
-fn gather(input: &[i8], s: &ConvShape, zp: i8, y: usize, x: usize, patch: &mut [i8]) {
+fn gather(input: &[i8], s: &ConvShape, zp: i16, y: usize, x: usize, patch: &mut [i16]) {
     let (h, w, ci) = (s.height, s.width, s.in_channels);
     for ky in 0..KERNEL {
         let dst = &mut patch[ky * 3 * ci..][..3 * ci];
         let yy = y + ky;
         if yy == 0 || yy > h {
-            dst.fill(zp);
+            dst.fill(0);
             continue;
         }
         let row = &input[(yy - 1) * w * ci..][..w * ci];
-        if x >= 1 && x + 1 < w {
-            dst.copy_from_slice(&row[(x - 1) * ci..][..3 * ci]);
-        } else {
-            for kx in 0..KERNEL {
-                let xx = x + kx;
-                let tap = &mut dst[kx * ci..][..ci];
-                if xx == 0 || xx > w {
-                    tap.fill(zp);
-                } else {
-                    tap.copy_from_slice(&row[(xx - 1) * ci..][..ci]);
+        for kx in 0..KERNEL {
+            let xx = x + kx;
+            let tap = &mut dst[kx * ci..][..ci];
+            if xx == 0 || xx > w {
+                tap.fill(0);
+            } else {
+                for (d, &v) in tap.iter_mut().zip(&row[(xx - 1) * ci..][..ci]) {
+                    *d = v as i16 - zp;
                 }
             }
         }
     }
 }
 
-/// Four dot products `Σ (p_k - zp) * w` sharing one weight row. Products fit i16 (see
-/// [`dot_s8`]).
+/// Four dot products `Σ p_k * w` sharing one weight row. `|p| <= 255`, `|w| <= 127`.
 #[inline(always)]
-fn dot4(p: [&[i8]; 4], w: &[i8], zp: i16) -> [i32; 4] {
+fn dot4(p: [&[i16]; 4], w: &[i8]) -> [i32; 4] {
     let n = w.len();
     let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
     let mut acc = [0i32; 4];
     for i in 0..n {
+        // i16 operands widened to i32 before the multiply: the shape x86 matches to pmaddwd
+        // (and Cortex-M4 to SMLAD-style 16-bit MACs).
         let wi = w[i] as i16 as i32;
-        // i16 operands widened to i32 before the multiply: the shape x86 matches to pmaddwd.
-        acc[0] += (p0[i] as i16 - zp) as i32 * wi;
-        acc[1] += (p1[i] as i16 - zp) as i32 * wi;
-        acc[2] += (p2[i] as i16 - zp) as i32 * wi;
-        acc[3] += (p3[i] as i16 - zp) as i32 * wi;
+        acc[0] += p0[i] as i32 * wi;
+        acc[1] += p1[i] as i32 * wi;
+        acc[2] += p2[i] as i32 * wi;
+        acc[3] += p3[i] as i32 * wi;
     }
     acc
+}
+
+#[inline(always)]
+fn max4(a: [i32; 4]) -> i32 {
+    a[0].max(a[1]).max(a[2].max(a[3]))
 }
 
 fn conv_pool_patches<P: ChannelParams + ?Sized>(
@@ -193,8 +198,8 @@ fn conv_pool_patches<P: ChannelParams + ?Sized>(
     let taps = KERNEL * KERNEL * s.in_channels;
     let (oh, ow) = s.pooled_hw();
     let co = s.out_channels;
-    let zp = rq.input_zero_point;
-    let mut patches = [[0i8; PATCH]; 4];
+    let zp = rq.input_zero_point as i16;
+    let mut patches = [[0i16; PATCH]; 4];
     for py in 0..oh {
         // A window hanging over the bottom/right edge repeats its last row/column: max is
         // idempotent, so the duplicate changes nothing.
@@ -209,9 +214,7 @@ fn conv_pool_patches<P: ChannelParams + ?Sized>(
             let p = [&a[..taps], &b[..taps], &c[..taps], &d[..taps]];
             let out = &mut output[(py * ow + px) * co..][..co];
             for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
-                let acc = dot4(p, wk, zp as i16);
-                let best = acc[0].max(acc[1]).max(acc[2].max(acc[3]));
-                *dst = rq.apply(o, best);
+                *dst = rq.apply(o, max4(dot4(p, wk)));
             }
         }
     }

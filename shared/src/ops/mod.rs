@@ -1,5 +1,5 @@
 //! Integer kernels. Layouts are HWC for activations, `[C_out][3][3][C_in]` for conv weights and
-//! `[out][in]` for dense weights. Naive versions live in [`reference`].
+//! `[out][in]` for dense weights. Naive versions live in [`mod@reference`].
 
 pub mod conv;
 pub mod dense;
