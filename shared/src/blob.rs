@@ -440,11 +440,6 @@ impl<'a> Model<'a> {
             layers,
         })
     }
-
-    /// Bytes of a blob for `arch` with labels of total length `label_bytes`.
-    pub const fn blob_len_for(arch: &Arch, label_bytes: usize) -> usize {
-        blob_len(arch, label_bytes)
-    }
 }
 
 const fn varint_len(mut v: u64) -> usize {
