@@ -136,8 +136,10 @@ impl<'a> Frame<'a> {
         if format == PixelFormat::Yuyv && width % 2 != 0 {
             return Err(FrameError::OddYuyvWidth(width));
         }
-        let expected = format.row_bytes(width as usize) * height as usize;
-        if data.len() != expected {
+        // u64: on 32-bit targets a huge declared size must not wrap into a small length.
+        let expected = format.row_bytes(1) as u64 * width as u64 * height as u64;
+        if data.len() as u64 != expected {
+            let expected = usize::try_from(expected).unwrap_or(usize::MAX);
             return Err(FrameError::WrongLength {
                 expected,
                 found: data.len(),
@@ -387,8 +389,9 @@ fn run(
     if arch.height == 0 || arch.width == 0 {
         return Err(FrameError::ZeroSize);
     }
-    let expected = arch.input_len();
-    if out_len != expected {
+    let expected = arch.height as u64 * arch.width as u64 * arch.channels as u64;
+    if out_len as u64 != expected {
+        let expected = usize::try_from(expected).unwrap_or(usize::MAX);
         return Err(FrameError::WrongOutputLength {
             expected,
             found: out_len,
