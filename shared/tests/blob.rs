@@ -249,7 +249,7 @@ fn error_messages_say_what_to_do() {
 
 /// Cases each fuzz run executes; the tests print the tally (`cargo test -p tinycnn --test blob
 /// -- --nocapture`).
-const FUZZ_CASES: u32 = 4096;
+const FUZZ_CASES: u32 = 16384;
 
 fn runner() -> TestRunner {
     TestRunner::new(ProptestConfig {

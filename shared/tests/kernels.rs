@@ -7,7 +7,7 @@ use tinycnn::ops::{self, reference, ChannelSlices, ConvShape, Requant};
 use tinycnn::quant::{multiply_by_quantized_multiplier, requantize, MAX_SHIFT, MIN_SHIFT};
 use tinycnn::{argmax, forward, forward_traced, Arch, Model, OwnedModel};
 
-const CASES: u32 = 256;
+const CASES: u32 = 1024;
 
 /// Per-channel parameters with multipliers >= 0 (as blobs guarantee), shifts across the legal
 /// range and biases within the accumulator headroom of `fan_in`.
@@ -361,7 +361,7 @@ fn arch_strategy() -> impl Strategy<Value = Arch> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// The forward pass (fused kernels, ping-pong scratch) equals the layer-by-layer reference
     /// on random architectures, weights, zero points, multipliers and inputs, layer by layer.

@@ -122,6 +122,10 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
         "conv3x3_pool_s8: output length"
     );
     rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
+    debug_assert!(
+        !weights.contains(&i8::MIN),
+        "conv3x3_pool_s8: weights must be in [-127, 127]"
+    );
     if cfg!(debug_assertions) {
         for o in 0..s.out_channels {
             assert!(

@@ -22,6 +22,10 @@ pub fn dense_s8<P: ChannelParams + ?Sized>(
     let n = input.len();
     assert_eq!(weights.len(), n * output.len(), "dense_s8: weights length");
     rq.debug_assert_bound(n, output.len());
+    debug_assert!(
+        !weights.contains(&i8::MIN),
+        "dense_s8: weights must be in [-127, 127]"
+    );
     let zp = rq.input_zero_point as i32;
     if n == 0 {
         for (o, dst) in output.iter_mut().enumerate() {
