@@ -1,10 +1,11 @@
-//! Forward-pass latency and MAC throughput on the host, random weights.
+//! Forward-pass latency and MAC throughput on the host, random weights; and the preprocessing
+//! of a QVGA RGB565 frame.
 //!
 //! `cargo bench -p tinycnn --bench forward`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tinycnn::{forward, Arch, Model, OwnedModel};
+use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
 
 fn bench_forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
@@ -33,5 +34,26 @@ fn bench_forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_forward);
+/// A QVGA RGB565 camera frame (what the firmware sees) to each preset's input.
+fn bench_preprocess(c: &mut Criterion) {
+    let mut group = c.benchmark_group("preprocess_qvga_rgb565");
+    let data: Vec<u8> = (0..320 * 240 * 2).map(|i| (i * 7 % 251) as u8).collect();
+    let frame = Frame::new(&data, 320, 240, PixelFormat::Rgb565Le).expect("QVGA frame");
+    for (name, arch) in [
+        ("fashion", Arch::fashion()),
+        ("tutorial", Arch::tutorial(2)),
+    ] {
+        let mut out = vec![0i8; arch.input_len()];
+        group.throughput(Throughput::Elements(arch.input_len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                preprocess(black_box(&frame), &arch, &mut out).expect("preprocess");
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_forward, bench_preprocess);
 criterion_main!(benches);
