@@ -219,7 +219,7 @@ struct WireModel<'a> {
 /// Invariants (checked by [`Model::from_bytes`]): lengths match the model's `Arch`, weights in
 /// [-127, 127], multipliers >= 0, shifts in `MIN_SHIFT..=MAX_SHIFT`, biases leave room for the
 /// accumulator bound.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Layer<'a> {
     weights: &'a [i8],
     bias: &'a [u8],
@@ -227,6 +227,17 @@ pub struct Layer<'a> {
     shift: &'a [i8],
     weight_scales: &'a [u8],
     output: QuantParams,
+}
+
+/// Summarizes (a tutorial fc1 has 2 M weights): lengths and output quantization.
+impl fmt::Debug for Layer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layer")
+            .field("weights", &self.weights.len())
+            .field("out_channels", &self.out_channels())
+            .field("output", &self.output)
+            .finish()
+    }
 }
 
 fn le_i32(bytes: &[u8], i: usize) -> i32 {
