@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::cmd::{self, Context};
 use crate::data::{self, Subset};
@@ -11,6 +11,8 @@ use crate::setup;
 /// The demo's training run: the `fashion` preset on the full Fashion-MNIST training set, tuned to
 /// reach >= 91% test accuracy in about 10 minutes on 2 CPU cores. The one place to change them.
 const DEMO_TRAIN_OPTIONS: &[&str] = &["--epochs", "12", "--lr", "1e-3", "--lr-schedule", "cosine"];
+/// Test images the demo turns into camera frames for the firmware in QEMU.
+const DEMO_FIRMWARE_FRAMES: &str = "8";
 const DEMO_DATA: &str = "data/fashion-mnist";
 const DEMO_RUN: &str = "runs/demo";
 
@@ -63,10 +65,29 @@ pub fn demo(ctx: &Context) -> Result<()> {
     tinycnn(
         ctx,
         "quantize",
-        &["--run", DEMO_RUN, "--data", &train, "--test", &test],
+        &[
+            "--run", DEMO_RUN, "--data", &train, "--test", &test, "--report", &report,
+        ],
     )?;
-    tinycnn(ctx, "parity", &["--run", DEMO_RUN, "--data", &test])?;
-    tinycnn(ctx, "firmware", &["--run", DEMO_RUN, "--data", &test])?;
+    tinycnn(
+        ctx,
+        "parity",
+        &["--run", DEMO_RUN, "--data", &test, "--report", &report],
+    )?;
+    tinycnn(
+        ctx,
+        "firmware",
+        &[
+            "--run",
+            DEMO_RUN,
+            "--data",
+            &test,
+            "--frames",
+            DEMO_FIRMWARE_FRAMES,
+            "--report",
+            &report,
+        ],
+    )?;
     if !ctx.path(&report).is_file() {
         bail!("the pipeline finished but wrote no {report}");
     }
@@ -144,7 +165,7 @@ pub fn test(ctx: &Context) -> Result<()> {
                 .env(TEST_DATA_ENV, &test_data),
         )
     })?;
-    ctx.step("firmware host tests", || {
+    ctx.step("firmware: camera driver tests on the host", || {
         let firmware = ctx.path("firmware");
         if !firmware.join("Cargo.toml").is_file() {
             bail!(
@@ -152,9 +173,24 @@ pub fn test(ctx: &Context) -> Result<()> {
                 firmware.display()
             );
         }
-        cmd::run(ctx.cargo().arg("test").current_dir(firmware))
+        // The firmware workspace builds for thumbv7em by default; the driver tests run on the host.
+        cmd::run(
+            ctx.cargo()
+                .args(["test", "-p", "tinycnn-camera", "--target", &host_triple()?])
+                .current_dir(firmware),
+        )
     })?;
     ctx.print_timings();
     println!("\nall checks passed");
     Ok(())
+}
+
+/// The host's target triple, as `rustc -vV` reports it.
+fn host_triple() -> Result<String> {
+    let info = cmd::probe(std::process::Command::new("rustc").arg("-vV"))
+        .context("`rustc -vV` failed; is the Rust toolchain installed?")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(|triple| triple.trim().to_owned())
+        .context("`rustc -vV` printed no `host:` line")
 }
