@@ -1,0 +1,139 @@
+//! The real firmware ELF in QEMU (mps2-an386, Cortex-M4) against `tinycnn::forward` on the host:
+//! every frame's int8 logits must be equal, bit for bit.
+//!
+//! Frames come from the Fashion-MNIST test subset (`TINYCNN_FASHION_SMALL`, see
+//! `onnx_fixtures::fashion_small_dir`), as QVGA RGB565 camera frames and as native frames. The
+//! models have random weights (`OwnedModel::random`): the `fashion` preset, and a
+//! `tutorial`-sized one (128x128x3, 2 MiB fc1) that checks the large model fits and runs.
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use tinycnn::{Arch, Model};
+use tinycnn_host::firmware::{self, FirmwareError};
+use tinycnn_tests::firmware_fixtures::{
+    build_firmware, camera_frames, random_model_file, scratch_dir,
+};
+use tinycnn_tests::onnx_fixtures::fashion_small_dir;
+
+const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Builds, runs and checks one model; returns the report for further checks.
+fn run_model(
+    test: &str,
+    arch: Arch,
+    seed: u64,
+    frame_count: usize,
+) -> Result<firmware::FirmwareReport> {
+    let dir = scratch_dir(test)?;
+    let (blob, model_path) = random_model_file(arch, seed, &dir, "model.tcnn")?;
+    let model = Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let frames = camera_frames(&fashion_small_dir()?.join("test"), &arch, frame_count)?;
+    ensure!(
+        frames.len() == frame_count,
+        "only {} frames from the test subset",
+        frames.len()
+    );
+    let elf = build_firmware(&model_path, &dir)?;
+    let report =
+        firmware::run_frames(&elf, &model, blob.len() as u64, &frames, &dir, QEMU_TIMEOUT)?;
+    for check in &report.per_frame {
+        assert!(
+            check.bit_exact,
+            "{test}: frame {} ({}, {}) differs: firmware {:?}, host {:?}",
+            check.firmware.frame,
+            check.kind,
+            check.source.display(),
+            check.firmware.logits,
+            check.host_logits
+        );
+        assert_eq!(check.firmware.class, check.host_class);
+        assert_eq!(check.firmware.label, format!("class{}", check.host_class));
+    }
+    assert_eq!(report.frames, frame_count);
+    assert_eq!(report.frames_bit_exact, frame_count);
+    // Instruction counts come from the CMSDK timer under -icount; a MAC costs at least one
+    // instruction and, for these kernels, well under a hundred.
+    assert!(
+        (1.0..100.0).contains(&report.instructions_per_mac),
+        "{test}: {} instructions per MAC is implausible",
+        report.instructions_per_mac
+    );
+    assert!(
+        report.memory.flash_bytes > blob.len() as u64,
+        "the model is in flash"
+    );
+    assert!(
+        report.memory.ram_bytes >= (arch.scratch_len() + arch.input_len()) as u64,
+        "the static buffers are in RAM"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(report)
+}
+
+#[test]
+fn fashion_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
+    let report = run_model("fashion", Arch::fashion(), 11, 8)?;
+    // Different images must give different logits, or the comparison proves little.
+    let first = &report.per_frame[0].host_logits;
+    assert!(
+        report.per_frame.iter().any(|c| &c.host_logits != first),
+        "every frame gave the same logits {first:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn tutorial_sized_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
+    let report = run_model("tutorial", Arch::tutorial(2), 12, 2)?;
+    assert!(
+        report.memory.flash_bytes > 2 * 1024 * 1024,
+        "fc1 alone is 2 MiB"
+    );
+    Ok(())
+}
+
+#[test]
+fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
+    let dir = scratch_dir("corrupt")?;
+    let arch = Arch::fashion();
+    let (blob, model_path) = random_model_file(arch, 13, &dir, "model.tcnn")?;
+    let model = Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let elf = build_firmware(&model_path, &dir)?;
+    // Flip one weight byte of the blob inside the ELF: the CRC check at boot must catch it.
+    let mut elf_bytes = std::fs::read(&elf)?;
+    let at = elf_bytes
+        .windows(blob.len())
+        .position(|w| w == blob.as_slice())
+        .expect("the model blob is embedded verbatim in the ELF");
+    elf_bytes[at + blob.len() / 2] ^= 0x5a;
+    let corrupt = dir.join("corrupt.elf");
+    std::fs::write(&corrupt, &elf_bytes)?;
+    let frames = camera_frames(&fashion_small_dir()?.join("test"), &arch, 1)?;
+    let error = firmware::run_frames(
+        &corrupt,
+        &model,
+        blob.len() as u64,
+        &frames,
+        &dir,
+        QEMU_TIMEOUT,
+    )
+    .expect_err("a corrupt model must not run");
+    match &error {
+        FirmwareError::FirmwareFailed {
+            status,
+            meaning,
+            log,
+            ..
+        } => {
+            assert!(status.contains('2'), "exit status {status}");
+            assert_eq!(*meaning, "the embedded model is invalid");
+            assert!(
+                log.contains("the embedded model") && log.contains("is invalid"),
+                "log: {log}"
+            );
+        }
+        other => panic!("expected the firmware to fail at boot, got: {other}"),
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
