@@ -1,0 +1,73 @@
+//! Conv weight layouts: tch stores `[out, in, 3, 3]` (OIHW); `shared`'s `conv3x3_pool_s8` reads
+//! `[out][3][3][in]` (OHWI), so one output channel's 3x3xC_in window is contiguous.
+
+/// Reorders OIHW conv weights to OHWI.
+pub fn weights_oihw_to_ohwi<T: Copy>(w: &[T], out: usize, cin: usize) -> Vec<T> {
+    assert_eq!(
+        w.len(),
+        out * cin * 9,
+        "conv weight length must be out * in * 9"
+    );
+    let mut r = Vec::with_capacity(w.len());
+    for o in 0..out {
+        for k in 0..9 {
+            for i in 0..cin {
+                r.push(w[(o * cin + i) * 9 + k]);
+            }
+        }
+    }
+    r
+}
+
+/// Reorders OHWI conv weights back to OIHW (the inverse of [`weights_oihw_to_ohwi`]).
+pub fn weights_ohwi_to_oihw<T: Copy>(w: &[T], out: usize, cin: usize) -> Vec<T> {
+    assert_eq!(
+        w.len(),
+        out * cin * 9,
+        "conv weight length must be out * in * 9"
+    );
+    let mut r = Vec::with_capacity(w.len());
+    for o in 0..out {
+        for i in 0..cin {
+            for k in 0..9 {
+                r.push(w[(o * 9 + k) * cin + i]);
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oihw_to_ohwi_moves_each_tap() {
+        // out 2, in 3: value encodes (o, i, ky, kx) as o*1000 + i*100 + ky*10 + kx.
+        let (out, cin) = (2, 3);
+        let mut w = Vec::new();
+        for o in 0..out {
+            for i in 0..cin {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        w.push(o * 1000 + i * 100 + ky * 10 + kx);
+                    }
+                }
+            }
+        }
+        let r = weights_oihw_to_ohwi(&w, out, cin);
+        for o in 0..out {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    for i in 0..cin {
+                        assert_eq!(
+                            r[((o * 3 + ky) * 3 + kx) * cin + i],
+                            o * 1000 + i * 100 + ky * 10 + kx
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(weights_ohwi_to_oihw(&r, out, cin), w);
+    }
+}

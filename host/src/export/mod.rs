@@ -1,0 +1,297 @@
+//! Conversion of a trained float model and its activation quantization parameters into the
+//! `shared` blob (`tinycnn::blob::OwnedModel`), following DESIGN.md's quantization scheme.
+//!
+//! The submodules mirror `shared/src/ops`: [`conv`] and [`dense`] own the weight layouts,
+//! [`requant`] owns every float-to-fixed decision (activation parameters, biases, multipliers).
+pub mod conv;
+pub mod dense;
+pub mod requant;
+
+use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};
+use tinycnn::Arch;
+
+/// Layer names in blob order, used in reports and error messages.
+pub const LAYER_NAMES: [&str; 5] = ["conv1", "conv2", "conv3", "fc1", "fc2"];
+
+/// Why a float model could not be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "the architecture is invalid ({0:?}); check the preset the checkpoint was trained with"
+    )]
+    Arch(tinycnn::arch::ArchError),
+    #[error("{layer} has {actual} {what} values but the architecture needs {expected}; the checkpoint does not match the preset")]
+    Shape {
+        layer: &'static str,
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{layer} has a non-finite {what} value; the checkpoint is corrupt or training diverged, retrain with a lower learning rate")]
+    NonFinite {
+        layer: &'static str,
+        what: &'static str,
+    },
+    #[error("the model has {labels} labels but {classes} classes; give one label per class")]
+    Labels { labels: usize, classes: usize },
+    #[error("label {0:?} is longer than {max} bytes; rename the class folder", max = tinycnn::arch::MAX_LABEL_LEN)]
+    LabelTooLong(String),
+    #[error("{layer}: activation scale {scale} is not a positive finite number; calibrate on more images")]
+    ActivationScale { layer: &'static str, scale: f32 },
+    #[error("{layer} channel {channel}: the bias {bias} is too large for an int32 at scale {scale:e}; the model is badly conditioned, retrain it")]
+    BiasRange {
+        layer: &'static str,
+        channel: usize,
+        bias: f32,
+        scale: f64,
+    },
+}
+
+/// One layer's float parameters in tch layout.
+///
+/// Conv weights are `[out, in, 3, 3]`; dense weights are `[out, in]`, where fc1's `in` index is
+/// tch's NCHW flatten order `(c, h, w)` of block 3's pooled output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatLayer {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// A whole float model in tch layout, with its class labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloatParams {
+    pub arch: Arch,
+    pub labels: Vec<String>,
+    /// conv1, conv2, conv3, fc1, fc2
+    pub layers: [FloatLayer; 5],
+}
+
+/// `(input channels, output channels, weights per output channel)` of each layer, blob order.
+pub fn layer_dims(arch: &Arch) -> [(usize, usize, usize); 5] {
+    let conv = |b: usize| {
+        let cin = arch.block_in_channels(b);
+        (cin, arch.filters[b] as usize, 9 * cin)
+    };
+    let flatten = arch.flatten_len();
+    let fc = arch.fc_width as usize;
+    [
+        conv(0),
+        conv(1),
+        conv(2),
+        (flatten, fc, flatten),
+        (fc, arch.classes as usize, fc),
+    ]
+}
+
+impl FloatParams {
+    /// Checks the parameter counts against the architecture and that every value is finite.
+    pub fn validate(&self) -> Result<(), ExportError> {
+        self.arch.validate().map_err(ExportError::Arch)?;
+        if self.labels.len() != self.arch.classes as usize {
+            return Err(ExportError::Labels {
+                labels: self.labels.len(),
+                classes: self.arch.classes as usize,
+            });
+        }
+        if let Some(label) = self
+            .labels
+            .iter()
+            .find(|l| l.len() > tinycnn::arch::MAX_LABEL_LEN)
+        {
+            return Err(ExportError::LabelTooLong(label.clone()));
+        }
+        for ((layer, &(_, out, per_out)), name) in self
+            .layers
+            .iter()
+            .zip(layer_dims(&self.arch).iter())
+            .zip(LAYER_NAMES)
+        {
+            for (what, values, expected) in [
+                ("weight", &layer.weight, out * per_out),
+                ("bias", &layer.bias, out),
+            ] {
+                if values.len() != expected {
+                    return Err(ExportError::Shape {
+                        layer: name,
+                        what,
+                        expected,
+                        actual: values.len(),
+                    });
+                }
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(ExportError::NonFinite { layer: name, what });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The input's quantization: pixel p in 0..=255 is the real value p/255, stored as p - 128.
+pub fn input_params() -> QuantParams {
+    QuantParams {
+        scale: tinycnn::quant::INPUT_SCALE,
+        zero_point: tinycnn::quant::INPUT_ZERO_POINT,
+    }
+}
+
+/// Converts `float` into the blob model, given the output quantization of each layer
+/// (`activations[i]` is layer i's output: after pool+ReLU for the conv blocks, after ReLU for fc1,
+/// the logits for fc2).
+///
+/// Weights are quantized per output channel, symmetric in [-127, 127] (shared's
+/// `quantize_weights_per_channel`), biases to int32 at scale `s_in * s_w[c]`, and each channel's
+/// `s_in * s_w[c] / s_out` becomes a TFLite (multiplier, shift) pair. Conv weights are reordered
+/// to `[out][3][3][in]` and fc1's columns from NCHW to HWC flatten order.
+pub fn export(
+    float: &FloatParams,
+    activations: &[QuantParams; 5],
+) -> Result<OwnedModel, ExportError> {
+    float.validate()?;
+    let arch = float.arch;
+    let (ph, pw) = arch.block_output_hw(2);
+    let pooled_channels = arch.filters[2] as usize;
+    let dims = layer_dims(&arch);
+    let mut input = input_params();
+    let mut layers = Vec::with_capacity(5);
+    for (i, (layer, &(cin, out, per_out))) in float.layers.iter().zip(dims.iter()).enumerate() {
+        let name = LAYER_NAMES[i];
+        let output = activations[i];
+        if !(output.scale.is_finite() && output.scale > 0.0) {
+            return Err(ExportError::ActivationScale {
+                layer: name,
+                scale: output.scale,
+            });
+        }
+        let weight = match i {
+            0..=2 => conv::weights_oihw_to_ohwi(&layer.weight, out, cin),
+            3 => dense::fc1_columns_nchw_to_hwc(&layer.weight, out, pooled_channels, ph, pw),
+            _ => layer.weight.clone(),
+        };
+        debug_assert_eq!(weight.len(), out * per_out);
+        let mut weights = vec![0i8; weight.len()];
+        let mut weight_scales = vec![0f32; out];
+        tinycnn::quant::quantize_weights_per_channel(
+            &weight,
+            out,
+            &mut weights,
+            &mut weight_scales,
+        );
+        let bias = requant::quantize_bias(name, &layer.bias, input.scale, &weight_scales)?;
+        let (multiplier, shift) =
+            requant::channel_multipliers(input.scale, &weight_scales, output.scale);
+        layers.push(OwnedLayer {
+            weights,
+            bias,
+            multiplier,
+            shift,
+            output,
+            weight_scales,
+        });
+        input = output;
+    }
+    let layers: [OwnedLayer; 5] = layers
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("five layers"));
+    Ok(OwnedModel {
+        arch,
+        labels: float.labels.clone(),
+        input: input_params(),
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_arch() -> Arch {
+        Arch {
+            height: 7,
+            width: 5,
+            channels: 1,
+            filters: [2, 3, 4],
+            fc_width: 6,
+            classes: 3,
+        }
+    }
+
+    pub(crate) fn float_params(arch: Arch, seed: u64) -> FloatParams {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let layers = layer_dims(&arch).map(|(_, out, per_out)| FloatLayer {
+            weight: (0..out * per_out).map(|_| next() * 0.4).collect(),
+            bias: (0..out).map(|_| next() * 0.1).collect(),
+        });
+        let labels = (0..arch.classes).map(|c| format!("class{c}")).collect();
+        FloatParams {
+            arch,
+            labels,
+            layers,
+        }
+    }
+
+    fn activations() -> [QuantParams; 5] {
+        [0.02, 0.03, 0.04, 0.05, 0.1].map(|scale| QuantParams {
+            scale,
+            zero_point: -128,
+        })
+    }
+
+    #[test]
+    fn export_produces_a_blob_that_loads() {
+        let arch = tiny_arch();
+        let model = export(&float_params(arch, 1), &activations()).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        let loaded = tinycnn::blob::Model::from_bytes(&bytes).unwrap();
+        assert_eq!(loaded.arch, arch);
+        for (i, layer) in model.layers.iter().enumerate() {
+            assert_eq!(loaded.layers[i].weights(), &layer.weights[..]);
+            assert!(layer.weights.iter().all(|&w| w >= -127));
+        }
+    }
+
+    #[test]
+    fn export_rejects_mismatched_shapes_and_bad_scales() {
+        let arch = tiny_arch();
+        let mut float = float_params(arch, 2);
+        float.layers[3].weight.pop();
+        assert!(matches!(
+            export(&float, &activations()),
+            Err(ExportError::Shape { layer: "fc1", .. })
+        ));
+        let float = float_params(arch, 2);
+        let mut acts = activations();
+        acts[1].scale = 0.0;
+        assert!(matches!(
+            export(&float, &acts),
+            Err(ExportError::ActivationScale { layer: "conv2", .. })
+        ));
+        let mut float = float_params(arch, 2);
+        float.layers[0].bias[0] = f32::NAN;
+        assert!(matches!(
+            export(&float, &activations()),
+            Err(ExportError::NonFinite { layer: "conv1", .. })
+        ));
+    }
+
+    #[test]
+    fn bias_uses_input_times_weight_scale() {
+        let arch = tiny_arch();
+        let float = float_params(arch, 3);
+        let model = export(&float, &activations()).unwrap();
+        // conv2's input is conv1's output (scale 0.02).
+        for c in 0..arch.filters[1] as usize {
+            let s = 0.02f64 * model.layers[1].weight_scales[c] as f64;
+            let expected = (float.layers[1].bias[c] as f64 / s).round() as i32;
+            assert_eq!(model.layers[1].bias[c], expected);
+        }
+    }
+}

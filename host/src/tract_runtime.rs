@@ -1,0 +1,105 @@
+//! Runs the exported ONNX models in tract, an independent runtime, for parity checks and
+//! `tinycnn predict --onnx`.
+use std::path::Path;
+
+use tinycnn::Arch;
+use tract_onnx::prelude::*;
+
+/// Why tract could not load or run a model.
+#[derive(Debug, thiserror::Error)]
+pub enum TractError {
+    #[error("tract could not load or optimize the ONNX model {path}: {source:#}; is it a model written by `tinycnn quantize`?")]
+    Load { path: String, source: anyhow::Error },
+    #[error("tract failed to run the model: {0:#}")]
+    Run(anyhow::Error),
+    #[error("the model input is {expected} values per image but {actual} were given")]
+    InputLen { expected: usize, actual: usize },
+}
+
+/// A loaded, optimized ONNX classifier with a fixed batch size.
+pub struct TractModel {
+    plan: Arc<TypedRunnableModel>,
+    arch: Arch,
+    batch: usize,
+}
+
+impl TractModel {
+    /// Loads ONNX bytes for `arch` with input `[batch, C, H, W]`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        arch: Arch,
+        batch: usize,
+        origin: &str,
+    ) -> Result<TractModel, TractError> {
+        let load = || -> TractResult<Arc<TypedRunnableModel>> {
+            let shape = [
+                batch,
+                arch.channels as usize,
+                arch.height as usize,
+                arch.width as usize,
+            ];
+            tract_onnx::onnx()
+                .model_for_read(&mut std::io::Cursor::new(bytes))?
+                .with_input_fact(0, f32::fact(shape).into())?
+                .into_optimized()?
+                .into_runnable()
+        };
+        let plan = load().map_err(|source| TractError::Load {
+            path: origin.to_string(),
+            source,
+        })?;
+        Ok(TractModel { plan, arch, batch })
+    }
+
+    /// Loads an ONNX file (see [`TractModel::from_bytes`]).
+    pub fn load(path: &Path, arch: Arch, batch: usize) -> Result<TractModel, TractError> {
+        let bytes = std::fs::read(path).map_err(|e| TractError::Load {
+            path: path.display().to_string(),
+            source: anyhow::Error::new(e).context("reading the file"),
+        })?;
+        Self::from_bytes(&bytes, arch, batch, &path.display().to_string())
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Runs any number of images, each HWC u8 pixels (`tinycnn::preprocess_u8`'s output), and
+    /// returns `[images][classes]` float logits. The last partial batch is padded with zeros.
+    pub fn run_u8_hwc(&self, pixels: &[u8]) -> Result<Vec<f32>, TractError> {
+        let (h, w, c) = (
+            self.arch.height as usize,
+            self.arch.width as usize,
+            self.arch.channels as usize,
+        );
+        let image_len = h * w * c;
+        if pixels.len() % image_len != 0 {
+            return Err(TractError::InputLen {
+                expected: image_len,
+                actual: pixels.len() % image_len,
+            });
+        }
+        let classes = self.arch.classes as usize;
+        let mut logits = Vec::with_capacity(pixels.len() / image_len * classes);
+        for chunk in pixels.chunks(self.batch * image_len) {
+            let n = chunk.len() / image_len;
+            let input =
+                tract_ndarray::Array4::from_shape_fn((self.batch, c, h, w), |(b, ch, y, x)| {
+                    if b < n {
+                        chunk[b * image_len + (y * w + x) * c + ch] as f32 / 255.0
+                    } else {
+                        0.0
+                    }
+                });
+            let out = self
+                .plan
+                .run(tvec!(Tensor::from(input).into()))
+                .map_err(TractError::Run)?;
+            let out = out[0]
+                .to_plain_array_view::<f32>()
+                .map_err(TractError::Run)?;
+            logits.extend(out.iter().take(n * classes).copied());
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,123 @@
+//! The exported ONNX models in tract (an independent runtime) against tch and `shared`, on
+//! float-consistent random nets: calibrated activation ranges, so every layer carries signal.
+//! Odd input sizes exercise SAME pooling (7 -> 4) in every runtime.
+use tinycnn::Arch;
+use tinycnn_host::export::export;
+use tinycnn_host::qat::{calibrate, float_logits, float_params, int8_inputs, shared_logits};
+use tinycnn_host::tract_runtime::TractModel;
+use tinycnn_host::{int_sim, onnx};
+use tinycnn_tests::onnx_fixtures::{random_net, synthetic_dataset};
+
+const ARCHES: [Arch; 2] = [
+    Arch::fashion(),
+    Arch {
+        height: 15,
+        width: 13,
+        channels: 3,
+        filters: [4, 6, 8],
+        fc_width: 16,
+        classes: 5,
+    },
+];
+
+#[test]
+fn tract_runs_both_exports_like_tch_and_shared() {
+    for (k, arch) in ARCHES.iter().enumerate() {
+        let (_vs, net) = random_net(arch, 7 + k as i64);
+        let data = synthetic_dataset(arch, 48, 11 + k as u64);
+        let classes = arch.classes as usize;
+        let labels = data.labels.clone();
+
+        let float = float_params(&net, &labels);
+        let tch_logits = float_logits(&net, &data, tch::Device::Cpu);
+        let float_onnx = onnx::to_bytes(&onnx::float_model(&float));
+        let tract_float = TractModel::from_bytes(&float_onnx, *arch, 16, "float")
+            .unwrap()
+            .run_u8_hwc(&data.pixels)
+            .unwrap();
+        for (image, (t, f)) in tract_float
+            .chunks(classes)
+            .zip(tch_logits.chunks(classes))
+            .enumerate()
+        {
+            let norm = f.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            for (class, (a, b)) in t.iter().zip(f).enumerate() {
+                assert!(
+                    (a - b).abs() / norm <= 1e-4,
+                    "arch {k} image {image} class {class}: tract {a} vs tch {b}"
+                );
+            }
+        }
+
+        let all: Vec<usize> = (0..data.len()).collect();
+        let params = calibrate(&net, &data, &all, tch::Device::Cpu).map(|o| o.params());
+        let model = export(&float, &params).unwrap();
+        let blob = model.to_bytes().unwrap();
+        let shared = shared_logits(&tinycnn::Model::from_bytes(&blob).unwrap(), &data);
+        // Calibrated logits use a good part of the int8 range.
+        let spread = shared.iter().max().unwrap() - shared.iter().min().unwrap();
+        assert!(spread > 20, "arch {k}: int8 logits barely vary ({spread})");
+
+        let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
+        assert_eq!(
+            sim.mismatched_logits, 0,
+            "arch {k}: {:?}",
+            sim.first_mismatch
+        );
+        assert!(
+            sim.first_mismatch.is_none(),
+            "arch {k}: {}",
+            sim.first_mismatch.unwrap()
+        );
+
+        let qdq = onnx::to_bytes(&onnx::qdq_model(&model));
+        let (meta_arch, meta_labels) = onnx::read_metadata(&qdq, "qdq").unwrap();
+        assert_eq!((meta_arch, &meta_labels), (*arch, &labels));
+        let tract_qdq = TractModel::from_bytes(&qdq, *arch, 16, "qdq")
+            .unwrap()
+            .run_u8_hwc(&data.pixels)
+            .unwrap();
+        let tract_q = onnx::requantize_logits(&tract_qdq, model.layers[4].output);
+        for (i, (a, b)) in tract_q.iter().zip(&shared).enumerate() {
+            assert!(
+                (*a as i32 - *b as i32).abs() <= 1,
+                "arch {k}: image {}, layer fc2, index {}: tract QDQ {a} vs shared {b}",
+                i / classes,
+                i % classes
+            );
+        }
+    }
+}
+
+#[test]
+fn int_sim_matches_shared_on_random_blobs() {
+    for (k, arch) in ARCHES.iter().enumerate() {
+        let model = tinycnn::OwnedModel::random(*arch, 3 + k as u64);
+        let data = synthetic_dataset(arch, 8, 5);
+        let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
+        assert!(
+            sim.first_mismatch.is_none(),
+            "arch {k}: {}",
+            sim.first_mismatch.unwrap()
+        );
+        assert_eq!(sim.mismatched_logits, 0);
+    }
+}
+
+#[test]
+fn int_sim_reports_the_first_differing_layer() {
+    let arch = ARCHES[1];
+    let model = tinycnn::OwnedModel::random(arch, 9);
+    let data = synthetic_dataset(&arch, 4, 6);
+    let inputs = int8_inputs(&data);
+    // The simulation runs a blob whose conv2 bias differs; shared runs the original.
+    let mut changed = model.clone();
+    changed.layers[1].bias[0] += 1 << 20;
+    let sim = int_sim::IntSim::new(&changed).forward_traced(&inputs);
+    let report = int_sim::compare_outputs(&sim, &model, &inputs).unwrap();
+    let first = report.first_mismatch.expect("a changed bias must be found");
+    assert_eq!((first.image, first.layer), (0, "conv2"));
+    // Channel 0 of the HWC output: the index is a multiple of conv2's channel count.
+    assert_eq!(first.index % arch.filters[1] as usize, 0);
+    assert!(first.to_string().contains("layer conv2"));
+}
