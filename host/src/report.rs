@@ -36,8 +36,16 @@ mod tests {
     fn merge_keeps_other_steps_fields() {
         let dir = std::env::temp_dir().join(format!("tinycnn-report-{}", std::process::id()));
         let path = dir.join("report.json");
-        merge(&path, json!({"preset": "fashion", "float_test_accuracy": 0.9})).unwrap();
-        merge(&path, json!({"int8_test_accuracy": 0.89, "preset": "fashion"})).unwrap();
+        merge(
+            &path,
+            json!({"preset": "fashion", "float_test_accuracy": 0.9}),
+        )
+        .unwrap();
+        merge(
+            &path,
+            json!({"int8_test_accuracy": 0.89, "preset": "fashion"}),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["float_test_accuracy"], json!(0.9));
         assert_eq!(v["int8_test_accuracy"], json!(0.89));
