@@ -149,9 +149,7 @@ fn requantize(acc: &Tensor, layer: &SimLayer, view: &[i64]) -> Tensor {
     // SaturatingRoundingDoublingHighMul: (x*m + nudge) / 2^31, C division (truncation).
     // The saturating case x == m == i32::MIN cannot occur: multipliers are positive.
     let ab = &x * &multiplier;
-    let nudge = ab
-        .ge(0)
-        .where_self(&Tensor::from(1i64 << 30), &Tensor::from(1 - (1i64 << 30)));
+    let nudge = Tensor::from(1i64 << 30).where_self(&ab.ge(0), &Tensor::from(1 - (1i64 << 30)));
     let high = (ab + nudge).divide_scalar_mode(1i64 << 31, "trunc");
     // RoundingDivideByPOT: arithmetic shift plus one when the remainder exceeds half, ties away from zero.
     let divisor = pow2(&right);

@@ -94,9 +94,7 @@ pub fn weight_scales(w: &Tensor) -> Tensor {
     let dims: Vec<i64> = (1..w.dim() as i64).collect();
     let max_abs = w.abs().amax(dims.as_slice(), false);
     let scale = &max_abs / 127.0;
-    max_abs
-        .gt(0.0)
-        .where_self(&scale, &Tensor::ones_like(&scale))
+    scale.where_self(&max_abs.gt(0.0), &Tensor::ones_like(&scale))
 }
 
 /// Weights fake-quantized to `clamp(round_half_away(w / s), -127, 127) * s` per output channel,

@@ -55,7 +55,7 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         let blob = model.to_bytes().unwrap();
         let shared = shared_logits(&tinycnn::Model::from_bytes(&blob).unwrap(), &data);
         // Calibrated logits use a good part of the int8 range.
-        let spread = shared.iter().max().unwrap() - shared.iter().min().unwrap();
+        let spread = *shared.iter().max().unwrap() as i32 - *shared.iter().min().unwrap() as i32;
         assert!(spread > 20, "arch {k}: int8 logits barely vary ({spread})");
 
         let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
