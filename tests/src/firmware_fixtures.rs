@@ -55,3 +55,65 @@ pub fn camera_frames(data: &Path, arch: &Arch, count: usize) -> Result<Vec<firmw
     frames.truncate(count);
     Ok(frames)
 }
+
+#[derive(clap::Parser)]
+struct TrainCli {
+    #[command(flatten)]
+    options: tinycnn_host::train::TrainOptions,
+}
+
+#[derive(clap::Parser)]
+struct QuantizeCli {
+    #[command(flatten)]
+    args: tinycnn_host::qat::QuantizeArgs,
+}
+
+/// A `fashion` model trained briefly on the Fashion-MNIST training subset (`data/train`), then
+/// QAT-quantized and exported: `dir/model.tcnn`. Options go through the CLI's parsers, so the
+/// fixture trains exactly as `tinycnn train` / `tinycnn quantize` would with these flags.
+pub fn trained_fashion_model(data: &Path, dir: &Path) -> Result<PathBuf> {
+    use clap::Parser as _;
+    let (train, test) = (data.join("train"), data.join("test"));
+    let out = dir.join("run");
+    let arg = |p: &Path| p.display().to_string();
+    let cli = TrainCli::try_parse_from([
+        "train",
+        "--data",
+        &arg(&train),
+        "--out",
+        &arg(&out),
+        "--preset",
+        "fashion",
+        "--epochs",
+        "4",
+        "--lr",
+        "2e-3",
+        "--val-split",
+        "0.1",
+        "--seed",
+        "1",
+        "--force",
+    ])?;
+    let summary = tinycnn_host::train::train(&cli.options).context("training the fixture model")?;
+    let cli = QuantizeCli::try_parse_from([
+        "quantize",
+        "--checkpoint",
+        &arg(&summary.best_checkpoint),
+        "--data",
+        &arg(&train),
+        "--test",
+        &arg(&test),
+        "--out",
+        &arg(&out),
+        "--qat-epochs",
+        "2",
+        "--freeze-epochs",
+        "1",
+        "--calib-images",
+        "500",
+    ])?;
+    tinycnn_host::qat::quantize_command(&cli.args).context("quantizing the fixture model")?;
+    let model = out.join(tinycnn_host::qat::BLOB_FILE);
+    anyhow::ensure!(model.is_file(), "quantize wrote no {}", model.display());
+    Ok(model)
+}
