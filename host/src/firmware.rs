@@ -543,8 +543,23 @@ pub fn write_frames(frames: &[CameraFrame], work_dir: &Path) -> Result<()> {
 /// before another model's build overwrites it.
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
+/// The STM32H743 board profile (binary `stm32h743`, feature `board-stm32h743`).
+pub const STM32H743_BOARD: &str = "stm32h743";
+
 /// Builds the QEMU firmware with `model` embedded and copies the ELF to `work_dir`.
 pub fn build(firmware_dir: &Path, model: &Path, work_dir: &Path) -> Result<PathBuf> {
+    build_board(firmware_dir, model, work_dir, QEMU_BOARD)
+}
+
+/// Builds the firmware of `board` ([`QEMU_BOARD`] or [`STM32H743_BOARD`]: the binary and its
+/// `board-*` feature share the name) with `model` embedded; copies the ELF to
+/// `work_dir/<board>.elf`.
+pub fn build_board(
+    firmware_dir: &Path,
+    model: &Path,
+    work_dir: &Path,
+    board: &str,
+) -> Result<PathBuf> {
     if !firmware_dir.join("Cargo.toml").is_file() {
         return Err(FirmwareError::NoFirmwareDir(firmware_dir.to_path_buf()));
     }
@@ -565,10 +580,13 @@ pub fn build(firmware_dir: &Path, model: &Path, work_dir: &Path) -> Result<PathB
             "build",
             "--release",
             "--bin",
-            QEMU_BOARD,
+            board,
             "--target",
             "thumbv7em-none-eabihf",
+            "--no-default-features",
+            "--features",
         ])
+        .arg(format!("board-{board}"))
         .arg("--target-dir")
         .arg(&target_dir)
         .env("TINYCNN_MODEL", &model)
@@ -592,12 +610,12 @@ pub fn build(firmware_dir: &Path, model: &Path, work_dir: &Path) -> Result<PathB
     let built = target_dir
         .join("thumbv7em-none-eabihf")
         .join("release")
-        .join(QEMU_BOARD);
+        .join(board);
     std::fs::create_dir_all(work_dir).map_err(|source| FirmwareError::Io {
         path: work_dir.to_path_buf(),
         source,
     })?;
-    let elf = work_dir.join(format!("{QEMU_BOARD}.elf"));
+    let elf = work_dir.join(format!("{board}.elf"));
     std::fs::copy(&built, &elf).map_err(|source| FirmwareError::Io {
         path: built.clone(),
         source,

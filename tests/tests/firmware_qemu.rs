@@ -199,3 +199,30 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn stm32h743_profile_builds_for_fashion_and_refuses_tutorial_clearly() -> Result<()> {
+    let dir = scratch_dir("stm32h743")?;
+    let firmware_dir = firmware::FirmwareOptions::default_firmware_dir();
+    let (blob, fashion) = random_model_file(Arch::fashion(), 14, &dir, "fashion.tcnn")?;
+    let elf = firmware::build_board(&firmware_dir, &fashion, &dir, firmware::STM32H743_BOARD)?;
+    let memory = firmware::elf_memory(&elf, &std::fs::read(&elf)?, blob.len() as u64)?;
+    // boards/stm32h743/memory.x: 2 MiB of flash, 512 KiB of AXI SRAM.
+    assert!(memory.flash_bytes <= 2 * 1024 * 1024 && memory.flash_bytes > blob.len() as u64);
+    assert!(memory.ram_bytes <= 512 * 1024);
+
+    let (_, tutorial) = random_model_file(Arch::tutorial(2), 15, &dir, "tutorial.tcnn")?;
+    match firmware::build_board(&firmware_dir, &tutorial, &dir, firmware::STM32H743_BOARD) {
+        Err(FirmwareError::Build { stderr, .. }) => {
+            assert!(stderr.contains("does not fit stm32h743"), "{stderr}");
+            assert!(stderr.contains("--preset fashion"), "{stderr}");
+        }
+        Err(other) => panic!("expected a build error naming a preset that fits, got: {other}"),
+        Ok(elf) => panic!(
+            "the 2.1 MB tutorial model cannot fit 2 MiB of flash, yet {} was built",
+            elf.display()
+        ),
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
