@@ -88,14 +88,13 @@ fn venv_with_torch(ctx: &Context) -> Result<()> {
 }
 
 /// `python3 -m venv`; on Debian and Ubuntu that needs the `python3-venv` package, installed here
-/// when missing. Re-running `venv` over a half-made venv completes it.
+/// when missing. Only called when `.venv` has no working pip, so nothing usable is cleared.
 fn create_venv(ctx: &Context) -> Result<()> {
     if !cmd::on_path("python3") {
         bail!("python3 is not installed; install Python 3.10 or newer (for example `apt-get install python3 python3-venv`), then run again");
     }
     println!("creating the project venv {VENV}");
-    let venv = || cmd::run(ctx.command("python3").args(["-m", "venv", VENV]));
-    if venv().is_ok() {
+    if cmd::run(ctx.command("python3").args(["-m", "venv", VENV])).is_ok() {
         return Ok(());
     }
     if !cmd::on_path("apt-get") {
@@ -103,7 +102,8 @@ fn create_venv(ctx: &Context) -> Result<()> {
     }
     println!("`python3 -m venv` failed; on Debian/Ubuntu that means python3-venv is missing: installing it");
     ctx.apt_install(&["python3-venv"])?;
-    venv()
+    // The failed attempt left a venv without pip; `--clear` rebuilds it from scratch.
+    cmd::run(ctx.command("python3").args(["-m", "venv", "--clear", VENV]))
 }
 
 /// The torch package folder in the venv: `.venv/lib/pythonX.Y/site-packages/torch`, relative.
