@@ -1,0 +1,319 @@
+//! Image-folder data sets in the tutorial's layout: `ROOT/<class>/*.{jpg,jpeg,png,webp,bmp}`.
+//!
+//! Labels are the sorted class folder names. Images are decoded in parallel and preprocessed
+//! once by `tinycnn::preprocess` (through [`crate::preprocess`]); they stay in memory as HWC u8,
+//! a quarter of the f32 size, and become `[0, 1]` floats one batch at a time.
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+use tinycnn::{Arch, MAX_CLASSES, MAX_LABEL_LEN};
+
+/// File extensions (lower case) read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp"];
+
+/// A data set problem the user has to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("data folder {0} does not exist; pass the folder that holds one sub-folder per class (for Fashion-MNIST run `cargo xtask data fashion-mnist`)")]
+    MissingRoot(PathBuf),
+    #[error("{0} is not a folder; pass the folder that holds one sub-folder per class")]
+    NotAFolder(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{root} has {found} class folder(s) {labels:?}; at least 2 are needed, one sub-folder of images per class")]
+    TooFewClasses {
+        root: PathBuf,
+        found: usize,
+        labels: Vec<String>,
+    },
+    #[error(
+        "{root} has {found} class folders; at most {max} are supported, merge or remove classes"
+    )]
+    TooManyClasses {
+        root: PathBuf,
+        found: usize,
+        max: usize,
+    },
+    #[error("class folder name {name:?} is longer than {max} bytes or not valid UTF-8; rename the folder")]
+    BadLabel { name: String, max: usize },
+    #[error("class folder {0} has no usable images (*.jpg, *.jpeg, *.png, *.webp, *.bmp); add images or remove the folder")]
+    EmptyClass(PathBuf),
+    #[error("the classes in {root} are {found:?} but the model was trained on {expected:?}; use a data folder with the model's class folders")]
+    ClassMismatch {
+        root: PathBuf,
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
+}
+
+/// A file that was not used, and why.
+#[derive(Clone, Debug)]
+pub struct SkippedFile {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A loaded, preprocessed image-folder data set.
+#[derive(Debug)]
+pub struct Dataset {
+    /// Input geometry the images were preprocessed to; `classes` is `labels.len()`.
+    pub arch: Arch,
+    /// Sorted class folder names; index = class id.
+    pub labels: Vec<String>,
+    /// `len() * arch.input_len()` bytes, image after image, each HWC.
+    pub pixels: Vec<u8>,
+    /// Class id of each image.
+    pub targets: Vec<i64>,
+    /// Source file of each image.
+    pub paths: Vec<PathBuf>,
+    /// Files in the class folders that were not used (not an image, or not decodable).
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Lists the class folders of `root`, sorted by name.
+pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+    if !root.exists() {
+        return Err(DataError::MissingRoot(root.to_path_buf()));
+    }
+    if !root.is_dir() {
+        return Err(DataError::NotAFolder(root.to_path_buf()));
+    }
+    let io = |source| DataError::Io {
+        path: root.to_path_buf(),
+        source,
+    };
+    let mut classes = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return Err(DataError::BadLabel {
+                name: name.to_string_lossy().into_owned(),
+                max: MAX_LABEL_LEN,
+            });
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.len() > MAX_LABEL_LEN {
+            return Err(DataError::BadLabel {
+                name,
+                max: MAX_LABEL_LEN,
+            });
+        }
+        classes.push((name, path));
+    }
+    classes.sort();
+    if classes.len() < 2 {
+        return Err(DataError::TooFewClasses {
+            root: root.to_path_buf(),
+            found: classes.len(),
+            labels: classes.into_iter().map(|(n, _)| n).collect(),
+        });
+    }
+    if classes.len() > MAX_CLASSES {
+        return Err(DataError::TooManyClasses {
+            root: root.to_path_buf(),
+            found: classes.len(),
+            max: MAX_CLASSES,
+        });
+    }
+    Ok(classes)
+}
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Decodes the image at `path` (format guessed from its content).
+pub fn decode_image(path: &Path) -> Result<image::DynamicImage, String> {
+    image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())
+}
+
+impl Dataset {
+    /// Loads every image under `root`, preprocessed to `input`'s height, width and channels
+    /// (`input.classes` is ignored). Unusable files are skipped and listed in `skipped`.
+    pub fn load(root: &Path, input: &Arch) -> Result<Dataset, DataError> {
+        let classes = class_folders(root)?;
+        let arch = Arch {
+            classes: classes.len() as u16,
+            ..*input
+        };
+        let mut files: Vec<(PathBuf, i64)> = Vec::new();
+        let mut skipped = Vec::new();
+        for (class, (_, dir)) in classes.iter().enumerate() {
+            let io = |source| DataError::Io {
+                path: dir.clone(),
+                source,
+            };
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                let hidden = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                if path.is_dir() || hidden {
+                    continue;
+                }
+                if has_image_extension(&path) {
+                    entries.push(path);
+                } else {
+                    skipped.push(SkippedFile {
+                        path,
+                        reason: format!(
+                            "not an image file (expected one of {})",
+                            IMAGE_EXTENSIONS.join(", ")
+                        ),
+                    });
+                }
+            }
+            entries.sort();
+            files.extend(entries.into_iter().map(|p| (p, class as i64)));
+        }
+
+        let len = arch.input_len();
+        let mut pixels = vec![0u8; files.len() * len];
+        let status: Vec<Result<(), String>> = pixels
+            .par_chunks_mut(len.max(1))
+            .zip(files.par_iter())
+            .map(|(out, (path, _))| {
+                let image = decode_image(path)?;
+                crate::preprocess::preprocess_image_into(&image, &arch, out)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+
+        let mut targets = Vec::with_capacity(files.len());
+        let mut paths = Vec::with_capacity(files.len());
+        let mut kept = 0;
+        for (i, ((path, class), result)) in files.into_iter().zip(status).enumerate() {
+            match result {
+                Ok(()) => {
+                    if kept != i {
+                        pixels.copy_within(i * len..(i + 1) * len, kept * len);
+                    }
+                    kept += 1;
+                    targets.push(class);
+                    paths.push(path);
+                }
+                Err(reason) => skipped.push(SkippedFile { path, reason }),
+            }
+        }
+        pixels.truncate(kept * len);
+        pixels.shrink_to_fit();
+        for (class, (_, dir)) in classes.iter().enumerate() {
+            if !targets.contains(&(class as i64)) {
+                return Err(DataError::EmptyClass(dir.clone()));
+            }
+        }
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Dataset {
+            arch,
+            labels: classes.into_iter().map(|(n, _)| n).collect(),
+            pixels,
+            targets,
+            paths,
+            skipped,
+        })
+    }
+
+    /// Loads `root` for a model with `arch` and `labels`, failing if its classes differ.
+    pub fn load_for_model(
+        root: &Path,
+        arch: &Arch,
+        labels: &[String],
+    ) -> Result<Dataset, DataError> {
+        let found: Vec<String> = class_folders(root)?.into_iter().map(|(n, _)| n).collect();
+        if found != labels {
+            return Err(DataError::ClassMismatch {
+                root: root.to_path_buf(),
+                expected: labels.to_vec(),
+                found,
+            });
+        }
+        Dataset::load(root, arch)
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether the data set holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Preprocessed HWC u8 pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let len = self.arch.input_len();
+        &self.pixels[i * len..(i + 1) * len]
+    }
+
+    /// Prints one warning line per skipped file to stderr.
+    pub fn warn_skipped(&self) {
+        for s in &self.skipped {
+            eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
+        }
+    }
+
+    /// The images of `indices` as a float batch `[B, C, H, W]` in `[0, 1]` (channels-last
+    /// memory layout) on `device`, and their class ids `[B]`.
+    pub fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
+        let mut bytes = Vec::with_capacity(indices.len() * self.arch.input_len());
+        for &i in indices {
+            bytes.extend_from_slice(self.image(i));
+        }
+        let targets: Vec<i64> = indices.iter().map(|&i| self.targets[i]).collect();
+        (
+            pixels_to_tensor(&bytes, indices.len(), &self.arch, device),
+            Tensor::from_slice(&targets).to_device(device),
+        )
+    }
+}
+
+/// Turns `count` HWC u8 images into a float batch `[B, C, H, W]` in `[0, 1]` whose memory is
+/// channels-last (NHWC strides), the layout in which libtorch's CPU conv and pool are fastest.
+pub fn pixels_to_tensor(bytes: &[u8], count: usize, arch: &Arch, device: Device) -> Tensor {
+    Tensor::from_slice(bytes)
+        .view([
+            count as i64,
+            arch.height as i64,
+            arch.width as i64,
+            arch.channels as i64,
+        ])
+        .to_device(device)
+        .to_kind(Kind::Float)
+        .divide_scalar(255.0)
+        .permute([0, 3, 1, 2])
+}
+
+/// Splits `0..len` into (train, validation) indices with `round(len * val_fraction)` validation
+/// images. The split depends only on `len`, `val_fraction` and `seed`.
+pub fn split_indices(len: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let val_len = ((len as f64) * val_fraction.clamp(0.0, 1.0)).round() as usize;
+    let train = order.split_off(val_len);
+    (train, order)
+}

@@ -1,0 +1,585 @@
+//! Float training of the tutorial CNN: Adam, seeded validation split, optional augmentation and
+//! learning-rate decay, per-epoch metrics (CSV, JSON, PNG), atomic checkpoints, Ctrl-C and resume.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Tensor};
+use tinycnn::Arch;
+
+use crate::augment::Augment;
+use crate::checkpoint::{self, CheckpointMeta, EpochMetrics, CHECKPOINT_FORMAT};
+use crate::data::{pixels_to_tensor, split_indices, Dataset};
+use crate::eval;
+use crate::model::Net;
+
+/// Named architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The tutorial's 128x128x3 input.
+    Tutorial,
+    /// 28x28x1, for Fashion-MNIST.
+    Fashion,
+}
+
+impl Preset {
+    /// The preset's name as used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tutorial => "tutorial",
+            Preset::Fashion => "fashion",
+        }
+    }
+
+    /// The preset's architecture; `classes` is a placeholder until the data set is known.
+    pub fn arch(self) -> Arch {
+        match self {
+            Preset::Tutorial => Arch::tutorial(2),
+            Preset::Fashion => Arch::fashion(),
+        }
+    }
+}
+
+/// Per-architecture overrides of a preset (all optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+pub struct ArchOverrides {
+    /// Input height in pixels (overrides the preset).
+    #[arg(long)]
+    pub height: Option<u16>,
+    /// Input width in pixels (overrides the preset).
+    #[arg(long)]
+    pub width: Option<u16>,
+    /// Input channels, 1 (gray) or 3 (RGB) (overrides the preset).
+    #[arg(long)]
+    pub channels: Option<u8>,
+    /// Filters of the three conv blocks, e.g. `32,32,64` (overrides the preset).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    pub filters: Option<Vec<u16>>,
+    /// Width of the hidden dense layer (overrides the preset).
+    #[arg(long)]
+    pub fc_width: Option<u16>,
+}
+
+impl ArchOverrides {
+    /// `preset`'s architecture with these overrides applied and `classes` set.
+    pub fn apply(&self, preset: Preset, classes: u16) -> Result<Arch> {
+        let mut arch = preset.arch();
+        arch.classes = classes;
+        if let Some(h) = self.height {
+            arch.height = h;
+        }
+        if let Some(w) = self.width {
+            arch.width = w;
+        }
+        if let Some(c) = self.channels {
+            arch.channels = c;
+        }
+        if let Some(f) = &self.filters {
+            arch.filters = [f[0], f[1], f[2]];
+        }
+        if let Some(fc) = self.fc_width {
+            arch.fc_width = fc;
+        }
+        arch.validate()
+            .map_err(|e| anyhow::anyhow!("invalid architecture {arch:?}: {e}; fix --height/--width/--channels/--filters/--fc-width"))?;
+        Ok(arch)
+    }
+}
+
+/// How the learning rate evolves over the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `--lr` throughout (the tutorial).
+    Constant,
+    /// Cosine decay from `--lr` to 0 over all steps of the run.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// Learning rate at `step` of `total` steps.
+    pub fn at(self, base: f64, step: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+fn parse_augment(s: &str) -> Result<Augment, String> {
+    Augment::parse(s)
+}
+
+/// Options of `tinycnn train`.
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
+pub struct TrainOptions {
+    /// Training images: one sub-folder of images per class.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder for checkpoints, metrics, plots and report.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Architecture preset.
+    #[arg(long, value_enum, default_value = "tutorial")]
+    pub preset: Preset,
+    #[command(flatten)]
+    pub arch: ArchOverrides,
+    /// Number of epochs to train (in total, counting epochs done before a --resume).
+    #[arg(long, default_value_t = 16)]
+    pub epochs: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: LrSchedule,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Fraction of the images held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    /// Seed of the split, the init and the shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Augmentation: `none`, `default` (flip,rotate=10,crop=0.1) or a comma list of `flip`,
+    /// `rotate=DEG`, `crop=FRACTION`.
+    #[arg(long, default_value = "none", value_parser = parse_augment)]
+    pub augment: Augment,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start afresh even if --out already holds a checkpoint (it is overwritten).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Test images (same class folders): the best checkpoint is evaluated on them at the end.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Report file to merge results into [default: OUT/report.json].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// libtorch CPU threads [default: libtorch's choice, one per core]. On a busy machine 1 can
+    /// be much faster than 2, because libtorch's threads spin while they wait for each other.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+/// What a finished training run produced.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub arch: Arch,
+    pub labels: Vec<String>,
+    pub metrics: Vec<EpochMetrics>,
+    pub best_val_accuracy: f64,
+    pub train_images_per_second: f64,
+    pub skipped_files: usize,
+    pub test_accuracy: Option<f64>,
+    pub best_checkpoint: PathBuf,
+}
+
+/// Set by Ctrl-C; the training loop stops at the next batch without saving the partial epoch.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler once per process: the first Ctrl-C asks training to stop, a
+/// second one exits at once.
+pub fn install_interrupt_handler() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let result = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: stopping; the last completed epoch's checkpoint is kept (Ctrl-C again to quit now)");
+        });
+        if let Err(e) = result {
+            eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will stop training abruptly");
+        }
+    });
+}
+
+/// Whether Ctrl-C was pressed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Training stopped by Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("training interrupted during epoch {epoch}; {kept}; continue with `tinycnn train --resume` and the same options")]
+pub struct Interrupted {
+    pub epoch: usize,
+    pub kept: String,
+}
+
+/// The float batch for `indices`, augmented with per-image seeds derived from `seed`.
+fn train_batch(
+    data: &Dataset,
+    indices: &[usize],
+    augment: &Augment,
+    seed: u64,
+    device: Device,
+) -> (Tensor, Tensor) {
+    if !augment.is_active() {
+        return data.batch(indices, device);
+    }
+    let len = data.arch.input_len();
+    let mut bytes = vec![0u8; indices.len() * len];
+    bytes
+        .par_chunks_mut(len)
+        .zip(indices.par_iter())
+        .enumerate()
+        .for_each(|(k, (dst, &i))| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            augment.apply(data.image(i), dst, &data.arch, &mut rng);
+        });
+    let targets: Vec<i64> = indices.iter().map(|&i| data.targets[i]).collect();
+    (
+        pixels_to_tensor(&bytes, indices.len(), &data.arch, device),
+        Tensor::from_slice(&targets).to_device(device),
+    )
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_add((epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+fn write_metrics(out: &Path, metrics: &[EpochMetrics]) -> Result<()> {
+    let mut csv = String::from(
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,learning_rate,seconds,train_images_per_second\n",
+    );
+    for m in metrics {
+        csv.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3e},{:.2},{:.1}\n",
+            m.epoch,
+            m.train_loss,
+            m.train_accuracy,
+            m.val_loss,
+            m.val_accuracy,
+            m.learning_rate,
+            m.seconds,
+            m.train_images_per_second
+        ));
+    }
+    crate::fsutil::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+    crate::fsutil::write_atomic(
+        &out.join("metrics.json"),
+        serde_json::to_string_pretty(metrics)?.as_bytes(),
+    )?;
+    crate::plot::training_curves(&out.join("curves.png"), metrics)?;
+    Ok(())
+}
+
+/// Trains according to `opts`, writing everything into `opts.out`.
+pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    if opts.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if !(opts.val_split > 0.0 && opts.val_split < 1.0) {
+        bail!("--val-split must be between 0 and 1 (exclusive), e.g. 0.2");
+    }
+    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
+        bail!("--lr must be a positive number, e.g. 1e-4");
+    }
+    let last_path = opts.out.join(checkpoint::LAST);
+    let best_path = opts.out.join(checkpoint::BEST);
+    if !opts.resume && !opts.force && last_path.exists() {
+        bail!(
+            "{} already holds a checkpoint; pass --resume to continue that run, --force to overwrite it, or choose another --out",
+            opts.out.display()
+        );
+    }
+    install_interrupt_handler();
+    if let Some(threads) = opts.threads {
+        tch::set_num_threads(threads.max(1));
+    }
+    let device = Device::cuda_if_available();
+    let input = opts.arch.apply(opts.preset, 2)?;
+
+    let started = Instant::now();
+    let data = Dataset::load(&opts.data, &input)
+        .with_context(|| format!("loading training images from {}", opts.data.display()))?;
+    data.warn_skipped();
+    let arch = opts.arch.apply(opts.preset, data.labels.len() as u16)?;
+    let (train_idx, val_idx) = split_indices(data.len(), opts.val_split, opts.seed);
+    if train_idx.is_empty() || val_idx.is_empty() {
+        bail!(
+            "{} images are too few for a {:.0}% validation split; add images or change --val-split",
+            data.len(),
+            opts.val_split * 100.0
+        );
+    }
+    println!(
+        "{} images in {} classes from {} ({} skipped), {} train / {} validation, loaded in {:.1}s on {:?}",
+        data.len(),
+        data.labels.len(),
+        opts.data.display(),
+        data.skipped.len(),
+        train_idx.len(),
+        val_idx.len(),
+        started.elapsed().as_secs_f64(),
+        device
+    );
+
+    let (vs, net, mut metrics, mut best) = if opts.resume {
+        let ck = checkpoint::load(&last_path, device).with_context(|| {
+            format!(
+                "resuming from {} (drop --resume to start afresh)",
+                last_path.display()
+            )
+        })?;
+        if ck.meta.arch != arch || ck.meta.labels != data.labels {
+            bail!(
+                "the checkpoint in {} was trained with {:?} on classes {:?}, but these options give {:?} on {:?}; resume with the original --data/--preset options",
+                opts.out.display(),
+                ck.meta.arch,
+                ck.meta.labels,
+                arch,
+                data.labels
+            );
+        }
+        println!(
+            "resuming after epoch {} (Adam moments restart)",
+            ck.meta.epoch
+        );
+        (ck.vs, ck.net, ck.meta.metrics, ck.meta.best_val_accuracy)
+    } else {
+        tch::manual_seed(opts.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = Net::new(&vs.root(), &arch);
+        (vs, net, Vec::new(), f64::NEG_INFINITY)
+    };
+    let start_epoch = metrics.len();
+    let mut opt = nn::Adam::default()
+        .build(&vs, opts.lr)
+        .context("creating the Adam optimizer")?;
+    let batches_per_epoch = train_idx.len().div_ceil(opts.batch);
+    let total_steps = batches_per_epoch * opts.epochs;
+    let options = serde_json::to_value(opts)?;
+
+    for epoch in start_epoch..opts.epochs {
+        let number = epoch + 1;
+        let mut order = train_idx.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed(opts.seed, epoch)));
+        let bar = ProgressBar::new(batches_per_epoch as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+            )
+            .expect("static progress template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{number}/{}", opts.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let mut lr = opts.lr;
+        for (b, indices) in order.chunks(opts.batch).enumerate() {
+            if interrupted() {
+                bar.abandon();
+                let kept = if start_epoch == epoch && epoch == 0 {
+                    "no epoch had completed, so there is no checkpoint".to_string()
+                } else {
+                    format!(
+                        "the checkpoint of epoch {epoch} is in {}",
+                        last_path.display()
+                    )
+                };
+                return Err(Interrupted {
+                    epoch: number,
+                    kept,
+                }
+                .into());
+            }
+            lr = opts
+                .lr_schedule
+                .at(opts.lr, epoch * batches_per_epoch + b, total_steps);
+            opt.set_lr(lr);
+            let (xs, ys) = train_batch(
+                &data,
+                indices,
+                &opts.augment,
+                epoch_seed(opts.seed, epoch) ^ b as u64,
+                device,
+            );
+            let logits = net.forward_t(&xs, true);
+            let loss = logits.cross_entropy_for_logits(&ys);
+            opt.backward_step(&loss);
+            let batch_loss = f64::try_from(&loss)?;
+            if !batch_loss.is_finite() {
+                bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
+            }
+            loss_sum += batch_loss * indices.len() as f64;
+            correct += i64::try_from(
+                logits
+                    .argmax(-1, false)
+                    .eq_tensor(&ys)
+                    .sum(tch::Kind::Int64),
+            )?;
+            seen += indices.len();
+            let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4} {:.0} img/s",
+                loss_sum / seen as f64,
+                rate
+            ));
+            bar.inc(1);
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let val = eval::evaluate(&net, &data, &val_idx, opts.batch.max(256), device)?;
+        let m = EpochMetrics {
+            epoch: number,
+            train_loss: loss_sum / seen as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            val_loss: val.loss,
+            val_accuracy: val.accuracy,
+            learning_rate: lr,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+            train_images_per_second: seen as f64 / train_seconds,
+        };
+        println!(
+            "Training Epoch {number} --- Training Accuracy: {:>6.1}%, Validation Accuracy: {:>6.1}%,  Validation Loss: {:.3}  ({:.0} img/s, {:.0}s)",
+            m.train_accuracy * 100.0,
+            m.val_accuracy * 100.0,
+            m.val_loss,
+            m.train_images_per_second,
+            m.seconds
+        );
+        metrics.push(m);
+        let improved = val.accuracy > best;
+        if improved {
+            best = val.accuracy;
+        }
+        let meta = CheckpointMeta {
+            format: CHECKPOINT_FORMAT,
+            preset: opts.preset.name().to_string(),
+            arch,
+            labels: data.labels.clone(),
+            epoch: number,
+            best_val_accuracy: best,
+            metrics: metrics.clone(),
+            options: options.clone(),
+        };
+        checkpoint::save(&last_path, &vs, &meta)?;
+        if improved {
+            checkpoint::save(&best_path, &vs, &meta)?;
+        }
+        write_metrics(&opts.out, &metrics)?;
+    }
+    if metrics.is_empty() {
+        bail!(
+            "no epoch to train: --epochs is {}; pass a positive number",
+            opts.epochs
+        );
+    }
+
+    let run_metrics = &metrics[start_epoch.min(metrics.len())..];
+    let rate_metrics = if run_metrics.is_empty() {
+        &metrics[..]
+    } else {
+        run_metrics
+    };
+    // Harmonic mean of the epochs' rates = images trained / seconds spent training.
+    let train_images_per_second = {
+        let n = train_idx.len() as f64;
+        let seconds: f64 = rate_metrics
+            .iter()
+            .map(|m| n / m.train_images_per_second)
+            .sum();
+        n * rate_metrics.len() as f64 / seconds
+    };
+    let report_path = opts
+        .report
+        .clone()
+        .unwrap_or_else(|| opts.out.join("report.json"));
+    let mut skipped = data.skipped.len();
+    let mut test_accuracy = None;
+    if let Some(test_dir) = &opts.test {
+        let result = eval::run(&best_path, test_dir, Some(&opts.out.join("confusion.png")))?;
+        skipped += result.skipped_files;
+        test_accuracy = Some(result.accuracy);
+    }
+    let mut fields = json!({
+        "preset": opts.preset.name(),
+        "classes": data.labels,
+        "train_images_per_second": train_images_per_second,
+        "skipped_files": skipped,
+        "best_val_accuracy": best,
+        "epochs": metrics.len(),
+        "checkpoint": best_path,
+    });
+    if let Some(acc) = test_accuracy {
+        fields["float_test_accuracy"] = json!(acc);
+    }
+    crate::report::merge(&report_path, fields)?;
+    println!(
+        "best validation accuracy {:.2}% ; checkpoints {} and {}; metrics {}",
+        best * 100.0,
+        best_path.display(),
+        last_path.display(),
+        opts.out.join("metrics.csv").display()
+    );
+    Ok(TrainSummary {
+        arch,
+        labels: data.labels,
+        metrics,
+        best_val_accuracy: best,
+        train_images_per_second,
+        skipped_files: skipped,
+        test_accuracy,
+        best_checkpoint: best_path,
+    })
+}
+
+/// Trains on `steps` batches of synthetic images for `arch` after `warmup` batches and returns
+/// the training throughput in images per second (batch assembly, forward, backward, Adam step).
+pub fn bench_train(
+    arch: &Arch,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: Device,
+) -> Result<f64> {
+    arch.validate()
+        .map_err(|e| anyhow::anyhow!("invalid architecture {arch:?}: {e}"))?;
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), arch);
+    let mut opt = nn::Adam::default().build(&vs, 1e-4)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let pixels: Vec<u8> = (0..batch * arch.input_len())
+        .map(|_| rand::Rng::gen(&mut rng))
+        .collect();
+    let targets: Vec<i64> = (0..batch)
+        .map(|i| (i % arch.classes as usize) as i64)
+        .collect();
+    let mut step = || -> Result<()> {
+        let xs = pixels_to_tensor(&pixels, batch, arch, device);
+        let ys = Tensor::from_slice(&targets).to_device(device);
+        let loss = net.forward_t(&xs, true).cross_entropy_for_logits(&ys);
+        opt.backward_step(&loss);
+        f64::try_from(&loss)?;
+        Ok(())
+    };
+    for _ in 0..warmup {
+        step()?;
+    }
+    let start = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    Ok((batch * steps) as f64 / start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,99 @@
+//! Helpers shared by the host integration tests.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Environment variable naming the small Fashion-MNIST subset (`train/<class>/*.png`,
+/// `test/<class>/*.png`), as written by `cargo xtask data fashion-mnist --per-class 50`.
+pub const FASHION_SMALL_ENV: &str = "TINYCNN_FASHION_SMALL";
+
+/// The small Fashion-MNIST subset, or a panic that says how to create it.
+pub fn fashion_small() -> PathBuf {
+    let path = std::env::var_os(FASHION_SMALL_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fashion-mnist-small")
+        });
+    assert!(
+        path.join("train").is_dir() && path.join("test").is_dir(),
+        "the Fashion-MNIST test subset is missing at {}: run `cargo xtask data fashion-mnist --per-class 50` \
+         (or `cargo xtask test`), or point {FASHION_SMALL_ENV} at a folder with train/ and test/",
+        path.display()
+    );
+    path
+}
+
+/// Runs the `tinycnn` binary with `args`.
+pub fn tinycnn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinycnn"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("the tinycnn binary runs")
+}
+
+/// stdout and stderr of `output` as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Asserts `output` failed and its stderr contains every one of `needles`.
+pub fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let (stdout, stderr) = text(output);
+    assert!(
+        !output.status.success(),
+        "expected failure, got success\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+/// Writes a `width`x`height` RGB gradient image at `path` (format from the extension).
+pub fn write_rgb(path: &Path, width: u32, height: u32, seed: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x * 7 + seed as u32) as u8,
+            (y * 5) as u8,
+            ((x + y) * 3) as u8,
+        ])
+    });
+    img.save(path).unwrap();
+}
+
+/// Writes a `width`x`height` gray image at `path` and returns its pixels.
+pub fn write_gray(path: &Path, width: u32, height: u32, seed: u8) -> Vec<u8> {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::GrayImage::from_fn(width, height, |x, y| {
+        image::Luma([(x * 9 + y * 3 + seed as u32) as u8])
+    });
+    img.save(path).unwrap();
+    img.into_raw()
+}
+
+/// Copies the first `per_class` images of every class of `src` into `dst`.
+pub fn copy_subset(src: &Path, dst: &Path, per_class: usize) {
+    for class in std::fs::read_dir(src).unwrap() {
+        let class = class.unwrap().path();
+        if !class.is_dir() {
+            continue;
+        }
+        let out = dst.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&out).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.into_iter().take(per_class) {
+            std::fs::copy(&f, out.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
