@@ -166,19 +166,7 @@ pub fn run_cli(args: &FirmwareArgs) -> anyhow::Result<()> {
             f.instructions,
         );
     }
-    println!(
-        "firmware on {}: {}/{} frames bit-exact; {} instructions per inference ({:.2} per MAC, {} MACs); flash {} bytes ({} code + {} model), static RAM {} bytes",
-        report.board,
-        report.frames_bit_exact,
-        report.frames,
-        report.instructions_per_inference,
-        report.instructions_per_mac,
-        report.macs,
-        report.memory.flash_bytes,
-        report.memory.code_bytes,
-        report.model_bytes,
-        report.memory.ram_bytes
-    );
+    println!("{}", report.summary_line());
     if let Some(path) = &report_path {
         crate::report::merge(
             path,
@@ -286,6 +274,24 @@ pub struct FirmwareReport {
 }
 
 impl FirmwareReport {
+    /// One line with the figures: board, bit-exact frames, instructions, flash and RAM.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "firmware on {}: {}/{} frames bit-exact; {} instructions per inference ({:.2} per MAC, \
+             {} MACs); flash {} bytes ({} code + {} model), static RAM {} bytes",
+            self.board,
+            self.frames_bit_exact,
+            self.frames,
+            self.instructions_per_inference,
+            self.instructions_per_mac,
+            self.macs,
+            self.memory.flash_bytes,
+            self.memory.code_bytes,
+            self.model_bytes,
+            self.memory.ram_bytes
+        )
+    }
+
     /// The `firmware` object of report.json.
     pub fn summary_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -313,17 +319,7 @@ pub fn run(options: &FirmwareOptions) -> Result<FirmwareReport> {
         path: options.model.clone(),
         reason: format!("{e:?}"),
     })?;
-    let images = pick_images(&options.data, options.frames.div_ceil(2))?;
-    let mut frames = Vec::with_capacity(options.frames);
-    for path in &images {
-        let image = crate::data::decode_image(path).map_err(|reason| FirmwareError::Image {
-            path: path.clone(),
-            reason,
-        })?;
-        frames.push(qvga_rgb565_frame(&image, path));
-        frames.push(native_frame(&image, path, &model.arch)?);
-    }
-    frames.truncate(options.frames);
+    let frames = camera_frames(&options.data, &model.arch, options.frames)?;
     let elf = build(&options.firmware_dir, &options.model, &options.work_dir)?;
     run_frames(
         &elf,
@@ -404,6 +400,23 @@ pub fn host_logits(model: &Model, frame: &CameraFrame) -> Result<Vec<i8>> {
     let mut logits = vec![0i8; usize::from(arch.classes)];
     forward(model, &input, &mut scratch, &mut logits);
     Ok(logits)
+}
+
+/// `count` camera frames from test images in `data`, alternating a QVGA RGB565 frame and a
+/// native one per image (fewer if `data` has fewer images).
+pub fn camera_frames(data: &Path, arch: &Arch, count: usize) -> Result<Vec<CameraFrame>> {
+    let images = pick_images(data, count.div_ceil(2))?;
+    let mut frames = Vec::with_capacity(count);
+    for path in &images {
+        let image = crate::data::decode_image(path).map_err(|reason| FirmwareError::Image {
+            path: path.clone(),
+            reason,
+        })?;
+        frames.push(qvga_rgb565_frame(&image, path));
+        frames.push(native_frame(&image, path, arch)?);
+    }
+    frames.truncate(count);
+    Ok(frames)
 }
 
 /// Up to `count` test images, taken round-robin over the class folders (sorted), so that a few

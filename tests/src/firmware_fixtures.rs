@@ -41,21 +41,6 @@ pub fn build_firmware(model_path: &Path, work_dir: &Path) -> Result<PathBuf> {
     .with_context(|| format!("building the firmware for {}", model_path.display()))
 }
 
-/// Camera frames from `count` test images of `data`, alternating QVGA RGB565 and the model's
-/// native format (the same frames `tinycnn firmware` sends).
-pub fn camera_frames(data: &Path, arch: &Arch, count: usize) -> Result<Vec<firmware::CameraFrame>> {
-    let images = firmware::pick_images(data, count.div_ceil(2))?;
-    let mut frames = Vec::new();
-    for path in &images {
-        let image = tinycnn_host::data::decode_image(path)
-            .map_err(|reason| anyhow::anyhow!("decoding {}: {reason}", path.display()))?;
-        frames.push(firmware::qvga_rgb565_frame(&image, path));
-        frames.push(firmware::native_frame(&image, path, arch)?);
-    }
-    frames.truncate(count);
-    Ok(frames)
-}
-
 #[derive(clap::Parser)]
 struct TrainCli {
     #[command(flatten)]

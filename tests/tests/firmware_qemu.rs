@@ -12,7 +12,7 @@ use anyhow::{ensure, Result};
 use tinycnn::{Arch, Model};
 use tinycnn_host::firmware::{self, FirmwareError};
 use tinycnn_tests::firmware_fixtures::{
-    build_firmware, camera_frames, random_model_file, scratch_dir, trained_fashion_model,
+    build_firmware, random_model_file, scratch_dir, trained_fashion_model,
 };
 use tinycnn_tests::onnx_fixtures::fashion_small_dir;
 
@@ -43,7 +43,7 @@ fn run_model(
     };
     let model = Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let arch = model.arch;
-    let frames = camera_frames(&data.join("test"), &arch, frame_count)?;
+    let frames = firmware::camera_frames(&data.join("test"), &arch, frame_count)?;
     ensure!(
         frames.len() == frame_count,
         "only {} frames from the test subset",
@@ -86,16 +86,7 @@ fn run_model(
         "the static buffers are in RAM"
     );
     // The figures BENCHMARKS.md quotes (`-- --nocapture` shows them).
-    eprintln!(
-        "{test}: {} instructions per inference, {:.2} per MAC ({} MACs); flash {} bytes ({} code + {} model); static RAM {} bytes",
-        report.instructions_per_inference,
-        report.instructions_per_mac,
-        report.macs,
-        report.memory.flash_bytes,
-        report.memory.code_bytes,
-        report.model_bytes,
-        report.memory.ram_bytes
-    );
+    eprintln!("{test}: {}", report.summary_line());
     std::fs::remove_dir_all(&dir)?;
     Ok(report)
 }
@@ -170,7 +161,7 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     elf_bytes[at + blob.len() / 2] ^= 0x5a;
     let corrupt = dir.join("corrupt.elf");
     std::fs::write(&corrupt, &elf_bytes)?;
-    let frames = camera_frames(&fashion_small_dir()?.join("test"), &arch, 1)?;
+    let frames = firmware::camera_frames(&fashion_small_dir()?.join("test"), &arch, 1)?;
     let error = firmware::run_frames(
         &corrupt,
         &model,
