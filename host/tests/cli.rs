@@ -331,3 +331,52 @@ fn user_errors_exit_non_zero_with_advice() {
     ]);
     assert_fails_with(&out, &["truncated.ot", "re-run training"]);
 }
+
+#[test]
+fn tutorial_preset_trains_on_rgb_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("colours");
+    // Two classes a 128x128x3 model separates easily: reddish and bluish noisy photos of
+    // varying sizes, as JPEG and PNG.
+    for i in 0..24u32 {
+        for (class, base) in [("blue", [40u8, 60, 200]), ("red", [200u8, 50, 40])] {
+            let (w, h) = (48 + i * 3, 40 + (i * 7) % 50);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let n = ((x * 31 + y * 17 + i * 13) % 61) as u8;
+                image::Rgb(base.map(|c| c.saturating_add(n)))
+            });
+            let ext = if i % 2 == 0 { "jpg" } else { "png" };
+            let path = data.join(class).join(format!("{i}.{ext}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            img.save(&path).unwrap();
+        }
+    }
+    let run = dir.path().join("run");
+    let out = tinycnn(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-3",
+        "--batch",
+        "8",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let meta = tinycnn_host::checkpoint::read_meta(&run.join("best.ot")).unwrap();
+    assert_eq!(meta.preset, "tutorial");
+    assert_eq!(
+        (meta.arch.height, meta.arch.width, meta.arch.channels),
+        (128, 128, 3)
+    );
+    assert_eq!(meta.labels, ["blue", "red"]);
+    assert!(
+        meta.best_val_accuracy >= 0.9,
+        "validation accuracy {}",
+        meta.best_val_accuracy
+    );
+}
