@@ -9,8 +9,9 @@ use crate::data::{self, Subset};
 use crate::setup;
 
 /// The demo's training run: the `fashion` preset on the full Fashion-MNIST training set, tuned to
-/// reach >= 91% test accuracy in about 10 minutes on 2 CPU cores. The one place to change them.
-const DEMO_TRAIN_OPTIONS: &[&str] = &["--epochs", "12", "--lr", "1e-3", "--lr-schedule", "cosine"];
+/// reach >= 91% test accuracy (92.1% measured) in about 10 minutes on 2 CPU cores. The one place
+/// to change them.
+const DEMO_TRAIN_OPTIONS: &[&str] = &["--epochs", "15", "--lr", "1e-3", "--lr-schedule", "cosine"];
 /// Test images the demo turns into camera frames for the firmware in QEMU.
 const DEMO_FIRMWARE_FRAMES: &str = "8";
 const DEMO_DATA: &str = "data/fashion-mnist";
