@@ -12,7 +12,7 @@ pub enum TractError {
     Load { path: String, source: anyhow::Error },
     #[error("tract failed to run the model: {0:#}")]
     Run(anyhow::Error),
-    #[error("the model input is {expected} values per image but {actual} were given")]
+    #[error("{actual} input bytes are not a whole number of {expected}-byte images; preprocess images to the model's input size")]
     InputLen { expected: usize, actual: usize },
 }
 
@@ -73,10 +73,10 @@ impl TractModel {
             self.arch.channels as usize,
         );
         let image_len = h * w * c;
-        if pixels.len() % image_len != 0 {
+        if !pixels.len().is_multiple_of(image_len) {
             return Err(TractError::InputLen {
                 expected: image_len,
-                actual: pixels.len() % image_len,
+                actual: pixels.len(),
             });
         }
         let classes = self.arch.classes as usize;

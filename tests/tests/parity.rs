@@ -4,33 +4,41 @@
 //!
 //! Needs the test subset: `cargo xtask data fashion-mnist --per-class 50 --out data/fashion-mnist-small`
 //! (or `TINYCNN_FASHION_SMALL`).
+use clap::Parser;
 use tinycnn_host::parity::{self, ParityArgs};
 use tinycnn_host::qat::{self, QuantizeArgs};
-use tinycnn_host::train::{self, ArchOverrides, LrSchedule, Preset, TrainOptions};
+use tinycnn_host::train::{self, TrainOptions};
 use tinycnn_tests::onnx_fixtures::fashion_small_dir;
+
+#[derive(Parser)]
+struct TrainArgs {
+    #[command(flatten)]
+    options: TrainOptions,
+}
 
 #[test]
 fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
     let data = fashion_small_dir()?;
     let run = std::env::temp_dir().join(format!("tinycnn-parity-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let summary = train::train(&TrainOptions {
-        data: data.join("train"),
-        out: run.clone(),
-        preset: Preset::Fashion,
-        arch: ArchOverrides::default(),
-        epochs: 4,
-        lr: 2e-3,
-        lr_schedule: LrSchedule::Constant,
-        batch: 32,
-        val_split: 0.1,
-        seed: 1,
-        augment: Default::default(),
-        resume: false,
-        force: true,
-        test: None,
-        report: None,
-    })?;
+    // Options as the CLI parses them, so defaults of options added later apply.
+    let train_dir = data.join("train");
+    let train_options = TrainArgs::try_parse_from([
+        "train".as_ref(),
+        "--data".as_ref(),
+        train_dir.as_os_str(),
+        "--out".as_ref(),
+        run.as_os_str(),
+        "--preset=fashion".as_ref(),
+        "--epochs=4".as_ref(),
+        "--lr=2e-3".as_ref(),
+        "--batch=32".as_ref(),
+        "--val-split=0.1".as_ref(),
+        "--seed=1".as_ref(),
+        "--force".as_ref(),
+    ] as [&std::ffi::OsStr; 12])?
+    .options;
+    let summary = train::train(&train_options)?;
 
     let quantized = qat::quantize_command(&QuantizeArgs {
         run: None,
