@@ -118,92 +118,93 @@ pub fn training_curves(path: &Path, metrics: &[EpochMetrics]) -> Result<(), Plot
 }
 
 /// Draws `matrix[true][predicted]` as a heat map with counts and class names into a PNG at
-/// `path` (rendered to a temp file and renamed into place).
+/// `path` (rendered to a temp file and renamed into place). Rows are true classes, columns
+/// predicted ones, both in label order.
 pub fn confusion_matrix(
     path: &Path,
     labels: &[String],
     matrix: &[Vec<u64>],
     title: &str,
 ) -> Result<(), PlotError> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     register_font();
     let e = err(path);
-    let n = labels.len();
-    let cell = (560 / n.max(1)).clamp(24, 80) as u32;
-    let label_px = 150u32;
-    let size = (
-        label_px + cell * n as u32 + 30,
-        label_px + cell * n as u32 + 50,
-    );
+    let n = labels.len().max(1) as i32;
+    let cell = (720 / n).clamp(28, 80);
+    let (left, top) = (150, 64);
+    let grid = cell * n;
+    let size = ((left + grid + 20) as u32, (top + grid + 60) as u32);
+    let text =
+        |px: u32, h: HPos, v: VPos| TextStyle::from((FONT, px).into_font()).pos(Pos::new(h, v));
+    // Column labels alternate between two lines so that neighbours do not overlap.
+    let fit = |label: &str| -> String {
+        let max_chars = ((2 * cell) / 7).max(3) as usize;
+        if label.chars().count() <= max_chars {
+            label.to_string()
+        } else {
+            label.chars().take(max_chars - 1).chain(['.']).collect()
+        }
+    };
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let root = root.titled(title, (FONT, 18)).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(label_px - 40)
-            .y_label_area_size(label_px)
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
-            .map_err(|x| e(&x))?;
-        // Row t (true class t) is drawn at y = n - 1 - t, so the first class is on top.
-        let x_name = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < n => labels[*i].clone(),
-            _ => String::new(),
-        };
-        let y_name = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) if *i < n => labels[n - 1 - *i].clone(),
-            _ => String::new(),
-        };
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(n + 1)
-            .y_labels(n + 1)
-            .x_label_formatter(&x_name)
-            .y_label_formatter(&y_name)
-            .label_style((FONT, 12))
-            .x_label_style((FONT, 12).into_font().transform(FontTransform::Rotate90))
-            .x_desc("predicted")
-            .y_desc("true")
-            .axis_desc_style((FONT, 14))
-            .draw()
-            .map_err(|x| e(&x))?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (size.0 as i32 / 2, 18),
+            text(18, HPos::Center, VPos::Center),
+        ))
+        .map_err(|x| e(&x))?;
+        root.draw(&Text::new(
+            "rows: true class, columns: predicted class".to_string(),
+            (size.0 as i32 / 2, 42),
+            text(13, HPos::Center, VPos::Center),
+        ))
+        .map_err(|x| e(&x))?;
         let max = matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
         for (t, row) in matrix.iter().enumerate() {
+            let y = top + t as i32 * cell;
+            root.draw(&Text::new(
+                labels.get(t).cloned().unwrap_or_default(),
+                (left - 8, y + cell / 2),
+                text(13, HPos::Right, VPos::Center),
+            ))
+            .map_err(|x| e(&x))?;
             for (p, &count) in row.iter().enumerate() {
-                let y = n - 1 - t;
+                let x = left + p as i32 * cell;
                 let shade = count as f64 / max;
                 let color = RGBColor(
                     255 - (shade * 200.0) as u8,
                     255 - (shade * 140.0) as u8,
                     255,
                 );
-                chart
-                    .draw_series([Rectangle::new(
-                        [
-                            (SegmentValue::Exact(p), SegmentValue::Exact(y)),
-                            (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
-                        ],
-                        color.filled(),
-                    )])
-                    .map_err(|x| e(&x))?;
-                let style = TextStyle::from((FONT, 12).into_font()).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Center,
-                    ),
-                );
-                let top_left = (SegmentValue::Exact(p), SegmentValue::Exact(y + 1));
-                let (x0, y0) = chart.backend_coord(&top_left);
-                let (x1, y1) =
-                    chart.backend_coord(&(SegmentValue::Exact(p + 1), SegmentValue::Exact(y)));
-                let offset = ((x1 - x0) / 2, (y1 - y0) / 2);
-                chart
-                    .draw_series([
-                        EmptyElement::at(top_left) + Text::new(count.to_string(), offset, style)
-                    ])
-                    .map_err(|x| e(&x))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    color.filled(),
+                ))
+                .map_err(|x| e(&x))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    BLACK.mix(0.15),
+                ))
+                .map_err(|x| e(&x))?;
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (x + cell / 2, y + cell / 2),
+                    text(12, HPos::Center, VPos::Center),
+                ))
+                .map_err(|x| e(&x))?;
             }
+        }
+        for (p, label) in labels.iter().enumerate() {
+            let x = left + p as i32 * cell + cell / 2;
+            let y = top + grid + 10 + if p % 2 == 1 { 18 } else { 0 };
+            root.draw(&Text::new(
+                fit(label),
+                (x, y),
+                text(13, HPos::Center, VPos::Top),
+            ))
+            .map_err(|x| e(&x))?;
         }
         root.present().map_err(|x| e(&x))?;
     }

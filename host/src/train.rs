@@ -160,7 +160,8 @@ pub struct TrainOptions {
     /// `rotate=DEG`, `crop=FRACTION`.
     #[arg(long, default_value = "none", value_parser = parse_augment)]
     pub augment: Augment,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint (weights, epoch count, metrics and
+    /// best score carry over; Adam's moment estimates restart, tch cannot save them).
     #[arg(long)]
     pub resume: bool,
     /// Start afresh even if --out already holds a checkpoint (it is overwritten).
