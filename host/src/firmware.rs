@@ -28,33 +28,35 @@ pub const QVGA: (u16, u16) = (320, 240);
 /// Failures of the firmware check, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum FirmwareError {
-    #[error("cannot read the model {path}: {source}; pass a model.tcnn from `tinycnn quantize`")]
+    #[error("cannot read the model {path}: {error}; pass a model.tcnn from `tinycnn quantize`")]
     ReadModel {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid tinycnn model: {reason}; re-export it with `tinycnn quantize`")]
     BadModel { path: PathBuf, reason: String },
     #[error("firmware folder {0} has no Cargo.toml; pass --firmware-dir with the repository's firmware/ folder")]
     NoFirmwareDir(PathBuf),
-    #[error("could not start `{program}`: {source}; {hint}")]
+    #[error("could not start `{program}`: {error}; {hint}")]
     Spawn {
         program: String,
-        source: std::io::Error,
+        error: std::io::Error,
         hint: &'static str,
     },
+    #[error("{elf} does not embed {model} although cargo built it for that model; delete firmware/target and run again")]
+    StaleBuild { elf: PathBuf, model: PathBuf },
     #[error("building the firmware failed (exit status {status}); cargo said:\n{stderr}")]
     Build { status: String, stderr: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error("no usable test images in {0}; pass a folder of class folders with images (for Fashion-MNIST `cargo xtask data fashion-mnist`)")]
     NoImages(PathBuf),
     #[error("cannot use image {path}: {reason}")]
     Image { path: PathBuf, reason: String },
-    #[error("I/O on {path}: {source}")]
+    #[error("I/O on {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("QEMU ran past the {seconds} s limit and was stopped; raise --timeout-s or use fewer --frames (log so far:\n{log})")]
     Timeout { seconds: u64, log: String },
@@ -313,7 +315,7 @@ impl FirmwareReport {
 pub fn run(options: &FirmwareOptions) -> Result<FirmwareReport> {
     let blob = std::fs::read(&options.model).map_err(|source| FirmwareError::ReadModel {
         path: options.model.clone(),
-        source,
+        error: source,
     })?;
     let model = Model::from_bytes(&blob).map_err(|e| FirmwareError::BadModel {
         path: options.model.clone(),
@@ -343,7 +345,7 @@ pub fn run_frames(
     write_frames(frames, work_dir)?;
     let elf_bytes = std::fs::read(elf).map_err(|source| FirmwareError::Io {
         path: elf.to_path_buf(),
-        source,
+        error: source,
     })?;
     let raw = run_qemu(elf, work_dir, timeout, &elf_bytes)?;
     let lines = decode_defmt(&elf_bytes, &raw)?;
@@ -425,7 +427,7 @@ pub fn pick_images(root: &Path, count: usize) -> Result<Vec<PathBuf>> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>> {
         let io = |source| FirmwareError::Io {
             path: dir.to_path_buf(),
-            source,
+            error: source,
         };
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -533,7 +535,10 @@ fn format_name(format: PixelFormat) -> &'static str {
 pub fn write_frames(frames: &[CameraFrame], work_dir: &Path) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FirmwareError::Io { path, source }
+        move |source| FirmwareError::Io {
+            path,
+            error: source,
+        }
     };
     std::fs::create_dir_all(work_dir).map_err(io(work_dir))?;
     let mut list = String::from("# <file> <width> <height> <format>, one camera frame per line\n");
@@ -576,11 +581,18 @@ pub fn build_board(
     if !firmware_dir.join("Cargo.toml").is_file() {
         return Err(FirmwareError::NoFirmwareDir(firmware_dir.to_path_buf()));
     }
+    // Absolute, because cargo runs inside it and resolves a relative --target-dir from there.
+    let firmware_dir = &firmware_dir
+        .canonicalize()
+        .map_err(|error| FirmwareError::Io {
+            path: firmware_dir.to_path_buf(),
+            error,
+        })?;
     let model = model
         .canonicalize()
         .map_err(|source| FirmwareError::ReadModel {
             path: model.to_path_buf(),
-            source,
+            error: source,
         })?;
     let target_dir = firmware_dir.join("target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -611,13 +623,30 @@ pub fn build_board(
         .output()
         .map_err(|source| FirmwareError::Spawn {
             program: cargo.to_string_lossy().into_owned(),
-            source,
+            error: source,
             hint: "is cargo on PATH?",
         })?;
     if !output.status.success() {
         return Err(FirmwareError::Build {
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            // Keep cargo's diagnostics, not its progress lines.
+            stderr: String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .filter(|line| {
+                    let word = line.trim_start().split(' ').next().unwrap_or("");
+                    !matches!(
+                        word,
+                        "Compiling"
+                            | "Downloading"
+                            | "Downloaded"
+                            | "Updating"
+                            | "Locking"
+                            | "Blocking"
+                            | "Adding"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
         });
     }
     let built = target_dir
@@ -626,13 +655,27 @@ pub fn build_board(
         .join(board);
     std::fs::create_dir_all(work_dir).map_err(|source| FirmwareError::Io {
         path: work_dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let elf = work_dir.join(format!("{board}.elf"));
     std::fs::copy(&built, &elf).map_err(|source| FirmwareError::Io {
         path: built.clone(),
-        source,
+        error: source,
     })?;
+    let blob = std::fs::read(&model).map_err(|error| FirmwareError::ReadModel {
+        path: model.clone(),
+        error,
+    })?;
+    let elf_bytes = std::fs::read(&elf).map_err(|error| FirmwareError::Io {
+        path: elf.clone(),
+        error,
+    })?;
+    if !elf_bytes
+        .windows(blob.len())
+        .any(|window| window == blob.as_slice())
+    {
+        return Err(FirmwareError::StaleBuild { elf: built, model });
+    }
     Ok(elf)
 }
 
@@ -668,7 +711,7 @@ pub fn run_qemu(
 ) -> Result<Vec<u8>> {
     let elf = elf.canonicalize().map_err(|source| FirmwareError::Io {
         path: elf.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut child = qemu_command(&elf)
         .current_dir(work_dir)
@@ -678,7 +721,7 @@ pub fn run_qemu(
         .spawn()
         .map_err(|source| FirmwareError::Spawn {
             program: "qemu-system-arm".to_owned(),
-            source,
+            error: source,
             hint: "install QEMU (Debian/Ubuntu: apt-get install qemu-system-arm)",
         })?;
     let mut stdout_pipe = child.stdout.take();
@@ -710,7 +753,7 @@ pub fn run_qemu(
             Err(source) => {
                 return Err(FirmwareError::Io {
                     path: elf.clone(),
-                    source,
+                    error: source,
                 })
             }
         }
@@ -720,7 +763,7 @@ pub fn run_qemu(
     let defmt_out = work_dir.join("defmt.out");
     std::fs::write(&defmt_out, &raw).map_err(|source| FirmwareError::Io {
         path: defmt_out,
-        source,
+        error: source,
     })?;
     let log = || {
         decode_defmt(elf_bytes, &raw)
