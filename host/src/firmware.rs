@@ -43,7 +43,7 @@ pub enum FirmwareError {
         error: std::io::Error,
         hint: &'static str,
     },
-    #[error("{elf} does not embed {model} although cargo built it for that model; delete firmware/target and run again")]
+    #[error("{elf} does not embed {model} although cargo built it for that model: another firmware build probably ran at the same time; run again")]
     StaleBuild { elf: PathBuf, model: PathBuf },
     #[error("building the firmware failed (exit status {status}); cargo said:\n{stderr}")]
     Build { status: String, stderr: String },

@@ -217,3 +217,30 @@ fn stm32h743_profile_builds_for_fashion_and_refuses_tutorial_clearly() -> Result
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn frame_of_the_wrong_size_stops_the_firmware_with_exit_code_3() -> Result<()> {
+    let dir = scratch_dir("bad-frame")?;
+    let (_, model_path) = random_model_file(Arch::fashion(), 16, &dir, "model.tcnn")?;
+    let elf = build_firmware(&model_path, &dir)?;
+    // The list promises a 28x28 gray frame, the file holds 100 bytes: `Frame::new` rejects it.
+    std::fs::write(dir.join("short.raw"), [0u8; 100])?;
+    std::fs::write(dir.join("frames.txt"), "short.raw 28 28 gray8\n")?;
+    let elf_bytes = std::fs::read(&elf)?;
+    match firmware::run_qemu(&elf, &dir, QEMU_TIMEOUT, &elf_bytes) {
+        Err(FirmwareError::FirmwareFailed {
+            status,
+            meaning,
+            log,
+            ..
+        }) => {
+            assert!(status.contains('3'), "exit status {status}");
+            assert_eq!(meaning, "a frame could not be read or preprocessed");
+            assert!(log.contains("frame 0"), "log: {log}");
+        }
+        Err(other) => panic!("expected the firmware to stop on the frame, got: {other}"),
+        Ok(_) => panic!("a frame of the wrong size was accepted"),
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
