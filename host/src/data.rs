@@ -43,6 +43,8 @@ pub enum DataError {
     },
     #[error("class folder name {name:?} is longer than {max} bytes or not valid UTF-8; rename the folder")]
     BadLabel { name: String, max: usize },
+    #[error("invalid input geometry: {0}; fix --height/--width/--channels")]
+    InvalidArch(String),
     #[error("class folder {0} has no usable images (*.jpg, *.jpeg, *.png, *.webp, *.bmp); add images or remove the folder")]
     EmptyClass(PathBuf),
     #[error("the classes in {root} are {found:?} but the model was trained on {expected:?}; use a data folder with the model's class folders")]
@@ -158,6 +160,8 @@ impl Dataset {
             classes: classes.len() as u16,
             ..*input
         };
+        arch.validate()
+            .map_err(|e| DataError::InvalidArch(e.to_string()))?;
         let mut files: Vec<(PathBuf, i64)> = Vec::new();
         let mut skipped = Vec::new();
         for (class, (_, dir)) in classes.iter().enumerate() {

@@ -64,7 +64,7 @@ pub struct ArchOverrides {
     #[arg(long)]
     pub channels: Option<u8>,
     /// Filters of the three conv blocks, e.g. `32,32,64` (overrides the preset).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
     pub filters: Option<Vec<u16>>,
     /// Width of the hidden dense layer (overrides the preset).
     #[arg(long)]
@@ -86,7 +86,10 @@ impl ArchOverrides {
             arch.channels = c;
         }
         if let Some(f) = &self.filters {
-            arch.filters = [f[0], f[1], f[2]];
+            let [a, b, c] = f[..] else {
+                bail!("--filters takes three numbers, one per conv block, e.g. --filters 32,32,64");
+            };
+            arch.filters = [a, b, c];
         }
         if let Some(fc) = self.fc_width {
             arch.fc_width = fc;
