@@ -38,7 +38,7 @@ pub fn predict_blob(model_path: &Path, images: &[std::path::PathBuf]) -> Result<
     })?;
     let model = tinycnn::Model::from_bytes(&bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not a usable tinycnn model: {e}; re-export it with `tinycnn quantize`",
+            "{} is not a usable tinycnn model: {e}",
             model_path.display()
         )
     })?;

@@ -2,10 +2,14 @@
 //!
 //! - [`float_model`]: the float network as tch computes it: NCHW input `p/255`, Conv (SAME) ->
 //!   MaxPool 2x2/2 -> Relu per block, NCHW Flatten, Gemm -> Relu -> Gemm, float logits.
-//! - [`qdq_model`]: the int8 blob as a QDQ graph: the input and every layer output go through
-//!   QuantizeLinear/DequantizeLinear with the blob's scales and zero points; weights are int8 with
-//!   per-output-channel DequantizeLinear, biases int32 with scale `s_in * s_w[c]`. Its output
-//!   `logits` is dequantized; `round(logits / s) + zp` recovers the int8 logits.
+//! - [`qdq_model`]: the int8 blob as a quantized graph: QuantizeLinear of the input (1/255, -128),
+//!   then per layer ConvInteger / MatMulInteger on int8 activations and int8 weights (input zero
+//!   point, weight zero point 0) plus the int32 bias, DequantizeLinear of the int32 accumulator
+//!   with the per-channel scale `s_in * s_w[c]` (axis 1), MaxPool and Relu in float, and
+//!   QuantizeLinear with the layer's output scale and zero point. The accumulators are exact
+//!   integers as in `shared`; only the requantization is float (round half to even) where
+//!   `shared` uses TFLite's fixed point, hence the +-1 LSB tolerance. The output `logits` is
+//!   dequantized; `round(logits / s) + zp` recovers the int8 logits.
 //!
 //! SAME max-pooling of an odd size pads one element at the end (`pads`), which ONNX MaxPool
 //! ignores in the maximum, like TensorFlow's SAME and tch's `ceil_mode`.
@@ -214,36 +218,6 @@ impl Graph {
         )
     }
 
-    /// QuantizeLinear then DequantizeLinear with per-tensor parameters `q`.
-    fn qdq(&mut self, name: &str, x: &str, q: QuantParams) -> String {
-        let s = self.f32s(format!("{name}.scale"), &[], &[q.scale]);
-        let z = self.i8s(format!("{name}.zero_point"), &[], &[q.zero_point]);
-        let quantized = self.node("QuantizeLinear", format!("{name}.q"), &[x, &s, &z], vec![]);
-        self.node(
-            "DequantizeLinear",
-            format!("{name}.dq"),
-            &[&quantized, &s, &z],
-            vec![],
-        )
-    }
-
-    /// Per-output-channel DequantizeLinear of a constant (axis 0).
-    fn dequantize_per_channel(
-        &mut self,
-        name: &str,
-        q: String,
-        scales: &[f32],
-        zero_point: String,
-    ) -> String {
-        let s = self.f32s(format!("{name}.scale"), &[scales.len()], scales);
-        self.node(
-            "DequantizeLinear",
-            format!("{name}.dq"),
-            &[&q, &s, &zero_point],
-            vec![attr_int("axis", 0)],
-        )
-    }
-
     fn finish(mut self, arch: &Arch, labels: &[String], doc: &str, output: &str) -> pb::ModelProto {
         // Name the last node's output `logits`.
         let last = self.nodes.last_mut().expect("a graph has nodes");
@@ -344,8 +318,15 @@ pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
     let dims = layer_dims(&arch);
     let (ph, pw) = arch.block_output_hw(2);
     let mut g = Graph::default();
-    let mut x = g.qdq("input", INPUT_NAME, model.input);
-    let mut input_scale = model.input.scale;
+    let s_in = g.f32s("input.scale".into(), &[], &[model.input.scale]);
+    let z_in = g.i8s("input.zero_point".into(), &[], &[model.input.zero_point]);
+    let mut x = g.node(
+        "QuantizeLinear",
+        "input.q".into(),
+        &[INPUT_NAME, &s_in, &z_in],
+        vec![],
+    );
+    let mut input = model.input;
     for (i, layer) in model.layers.iter().enumerate() {
         let name = LAYER_NAMES[i];
         let (cin, out, per_out) = dims[i];
@@ -366,33 +347,96 @@ pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
             ),
             _ => (layer.weights.clone(), vec![out, per_out]),
         };
-        let wq = g.i8s(format!("{name}.weight_q"), &wdims, &weights);
-        let wz = g.i8s(format!("{name}.weight_zero_point"), &[out], &vec![0; out]);
-        let w = g.dequantize_per_channel(&format!("{name}.weight"), wq, &layer.weight_scales, wz);
-        let bias_scales: Vec<f32> = layer
-            .weight_scales
-            .iter()
-            .map(|&s| (input_scale as f64 * s as f64) as f32)
-            .collect();
-        let bq = g.i32s(format!("{name}.bias_q"), &[out], &layer.bias);
-        let bz = g.i32s(format!("{name}.bias_zero_point"), &[out], &vec![0; out]);
-        let bias = g.dequantize_per_channel(&format!("{name}.bias"), bq, &bias_scales, bz);
-        x = match i {
-            0..=2 => g.conv_block(name, &x, &w, &bias, arch.block_input_hw(i)),
-            3 => {
-                let flat = g.node(
+        let xz = g.i8s(format!("{name}.x_zero_point"), &[], &[input.zero_point]);
+        let wz = g.i8s(format!("{name}.weight_zero_point"), &[], &[0]);
+        // int32 accumulators: exact integer sums plus the int32 bias, as in `shared`.
+        let acc = if i < 3 {
+            let wq = g.i8s(format!("{name}.weight_q"), &wdims, &weights);
+            let acc = g.node(
+                "ConvInteger",
+                format!("{name}.conv"),
+                &[&x, &wq, &xz, &wz],
+                vec![
+                    attr_ints("kernel_shape", &[3, 3]),
+                    attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+            );
+            let bq = g.i32s(format!("{name}.bias_q"), &[out, 1, 1], &layer.bias);
+            g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
+        } else {
+            // MatMulInteger takes `[in, out]`.
+            let transposed: Vec<i8> = (0..per_out)
+                .flat_map(|k| (0..out).map(move |o| (o, k)))
+                .map(|(o, k)| weights[o * per_out + k])
+                .collect();
+            let wq = g.i8s(format!("{name}.weight_q"), &[per_out, out], &transposed);
+            let flat = if i == 3 {
+                g.node(
                     "Flatten",
                     "flatten".into(),
                     &[&x],
                     vec![attr_int("axis", 1)],
-                );
-                let y = g.gemm(name, &flat, &w, &bias);
-                g.node("Relu", "fc1.relu".into(), &[&y], vec![])
-            }
-            _ => g.gemm(name, &x, &w, &bias),
+                )
+            } else {
+                x.clone()
+            };
+            let acc = g.node(
+                "MatMulInteger",
+                format!("{name}.matmul"),
+                &[&flat, &wq, &xz, &wz],
+                vec![],
+            );
+            let bq = g.i32s(format!("{name}.bias_q"), &[out], &layer.bias);
+            g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
         };
-        x = g.qdq(&format!("{name}.out"), &x, layer.output);
-        input_scale = layer.output.scale;
+        // Real values: accumulator times s_in * s_w[c] (per channel, axis 1).
+        let acc_scales: Vec<f32> = layer
+            .weight_scales
+            .iter()
+            .map(|&s| (input.scale as f64 * s as f64) as f32)
+            .collect();
+        let acc_zero_points = g.i32s(format!("{name}.acc_zero_point"), &[out], &vec![0; out]);
+        let acc_scale = g.f32s(format!("{name}.acc_scale"), &[out], &acc_scales);
+        let mut y = g.node(
+            "DequantizeLinear",
+            format!("{name}.dequantize"),
+            &[&acc, &acc_scale, &acc_zero_points],
+            vec![attr_int("axis", 1)],
+        );
+        if i < 3 {
+            let (h, w) = arch.block_input_hw(i);
+            y = g.node(
+                "MaxPool",
+                format!("{name}.pool"),
+                &[&y],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                    attr_ints("pads", &[0, 0, (h % 2) as i64, (w % 2) as i64]),
+                ],
+            );
+        }
+        if i < 4 {
+            y = g.node("Relu", format!("{name}.relu"), &[&y], vec![]);
+        }
+        let q = layer.output;
+        let s_out = g.f32s(format!("{name}.out.scale"), &[], &[q.scale]);
+        let z_out = g.i8s(format!("{name}.out.zero_point"), &[], &[q.zero_point]);
+        x = g.node(
+            "QuantizeLinear",
+            format!("{name}.out.q"),
+            &[&y, &s_out, &z_out],
+            vec![],
+        );
+        if i == 4 {
+            x = g.node(
+                "DequantizeLinear",
+                format!("{name}.out.dq"),
+                &[&x, &s_out, &z_out],
+                vec![],
+            );
+        }
+        input = layer.output;
     }
     g.finish(
         &arch,

@@ -275,6 +275,10 @@ pub struct ParityArgs {
     /// report.json to merge the `parity` object into (default: report.json next to the model).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Fail when any check misses its tolerance. Without it only an int sim mismatch (a broken
+    /// bit-exactness contract) fails; tolerance misses are reported in the table and JSON.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -287,7 +291,7 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs `tinycnn parity`: prints the table, writes the JSON, merges `parity` into report.json and
-/// fails when a check fails.
+/// fails on an int sim mismatch, or on any failed check with `--strict`.
 pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
     let (model_path, checkpoint_path) = match (&args.run, &args.model, &args.checkpoint) {
         (_, Some(m), Some(c)) => (m.clone(), c.clone()),
@@ -331,8 +335,16 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
         .unwrap_or_else(|| dir.join("report.json"));
     crate::report::merge(&report_path, serde_json::json!({ "parity": json }))?;
     let failures = report.failures();
+    let bit_exact =
+        report.int_sim_mismatched_logits == 0 && report.int_sim_first_mismatch.is_none();
     if !failures.is_empty() {
-        bail!("parity failed:\n  {}", failures.join("\n  "));
+        if args.strict || !bit_exact {
+            bail!("parity failed:\n  {}", failures.join("\n  "));
+        }
+        eprintln!(
+            "warning: parity checks outside their tolerance (pass --strict to fail on them):\n  {}",
+            failures.join("\n  ")
+        );
     }
     Ok(report)
 }

@@ -745,6 +745,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         serde_json::json!({
             "int8_test_accuracy": report.int8_test_accuracy,
             "ptq_test_accuracy": report.ptq_test_accuracy,
+            "qat_float_test_accuracy": report.qat_float_test_accuracy,
             "blob_bytes": report.blob_bytes,
             "peak_ram_bytes": report.peak_ram_bytes,
         }),

@@ -75,7 +75,7 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         assert!(run.join(file).is_file(), "{file} was not written");
     }
 
-    // parity_command fails on any violated threshold; check the figures too, so a failure names them.
+    // --strict fails on any violated threshold; check the figures too, so a failure names them.
     let report = parity::parity_command(&ParityArgs {
         run: Some(run.clone()),
         model: None,
@@ -83,6 +83,7 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         data: data.join("test"),
         out: None,
         report: None,
+        strict: true,
     })?;
     assert!(report.images >= 100, "only {} test images", report.images);
     assert_eq!(
