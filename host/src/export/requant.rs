@@ -78,11 +78,18 @@ mod tests {
         let q = activation_params(-1.0, 1.0);
         assert!((q.scale - 2.0 / 255.0).abs() < 1e-7);
         // -1/scale is -127.5 up to f32 rounding, so the zero point sits next to the middle.
-        assert!((-1..=0).contains(&q.zero_point), "zero point {}", q.zero_point);
+        assert!(
+            (-1..=0).contains(&q.zero_point),
+            "zero point {}",
+            q.zero_point
+        );
         // The range ends map near the int8 ends.
         let lo = (-1.0f32 / q.scale).round_ties_even() + q.zero_point as f32;
         let hi = (1.0f32 / q.scale).round_ties_even() + q.zero_point as f32;
-        assert!((-129.0..=-127.0).contains(&lo) && (126.0..=128.0).contains(&hi), "{lo} {hi}");
+        assert!(
+            (-129.0..=-127.0).contains(&lo) && (126.0..=128.0).contains(&hi),
+            "{lo} {hi}"
+        );
     }
 
     #[test]
