@@ -4,20 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::decode_image;
-use crate::preprocess::preprocess_image;
-
-fn pixels(path: &Path, arch: &tinycnn::Arch) -> Result<Vec<u8>> {
-    let image = decode_image(path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "cannot decode {}; pass a jpg, png, webp or bmp image",
-                path.display()
-            )
-        })?;
-    preprocess_image(&image, arch).with_context(|| format!("preprocessing {}", path.display()))
-}
+use crate::predict::image_pixels;
 
 /// Softmax of float logits.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -50,10 +37,10 @@ pub fn predict_blob(model_path: &Path, images: &[std::path::PathBuf]) -> Result<
     let mut probs = vec![0f32; arch.classes as usize];
     let mut failures = 0;
     for path in images {
-        match pixels(path, &arch) {
+        match image_pixels(path, &arch) {
             Ok(p) => {
                 for (q, &v) in input.iter_mut().zip(&p) {
-                    *q = (v as i16 + tinycnn::INPUT_ZERO_POINT as i16) as i8;
+                    *q = tinycnn::preprocess::pixel_to_input(v);
                 }
                 tinycnn::forward(&model, &input, &mut scratch, &mut logits);
                 tinycnn::probabilities(&model, &logits, &mut probs);
@@ -85,7 +72,7 @@ pub fn predict_onnx(onnx_path: &Path, images: &[std::path::PathBuf]) -> Result<(
     let model = crate::tract_runtime::TractModel::from_bytes(&bytes, arch, 1, &origin)?;
     let mut failures = 0;
     for path in images {
-        match pixels(path, &arch).and_then(|p| Ok(model.run_u8_hwc(&p)?)) {
+        match image_pixels(path, &arch).and_then(|p| Ok(model.run_u8_hwc(&p)?)) {
             Ok(logits) => crate::predict::print_probabilities(path, &labels, &softmax(&logits)),
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -29,8 +29,9 @@ pub fn print_probabilities(path: &Path, labels: &[String], probs: &[f32]) {
     print!("{}", format_probabilities(path, labels, probs));
 }
 
-/// Class probabilities of the float checkpoint for the image at `path`.
-pub fn predict_float(ck: &Checkpoint, path: &Path, device: Device) -> Result<Vec<f32>> {
+/// Decodes the image at `path` and preprocesses it for `arch` with `shared`'s preprocessing:
+/// HWC u8 pixels, the same as training, the int8 model and the firmware see.
+pub fn image_pixels(path: &Path, arch: &tinycnn::Arch) -> Result<Vec<u8>> {
     let image = decode_image(path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| {
@@ -39,8 +40,12 @@ pub fn predict_float(ck: &Checkpoint, path: &Path, device: Device) -> Result<Vec
                 path.display()
             )
         })?;
-    let pixels = preprocess_image(&image, &ck.meta.arch)
-        .with_context(|| format!("preprocessing {}", path.display()))?;
+    preprocess_image(&image, arch).with_context(|| format!("preprocessing {}", path.display()))
+}
+
+/// Class probabilities of the float checkpoint for the image at `path`.
+pub fn predict_float(ck: &Checkpoint, path: &Path, device: Device) -> Result<Vec<f32>> {
+    let pixels = image_pixels(path, &ck.meta.arch)?;
     let xs = pixels_to_tensor(&pixels, 1, &ck.meta.arch, device);
     let mut rows = crate::eval::probabilities(&ck.net, &xs)?;
     Ok(rows.pop().unwrap_or_default())

@@ -393,7 +393,7 @@ pub fn shared_logits(model: &tinycnn::blob::Model, data: &Dataset) -> Vec<i8> {
     let mut out = Vec::with_capacity(data.len() * classes);
     for i in 0..data.len() {
         for (q, &p) in input.iter_mut().zip(data.image(i)) {
-            *q = (p as i16 + tinycnn::quant::INPUT_ZERO_POINT as i16) as i8;
+            *q = tinycnn::preprocess::pixel_to_input(p);
         }
         tinycnn::forward(model, &input, &mut scratch, &mut logits);
         out.extend_from_slice(&logits);
@@ -405,7 +405,7 @@ pub fn shared_logits(model: &tinycnn::blob::Model, data: &Dataset) -> Vec<i8> {
 pub fn int8_inputs(data: &Dataset) -> Vec<i8> {
     data.pixels
         .iter()
-        .map(|&p| (p as i16 + tinycnn::quant::INPUT_ZERO_POINT as i16) as i8)
+        .map(|&p| tinycnn::preprocess::pixel_to_input(p))
         .collect()
 }
 
