@@ -163,7 +163,10 @@ pub fn test(ctx: &Context) -> Result<()> {
         cmd::run(
             ctx.cargo()
                 .args(["test", "--workspace", "--release"])
-                .env(TEST_DATA_ENV, &test_data),
+                .env(TEST_DATA_ENV, &test_data)
+                // Tests train in parallel; libgomp's spinning waits make contended libtorch
+                // thread pools ~4x slower (BENCHMARKS.md, host training). Sleep instead.
+                .env("OMP_WAIT_POLICY", "PASSIVE"),
         )
     })?;
     ctx.step("firmware: camera driver tests on the host", || {
