@@ -162,6 +162,53 @@ pub fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a `cargo test` command like [`run`], echoing its stdout line by line, and returns the
+/// (passed, failed) counts summed over its `test result:` lines.
+pub fn run_tests(command: &mut Command) -> Result<(u64, u64)> {
+    use std::io::BufRead as _;
+    let description = describe(command);
+    println!("$ {description}");
+    flush();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| spawn_error(&description, error))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.with_context(|| format!("reading the output of `{description}`"))?;
+            println!("{line}");
+            if let Some((p, f)) = parse_test_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{description}`"))?;
+    if !status.success() {
+        bail!("`{description}` failed ({status})");
+    }
+    Ok((passed, failed))
+}
+
+/// Parses libtest's `test result: ok. 5 passed; 0 failed; ...` line.
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
 /// Runs a command quietly and returns its stdout, or `None` when the program is not installed or
 /// exits non-zero. For probes such as "is torch importable".
 pub fn probe(command: &mut Command) -> Option<String> {
@@ -202,5 +249,23 @@ pub fn require_root(what: &str, instead: &str) -> Result<()> {
         Ok(())
     } else {
         bail!("`{what}` needs root; run `{instead}` yourself, then run this command again")
+    }
+}
+
+#[cfg(test)]
+mod test_result_tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn parses_libtest_summaries() {
+        assert_eq!(
+            parse_test_result("test result: ok. 22 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.03s"),
+            Some((22, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_test_result("running 3 tests"), None);
     }
 }

@@ -159,15 +159,17 @@ pub fn test(ctx: &Context) -> Result<()> {
                 .env("RUSTFLAGS", "-Dwarnings"),
         )
     })?;
+    let mut totals = (0, 0);
     ctx.step("cargo test", || {
-        cmd::run(
+        totals = cmd::run_tests(
             ctx.cargo()
                 .args(["test", "--workspace", "--release"])
                 .env(TEST_DATA_ENV, &test_data)
                 // Tests train in parallel; libgomp's spinning waits make contended libtorch
                 // thread pools ~4x slower (BENCHMARKS.md, host training). Sleep instead.
                 .env("OMP_WAIT_POLICY", "PASSIVE"),
-        )
+        )?;
+        Ok(())
     })?;
     ctx.step("firmware: camera driver tests on the host", || {
         let firmware = ctx.path("firmware");
@@ -178,14 +180,17 @@ pub fn test(ctx: &Context) -> Result<()> {
             );
         }
         // The firmware workspace builds for thumbv7em by default; the driver tests run on the host.
-        cmd::run(
+        let (passed, failed) = cmd::run_tests(
             ctx.cargo()
                 .args(["test", "-p", "tinycnn-camera", "--target", &host_triple()?])
                 .current_dir(firmware),
-        )
+        )?;
+        totals = (totals.0 + passed, totals.1 + failed);
+        Ok(())
     })?;
     ctx.print_timings();
     println!("\nall checks passed");
+    println!("tests: {} passed, {} failed", totals.0, totals.1);
     Ok(())
 }
 
