@@ -258,6 +258,22 @@ impl Dataset {
         Dataset::load(root, arch)
     }
 
+    /// The images at `indices`, in that order, as a data set of their own.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            arch: self.arch,
+            labels: self.labels.clone(),
+            pixels: indices
+                .iter()
+                .flat_map(|&i| self.image(i))
+                .copied()
+                .collect(),
+            targets: indices.iter().map(|&i| self.targets[i]).collect(),
+            paths: indices.iter().map(|&i| self.paths[i].clone()).collect(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.targets.len()

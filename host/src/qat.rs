@@ -11,6 +11,10 @@
 //!
 //! Observers track min/max: PTQ calibration takes the global min/max over N images; QAT starts
 //! from that range and follows an exponential moving average, then freezes for the final epochs.
+//!
+//! `tinycnn quantize` fine-tunes on the float run's training split and exports the epoch whose
+//! int8 model is most accurate on that run's validation split, the PTQ start counting as epoch 0;
+//! the test set never takes part in that choice.
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use tinycnn::blob::QuantParams;
 
@@ -272,7 +276,7 @@ pub fn train_qat(
     data: &Dataset,
     mut observers: [Observer; 5],
     options: &QatOptions,
-    mut on_epoch: impl FnMut(&QatEpoch),
+    mut on_epoch: impl FnMut(&QatEpoch, &[Observer; 5]),
 ) -> Result<([Observer; 5], Vec<QatEpoch>), tch::TchError> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
@@ -311,7 +315,7 @@ pub fn train_qat(
             train_accuracy: correct as f64 / seen.max(1) as f64,
             observers_frozen: frozen,
         };
-        on_epoch(&summary);
+        on_epoch(&summary, &observers);
         epochs.push(summary);
     }
     Ok((observers, epochs))
@@ -434,8 +438,8 @@ pub struct QuantizeArgs {
     /// Final QAT epochs with frozen observers.
     #[arg(long, default_value_t = 1)]
     pub freeze_epochs: usize,
-    /// QAT learning rate (Adam).
-    #[arg(long, default_value_t = 1e-4)]
+    /// QAT learning rate (Adam). Small, because it fine-tunes an already trained net.
+    #[arg(long, default_value_t = 1e-5)]
     pub qat_lr: f64,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -476,6 +480,8 @@ pub struct QuantizeReport {
     pub peak_ram_bytes: usize,
     pub macs: u64,
     pub calib_images: usize,
+    /// The exported QAT epoch (best int8 accuracy on the validation split; 0 = the PTQ start).
+    pub qat_selected_epoch: usize,
     pub qat: QatOptions,
     pub qat_epochs: Vec<QatEpoch>,
     pub layers: Vec<LayerReport>,
@@ -561,8 +567,9 @@ impl QuantizeReport {
         );
         let _ = writeln!(
             s,
-            "| QAT int8 test accuracy ({} epochs) | {} |",
+            "| QAT int8 test accuracy ({} epochs, exported epoch {} by validation accuracy; 0 = PTQ start) | {} |",
             self.qat.epochs,
+            self.qat_selected_epoch,
             percent(self.int8_test_accuracy)
         );
         let _ = writeln!(
@@ -630,6 +637,24 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     );
     eprintln!("float test accuracy: {}", percent(float_test_accuracy));
 
+    // QAT fine-tunes on the float run's training split and is judged on its validation split
+    // (the same seeded split `tinycnn train` used), so the choice below never looks at the test set.
+    let training = &ckpt.meta.options;
+    let val_split = training
+        .get("val_split")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.2);
+    let split_seed = training
+        .get("seed")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(args.seed);
+    let (fit_idx, holdout_idx) = crate::data::split_indices(train.len(), val_split, split_seed);
+    let holdout = train.subset(&holdout_idx);
+    let train = train.subset(&fit_idx);
+    if train.is_empty() || holdout.is_empty() {
+        bail!("too few training images to hold out a validation split for QAT; add images");
+    }
+
     // PTQ: calibrate on a shuffled subset so every class is seen.
     let calib = {
         use rand::seq::SliceRandom;
@@ -640,20 +665,23 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         order
     };
     let calibrated = calibrate(&ckpt.net, &train, &calib, device);
-    let ptq_params = calibrated.map(|o| o.params());
-    let ptq_model = crate::export::export(&float_params(&ckpt.net, &labels), &ptq_params)?;
+    let float = float_params(&ckpt.net, &labels);
+    let ptq_model = crate::export::export(&float, &calibrated.map(|o| o.params()))?;
     let ptq_bytes = ptq_model
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("encoding the PTQ blob: {e:?}"))?;
-    let ptq_test_accuracy = {
-        let m = tinycnn::blob::Model::from_bytes(&ptq_bytes)
-            .map_err(|e| anyhow::anyhow!("decoding the PTQ blob: {e:?}"))?;
-        accuracy(&shared_logits(&m, &test), classes, &test.targets)
+    let int8_accuracy = |bytes: &[u8], data: &Dataset| -> anyhow::Result<f64> {
+        let m = tinycnn::blob::Model::from_bytes(bytes)
+            .map_err(|e| anyhow::anyhow!("decoding an exported blob: {e:?}"))?;
+        Ok(accuracy(&shared_logits(&m, data), classes, &data.targets))
     };
+    let ptq_test_accuracy = int8_accuracy(&ptq_bytes, &test)?;
+    let ptq_holdout_accuracy = int8_accuracy(&ptq_bytes, &holdout)?;
     eprintln!(
-        "PTQ int8 test accuracy: {} ({} calibration images)",
+        "PTQ int8 test accuracy: {} ({} calibration images); validation {}",
         percent(ptq_test_accuracy),
-        calib.len()
+        calib.len(),
+        percent(ptq_holdout_accuracy)
     );
 
     let qat = QatOptions {
@@ -663,30 +691,81 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         batch: args.batch,
         seed: args.seed,
     };
-    let (observers, qat_epochs) = train_qat(&ckpt.vs, &ckpt.net, &train, calibrated, &qat, |e| {
+    // The exported model is the QAT epoch with the best int8 validation accuracy, where the PTQ
+    // starting point counts as epoch 0: fine-tuning never makes the int8 model worse on held-out data.
+    let snapshot = |vs: &nn::VarStore| -> anyhow::Result<nn::VarStore> {
+        let mut copy = nn::VarStore::new(device);
+        let _ = Net::new(&copy.root(), &arch);
+        copy.copy(vs)?;
+        Ok(copy)
+    };
+    let mut best = (
+        0usize,
+        ptq_holdout_accuracy,
+        calibrated,
+        snapshot(&ckpt.vs)?,
+    );
+    let mut selection_error = None;
+    let (_, qat_epochs) = train_qat(&ckpt.vs, &ckpt.net, &train, calibrated, &qat, |e, obs| {
+        let accuracy =
+            crate::export::export(&float_params(&ckpt.net, &labels), &obs.map(|o| o.params()))
+                .map_err(anyhow::Error::from)
+                .and_then(|m| {
+                    m.to_bytes()
+                        .map_err(|e| anyhow::anyhow!("encoding the blob: {e:?}"))
+                })
+                .and_then(|bytes| int8_accuracy(&bytes, &holdout));
+        let accuracy = match accuracy {
+            Ok(a) => a,
+            Err(err) => {
+                selection_error.get_or_insert(err);
+                return;
+            }
+        };
         eprintln!(
-            "QAT epoch {}/{}: loss {:.4}, train accuracy {}{}",
+            "QAT epoch {}/{}: loss {:.4}, train accuracy {}, int8 validation {}{}",
             e.epoch,
             qat.epochs,
             e.loss,
             percent(e.train_accuracy),
+            percent(accuracy),
             if e.observers_frozen {
                 " (observers frozen)"
             } else {
                 ""
             }
-        )
+        );
+        if accuracy >= best.1 {
+            match snapshot(&ckpt.vs) {
+                Ok(vs) => best = (e.epoch, accuracy, *obs, vs),
+                Err(err) => {
+                    selection_error.get_or_insert(err);
+                }
+            }
+        }
     })
     .context("QAT fine-tuning failed")?;
+    if let Some(err) = selection_error {
+        return Err(err.context("evaluating a QAT epoch on the validation split"));
+    }
+    let (selected_epoch, _, observers, best_vs) = best;
+    let mut ckpt = ckpt;
+    ckpt.vs.copy(&best_vs)?;
+    eprintln!(
+        "exporting {} (best int8 validation accuracy)",
+        if selected_epoch == 0 {
+            "the PTQ starting point".to_string()
+        } else {
+            format!("QAT epoch {selected_epoch}")
+        }
+    );
     let params = observers.map(|o| o.params());
     let float = float_params(&ckpt.net, &labels);
     let model = crate::export::export(&float, &params)?;
     let blob = model
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("encoding the blob: {e:?}"))?;
-    let shared_model = tinycnn::blob::Model::from_bytes(&blob)
-        .map_err(|e| anyhow::anyhow!("decoding the exported blob: {e:?}"))?;
-    let int8_test_accuracy = accuracy(&shared_logits(&shared_model, &test), classes, &test.targets);
+    let int8_test_accuracy = int8_accuracy(&blob, &test)?;
     let qat_float_test_accuracy = accuracy(
         &float_logits(&ckpt.net, &test, device),
         classes,
@@ -727,6 +806,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         peak_ram_bytes: arch.peak_activation_bytes(),
         macs: arch.macs(),
         calib_images: calib.len(),
+        qat_selected_epoch: selected_epoch,
         qat,
         qat_epochs,
         layers: layer_reports(&model),
@@ -746,6 +826,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
             "int8_test_accuracy": report.int8_test_accuracy,
             "ptq_test_accuracy": report.ptq_test_accuracy,
             "qat_float_test_accuracy": report.qat_float_test_accuracy,
+            "qat_selected_epoch": report.qat_selected_epoch,
             "blob_bytes": report.blob_bytes,
             "peak_ram_bytes": report.peak_ram_bytes,
         }),
