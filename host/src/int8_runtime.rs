@@ -1,5 +1,5 @@
 //! `tinycnn predict --model model.tcnn` and `--onnx FILE`: class probabilities of images through
-//! the int8 blob in `shared` (integer forward pass, no libtorch) or through tract.
+//! the int8 blob in `shared` (integer forward pass, no libtorch calls) or through tract.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
