@@ -35,30 +35,16 @@ pub fn predict_blob(model_path: &Path, images: &[std::path::PathBuf]) -> Result<
     let mut input = vec![0i8; arch.input_len()];
     let mut logits = vec![0i8; arch.classes as usize];
     let mut probs = vec![0f32; arch.classes as usize];
-    let mut failures = 0;
-    for path in images {
-        match image_pixels(path, &arch) {
-            Ok(p) => {
-                for (q, &v) in input.iter_mut().zip(&p) {
-                    *q = tinycnn::preprocess::pixel_to_input(v);
-                }
-                tinycnn::forward(&model, &input, &mut scratch, &mut logits);
-                tinycnn::probabilities(&model, &logits, &mut probs);
-                crate::predict::print_probabilities(path, &labels, &probs);
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failures += 1;
-            }
+    for_each_image(images, |path| {
+        let pixels = image_pixels(path, &arch)?;
+        for (q, &v) in input.iter_mut().zip(&pixels) {
+            *q = tinycnn::preprocess::pixel_to_input(v);
         }
-    }
-    if failures > 0 {
-        bail!(
-            "{failures} of {} images could not be classified (see above)",
-            images.len()
-        );
-    }
-    Ok(())
+        tinycnn::forward(&model, &input, &mut scratch, &mut logits);
+        tinycnn::probabilities(&model, &logits, &mut probs);
+        crate::predict::print_probabilities(path, &labels, &probs);
+        Ok(())
+    })
 }
 
 /// Runs every image through the ONNX model at `onnx_path` in tract and prints the softmax of its
@@ -70,14 +56,24 @@ pub fn predict_onnx(onnx_path: &Path, images: &[std::path::PathBuf]) -> Result<(
     let origin = onnx_path.display().to_string();
     let (arch, labels) = crate::onnx::read_metadata(&bytes, &origin)?;
     let model = crate::tract_runtime::TractModel::from_bytes(&bytes, arch, 1, &origin)?;
+    for_each_image(images, |path| {
+        let logits = model.run_u8_hwc(&image_pixels(path, &arch)?)?;
+        crate::predict::print_probabilities(path, &labels, &softmax(&logits));
+        Ok(())
+    })
+}
+
+/// Runs `classify` on every image, reporting each failure and going on; fails at the end if any
+/// image could not be classified.
+fn for_each_image(
+    images: &[std::path::PathBuf],
+    mut classify: impl FnMut(&Path) -> Result<()>,
+) -> Result<()> {
     let mut failures = 0;
     for path in images {
-        match image_pixels(path, &arch).and_then(|p| Ok(model.run_u8_hwc(&p)?)) {
-            Ok(logits) => crate::predict::print_probabilities(path, &labels, &softmax(&logits)),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                failures += 1;
-            }
+        if let Err(e) = classify(path) {
+            eprintln!("error: {e:#}");
+            failures += 1;
         }
     }
     if failures > 0 {
