@@ -126,16 +126,6 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
             fast[i], slow[i]
         )));
     }
-    // The standalone pool kernel agrees with the reference pool.
-    let mut pooled = vec![0i8; c.shape.pooled_len()];
-    ops::maxpool2x2_s8(
-        &full,
-        c.shape.height,
-        c.shape.width,
-        c.shape.out_channels,
-        &mut pooled,
-    );
-    prop_assert_eq!(pooled, slow);
     Ok(())
 }
 
@@ -166,6 +156,24 @@ proptest! {
         ops::dense_s8(&input, &w, &rq, &mut fast);
         reference::dense_s8(&input, &w, &rq, &mut slow);
         prop_assert_eq!(fast, slow);
+    }
+
+    /// Accumulating a dense layer in column runs (as the streaming fc1 does) gives the same
+    /// sums as one pass.
+    #[test]
+    fn dense_acc_in_runs_matches_one_pass((n, input, w, split, zp) in (1usize..200, 1usize..10).prop_flat_map(|(n, out)| (
+        Just(n), activations(n), weights(n * out), 0..=n, any::<i8>()))) {
+        let out = w.len() / n;
+        let mut one = vec![0i32; out];
+        ops::dense_acc_s8(&input, &w, n, zp as i32, &mut one);
+        let mut runs = vec![0i32; out];
+        ops::dense_acc_s8(&input[..split], &w, n, zp as i32, &mut runs);
+        ops::dense_acc_s8(&input[split..], &w[split..], n, zp as i32, &mut runs);
+        let expected: Vec<i32> = (0..out)
+            .map(|o| (0..n).map(|i| (input[i] as i32 - zp as i32) * w[o * n + i] as i32).sum())
+            .collect();
+        prop_assert_eq!(&one, &expected);
+        prop_assert_eq!(&runs, &expected);
     }
 
     #[test]

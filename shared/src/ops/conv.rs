@@ -1,4 +1,8 @@
 //! Conv 3x3 stride 1 SAME + bias + requantize + ReLU clamp, fused with max-pool 2x2 SAME.
+//!
+//! The row kernel [`conv3x3_pool_row_s8`] is the one definition: it produces one pooled output
+//! row from the four input rows it reads. The whole-map [`conv3x3_pool_s8`] is a loop over it,
+//! and the streaming forward pass feeds it from ring buffers.
 
 use super::requant::{dot_s8, ChannelParams, Requant};
 use crate::arch::KERNEL;
@@ -38,37 +42,63 @@ impl ConvShape {
         let (h, w) = self.pooled_hw();
         h * w * self.out_channels
     }
-}
 
-/// The int32 accumulator `Σ (x - zp) * w` of the SAME 3x3 convolution at (y, x) for one output
-/// channel whose weights are `wk` (`[3][3][C_in]`). Padding contributes nothing (it is the zero
-/// point, real 0).
-#[inline(always)]
-fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) -> i32 {
-    let (h, w, ci) = (s.height, s.width, s.in_channels);
-    let y_lo = y.saturating_sub(1);
-    let y_hi = (y + 1).min(h - 1);
-    let mut acc = 0;
-    if x >= 1 && x + 1 < w {
-        // Interior column: the 3 taps of a kernel row are one contiguous run of 3 * C_in values
-        // in both the HWC input and the [ky][kx][ci] weights.
-        for yy in y_lo..=y_hi {
-            let ky = yy + 1 - y;
-            let row = &input[(yy * w + x - 1) * ci..][..3 * ci];
-            acc += dot_s8(row, &wk[ky * 3 * ci..][..3 * ci], zp);
-        }
-    } else {
-        let x_lo = x.saturating_sub(1);
-        let x_hi = (x + 1).min(w - 1);
-        for yy in y_lo..=y_hi {
-            let ky = yy + 1 - y;
-            let run = (x_hi + 1 - x_lo) * ci;
-            let kx_lo = x_lo + 1 - x;
-            let row = &input[(yy * w + x_lo) * ci..][..run];
-            acc += dot_s8(row, &wk[(ky * 3 + kx_lo) * ci..][..run], zp);
+    /// The per-row shape (everything but the height).
+    pub const fn row(&self) -> RowShape {
+        RowShape {
+            width: self.width,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
         }
     }
-    acc
+}
+
+/// Shape of one row of a 3x3 convolution: input rows of `width x in_channels` (HWC), weights
+/// `[out_channels][3][3][in_channels]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowShape {
+    /// Input (and conv output) width.
+    pub width: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (filters).
+    pub out_channels: usize,
+}
+
+impl RowShape {
+    /// Values in one input row, `width * in_channels`.
+    pub const fn input_row_len(&self) -> usize {
+        self.width * self.in_channels
+    }
+
+    /// Values in one pooled output row, `ceil(width/2) * out_channels`.
+    pub const fn pooled_row_len(&self) -> usize {
+        self.width.div_ceil(2) * self.out_channels
+    }
+
+    /// `out_channels * 9 * in_channels`.
+    pub const fn weight_len(&self) -> usize {
+        self.out_channels * KERNEL * KERNEL * self.in_channels
+    }
+}
+
+/// The input rows that pooled output row `py` reads: `rows[i]` is input row `2 * py - 1 + i`,
+/// or `None` where that row lies outside the image.
+///
+/// Invariants: `rows[1]` is always `Some` (a pooled row starts inside the image); conv row
+/// `2 * py + 1` exists iff `rows[2]` is `Some`; `rows[3]` is `None` whenever `rows[2]` is.
+pub type PoolRows<'a> = [Option<&'a [i8]>; 4];
+
+/// The [`PoolRows`] of pooled row `py` of an HWC map `height x row_len`.
+pub fn pool_rows(input: &[i8], height: usize, row_len: usize, py: usize) -> PoolRows<'_> {
+    let mut rows = [None; 4];
+    for (i, r) in rows.iter_mut().enumerate() {
+        let y = (2 * py + i).wrapping_sub(1);
+        if y < height {
+            *r = Some(&input[y * row_len..][..row_len]);
+        }
+    }
+    rows
 }
 
 /// Largest `C_in` the patch path handles: four `9 * C_in` i16 patches live on the stack
@@ -76,11 +106,13 @@ fn conv_at(input: &[i8], s: &ConvShape, zp: i32, wk: &[i8], y: usize, x: usize) 
 /// row path, which needs no buffer.
 pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 
-/// Fused conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp) + max-pool 2x2 stride 2 SAME.
+/// One pooled output row of the fused conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp)
+/// + max-pool 2x2 stride 2 SAME.
 ///
-/// - `input`: HWC, `shape.input_len()` int8 values with zero point `rq.input_zero_point`.
+/// - `rows`: the four input rows of this pooled row (see [`PoolRows`]), each
+///   `shape.input_row_len()` int8 values with zero point `rq.input_zero_point`.
 /// - `weights`: `[C_out][3][3][C_in]`, values in [-127, 127] (symmetric, zero point 0).
-/// - `output`: HWC, `shape.pooled_len()` values, `ceil(h/2) x ceil(w/2) x C_out`.
+/// - `output`: `shape.pooled_row_len()` values, `ceil(w/2) x C_out`.
 /// - SAME conv padding is 1 pixel of the input zero point on every side; the SAME pool window
 ///   at an odd bottom/right edge covers only existing pixels (TensorFlow's rule, 7 -> 4).
 ///
@@ -89,18 +121,73 @@ pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 /// multiplier `>= 0`, `acc -> clamp(MBQM(acc + bias) + zp, lo, 127)` is monotonic
 /// non-decreasing, so `max(requant(a_i)) == requant(max(a_i))`. The equality with
 /// [`reference::conv3x3_s8`](super::reference::conv3x3_s8) followed by
-/// [`maxpool2x2_s8`](super::pool::maxpool2x2_s8) is property-tested.
-///
-/// For `C_in <= PATCH_MAX_IN_CHANNELS` the kernel gathers the four 3x3 input patches of a pool
-/// window as i16 `x - zp` (padding is 0 = real 0) and runs one `9 * C_in` dot product per patch
-/// and output channel, reusing each weight row for the four patches. Wider inputs use per-row
-/// dot products on the input in place.
+/// [`reference::maxpool2x2_s8`](super::reference::maxpool2x2_s8) is property-tested.
 ///
 /// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted;
 /// [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it for models).
 ///
 /// # Panics
-/// If a slice length does not match `shape`, or a multiplier is negative (debug builds).
+/// If a slice length does not match `shape`, `rows` breaks its invariants, or (debug builds) a
+/// multiplier is negative.
+pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    shape: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let s = shape;
+    assert!(s.width > 0, "conv3x3_pool_row_s8: empty row");
+    assert!(rows[1].is_some(), "conv3x3_pool_row_s8: rows[1] is missing");
+    assert!(
+        rows[2].is_some() || rows[3].is_none(),
+        "conv3x3_pool_row_s8: rows[3] without rows[2]"
+    );
+    for r in rows.iter().flatten() {
+        assert_eq!(
+            r.len(),
+            s.input_row_len(),
+            "conv3x3_pool_row_s8: input row length"
+        );
+    }
+    assert_eq!(
+        weights.len(),
+        s.weight_len(),
+        "conv3x3_pool_row_s8: weights length"
+    );
+    assert_eq!(
+        output.len(),
+        s.pooled_row_len(),
+        "conv3x3_pool_row_s8: output length"
+    );
+    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
+    debug_assert!(
+        !weights.contains(&i8::MIN),
+        "conv3x3_pool_row_s8: weights must be in [-127, 127]"
+    );
+    if cfg!(debug_assertions) {
+        for o in 0..s.out_channels {
+            assert!(
+                rq.params.multiplier(o) >= 0,
+                "negative multiplier breaks pooling order"
+            );
+        }
+    }
+    if s.in_channels <= PATCH_MAX_IN_CHANNELS {
+        pool_row_patches(rows, s, weights, rq, output);
+    } else {
+        pool_row_direct(rows, s, weights, rq, output);
+    }
+}
+
+/// Fused conv 3x3 + pool over a whole HWC map: [`conv3x3_pool_row_s8`] for every pooled row.
+///
+/// - `input`: HWC, `shape.input_len()` int8 values with zero point `rq.input_zero_point`.
+/// - `weights`: `[C_out][3][3][C_in]`, values in [-127, 127].
+/// - `output`: HWC, `shape.pooled_len()` values, `ceil(h/2) x ceil(w/2) x C_out`.
+///
+/// # Panics
+/// If a slice length does not match `shape`.
 pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
     input: &[i8],
     shape: ConvShape,
@@ -112,48 +199,30 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
     assert!(s.height > 0 && s.width > 0, "conv3x3_pool_s8: empty input");
     assert_eq!(input.len(), s.input_len(), "conv3x3_pool_s8: input length");
     assert_eq!(
-        weights.len(),
-        s.weight_len(),
-        "conv3x3_pool_s8: weights length"
-    );
-    assert_eq!(
         output.len(),
         s.pooled_len(),
         "conv3x3_pool_s8: output length"
     );
-    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
-    debug_assert!(
-        !weights.contains(&i8::MIN),
-        "conv3x3_pool_s8: weights must be in [-127, 127]"
-    );
-    if cfg!(debug_assertions) {
-        for o in 0..s.out_channels {
-            assert!(
-                rq.params.multiplier(o) >= 0,
-                "negative multiplier breaks pooling order"
-            );
-        }
-    }
-    if s.in_channels <= PATCH_MAX_IN_CHANNELS {
-        conv_pool_patches(input, s, weights, rq, output);
-    } else {
-        conv_pool_rows(input, s, weights, rq, output);
+    let row = s.row();
+    let out_rows = output.chunks_exact_mut(row.pooled_row_len());
+    for (py, out) in out_rows.enumerate() {
+        let rows = pool_rows(input, s.height, row.input_row_len(), py);
+        conv3x3_pool_row_s8(rows, row, weights, rq, out);
     }
 }
 
-/// Writes the SAME 3x3 patch around (y, x) as `x - zp` into `patch` (`[3][3][C_in]` i16);
-/// padding taps are 0.
+/// Writes the SAME 3x3 patch whose kernel rows are `rows` (input rows y-1, y, y+1; `None` is
+/// padding), centred on column `x`, as `x - zp` into `patch` (`[3][3][C_in]` i16); padding taps
+/// are 0.
 #[inline(always)]
-fn gather(input: &[i8], s: &ConvShape, zp: i16, y: usize, x: usize, patch: &mut [i16]) {
-    let (h, w, ci) = (s.height, s.width, s.in_channels);
-    for ky in 0..KERNEL {
+fn gather(rows: [Option<&[i8]>; 3], s: &RowShape, zp: i16, x: usize, patch: &mut [i16]) {
+    let (w, ci) = (s.width, s.in_channels);
+    for (ky, row) in rows.iter().enumerate() {
         let dst = &mut patch[ky * 3 * ci..][..3 * ci];
-        let yy = y + ky;
-        if yy == 0 || yy > h {
+        let Some(row) = row else {
             dst.fill(0);
             continue;
-        }
-        let row = &input[(yy - 1) * w * ci..][..w * ci];
+        };
         for kx in 0..KERNEL {
             let xx = x + kx;
             let tap = &mut dst[kx * ci..][..ci];
@@ -175,8 +244,7 @@ fn dot4(p: [&[i16]; 4], w: &[i8]) -> [i32; 4] {
     let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
     let mut acc = [0i32; 4];
     for i in 0..n {
-        // i16 operands widened to i32 before the multiply: the shape x86 matches to pmaddwd
-        // (and Cortex-M4 to SMLAD-style 16-bit MACs).
+        // i16 operands widened to i32 before the multiply: the shape x86 matches to pmaddwd.
         let wi = w[i] as i16 as i32;
         acc[0] += p0[i] as i32 * wi;
         acc[1] += p1[i] as i32 * wi;
@@ -191,64 +259,94 @@ fn max4(a: [i32; 4]) -> i32 {
     a[0].max(a[1]).max(a[2].max(a[3]))
 }
 
-fn conv_pool_patches<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    s: ConvShape,
+/// The kernel rows of conv rows `2py` (top) and `2py + 1` (bottom). A pool window hanging over
+/// the bottom edge repeats its top row: max is idempotent, so the duplicate changes nothing.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn conv_rows(rows: PoolRows<'_>) -> ([Option<&[i8]>; 3], [Option<&[i8]>; 3]) {
+    let top = [rows[0], rows[1], rows[2]];
+    let bottom = if rows[2].is_some() {
+        [rows[1], rows[2], rows[3]]
+    } else {
+        top
+    };
+    (top, bottom)
+}
+
+fn pool_row_patches<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
     weights: &[i8],
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     const PATCH: usize = KERNEL * KERNEL * PATCH_MAX_IN_CHANNELS;
     let taps = KERNEL * KERNEL * s.in_channels;
-    let (oh, ow) = s.pooled_hw();
+    let ow = s.width.div_ceil(2);
     let co = s.out_channels;
     let zp = rq.input_zero_point as i16;
+    let (top, bottom) = conv_rows(rows);
     let mut patches = [[0i16; PATCH]; 4];
-    for py in 0..oh {
-        // A window hanging over the bottom/right edge repeats its last row/column: max is
-        // idempotent, so the duplicate changes nothing.
-        let y1 = (2 * py + 1).min(s.height - 1);
-        for px in 0..ow {
-            let x1 = (2 * px + 1).min(s.width - 1);
-            let [a, b, c, d] = &mut patches;
-            gather(input, &s, zp, 2 * py, 2 * px, &mut a[..taps]);
-            gather(input, &s, zp, 2 * py, x1, &mut b[..taps]);
-            gather(input, &s, zp, y1, 2 * px, &mut c[..taps]);
-            gather(input, &s, zp, y1, x1, &mut d[..taps]);
-            let p = [&a[..taps], &b[..taps], &c[..taps], &d[..taps]];
-            let out = &mut output[(py * ow + px) * co..][..co];
-            for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
-                *dst = rq.apply(o, max4(dot4(p, wk)));
-            }
+    for px in 0..ow {
+        // A window hanging over the right edge repeats its left column (max is idempotent).
+        let x1 = (2 * px + 1).min(s.width - 1);
+        let [a, b, c, d] = &mut patches;
+        gather(top, &s, zp, 2 * px, &mut a[..taps]);
+        gather(top, &s, zp, x1, &mut b[..taps]);
+        gather(bottom, &s, zp, 2 * px, &mut c[..taps]);
+        gather(bottom, &s, zp, x1, &mut d[..taps]);
+        let p = [&a[..taps], &b[..taps], &c[..taps], &d[..taps]];
+        let out = &mut output[px * co..][..co];
+        for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
+            *dst = rq.apply(o, max4(dot4(p, wk)));
         }
     }
 }
 
-fn conv_pool_rows<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    s: ConvShape,
+/// The int32 accumulator `Σ (x - zp) * w` of the SAME 3x3 convolution at column `x` for one
+/// output channel whose weights are `wk` (`[3][3][C_in]`), with kernel rows `rows`. Padding
+/// contributes nothing (it is the zero point, real 0).
+#[inline(always)]
+fn conv_at(rows: [Option<&[i8]>; 3], s: &RowShape, zp: i32, wk: &[i8], x: usize) -> i32 {
+    let (w, ci) = (s.width, s.in_channels);
+    let x_lo = x.saturating_sub(1);
+    let x_hi = (x + 1).min(w - 1);
+    let run = (x_hi + 1 - x_lo) * ci;
+    let kx_lo = x_lo + 1 - x;
+    let mut acc = 0;
+    for (ky, row) in rows.iter().enumerate() {
+        if let Some(row) = row {
+            acc += dot_s8(
+                &row[x_lo * ci..][..run],
+                &wk[(ky * 3 + kx_lo) * ci..][..run],
+                zp,
+            );
+        }
+    }
+    acc
+}
+
+fn pool_row_direct<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
     weights: &[i8],
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
-    let (oh, ow) = s.pooled_hw();
+    let ow = s.width.div_ceil(2);
     let co = s.out_channels;
     let taps = KERNEL * KERNEL * s.in_channels;
     let zp = rq.input_zero_point as i32;
-    for py in 0..oh {
-        let ys = 2 * py..(2 * py + 2).min(s.height);
-        for px in 0..ow {
-            let xs = 2 * px..(2 * px + 2).min(s.width);
-            let out = &mut output[(py * ow + px) * co..][..co];
-            for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
-                let mut best = i32::MIN;
-                for y in ys.clone() {
-                    for x in xs.clone() {
-                        best = best.max(conv_at(input, &s, zp, wk, y, x));
-                    }
-                }
-                *dst = rq.apply(o, best);
-            }
+    let (top, bottom) = conv_rows(rows);
+    for px in 0..ow {
+        let x1 = (2 * px + 1).min(s.width - 1);
+        let out = &mut output[px * co..][..co];
+        for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
+            let best = conv_at(top, &s, zp, wk, 2 * px)
+                .max(conv_at(top, &s, zp, wk, x1))
+                .max(conv_at(bottom, &s, zp, wk, 2 * px))
+                .max(conv_at(bottom, &s, zp, wk, x1));
+            *dst = rq.apply(o, best);
         }
     }
 }

@@ -2,6 +2,41 @@
 
 use super::requant::{dot_s8, ChannelParams, Requant};
 
+/// Outputs per block in [`dense_s8`]: accumulators live on the stack in blocks this size.
+const DENSE_BLOCK: usize = 16;
+
+/// Accumulates a run of dense-layer columns: `acc[o] += Σ_i (input[i] - zp) * weights[o * stride + i]`
+/// for `o` in `0..acc.len()` and `i` in `0..input.len()`.
+///
+/// - `input`: the `n = input.len()` inputs of this run, zero point `zp` (`-128..=127`).
+/// - `weights`: row `o` of the layer starts at `o * stride`; this run reads its first `n`
+///   values (the caller offsets `weights` to the run's first column). Values in [-127, 127].
+///   `stride >= n`, and `weights.len() >= (acc.len() - 1) * stride + n` when `acc` is not empty.
+///
+/// Integer sums do not depend on order, so accumulating a layer in runs (fc1 fed one pooled
+/// row at a time) gives the same sums as one pass, as long as the whole layer stays within
+/// the accumulator bound `255 * 127 * fan_in + |bias| <= i32::MAX`.
+///
+/// # Panics
+/// If `stride < n` or `weights` is too short.
+pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
+    let n = input.len();
+    assert!(
+        stride >= n,
+        "dense_acc_s8: stride {stride} < run length {n}"
+    );
+    if let Some(last) = acc.len().checked_sub(1) {
+        assert!(
+            weights.len() >= last * stride + n,
+            "dense_acc_s8: weights length"
+        );
+    }
+    debug_assert!((-128..=127).contains(&zp), "dense_acc_s8: zero point {zp}");
+    for (o, a) in acc.iter_mut().enumerate() {
+        *a += dot_s8(input, &weights[o * stride..][..n], zp);
+    }
+}
+
 /// Dense layer: `output[o] = requant(Σ_i (input[i] - zp_in) * weights[o * n + i] + bias[o])`.
 ///
 /// - `input`: `n` int8 values (fc1: the HWC flatten of the last conv block), zero point
@@ -27,14 +62,14 @@ pub fn dense_s8<P: ChannelParams + ?Sized>(
         "dense_s8: weights must be in [-127, 127]"
     );
     let zp = rq.input_zero_point as i32;
-    if n == 0 {
-        for (o, dst) in output.iter_mut().enumerate() {
-            *dst = rq.apply(o, 0);
+    for (b, out) in output.chunks_mut(DENSE_BLOCK).enumerate() {
+        let first = b * DENSE_BLOCK;
+        let mut acc = [0i32; DENSE_BLOCK];
+        let acc = &mut acc[..out.len()];
+        dense_acc_s8(input, &weights[first * n..], n, zp, acc);
+        for (i, (dst, &a)) in out.iter_mut().zip(acc.iter()).enumerate() {
+            *dst = rq.apply(first + i, a);
         }
-        return;
-    }
-    for (o, (dst, row)) in output.iter_mut().zip(weights.chunks_exact(n)).enumerate() {
-        *dst = rq.apply(o, dot_s8(input, row, zp));
     }
 }
 

@@ -3,11 +3,9 @@
 
 pub mod conv;
 pub mod dense;
-pub mod pool;
 pub mod reference;
 pub mod requant;
 
-pub use conv::{conv3x3_pool_s8, ConvShape};
-pub use dense::dense_s8;
-pub use pool::maxpool2x2_s8;
+pub use conv::{conv3x3_pool_row_s8, conv3x3_pool_s8, pool_rows, ConvShape, PoolRows, RowShape};
+pub use dense::{dense_acc_s8, dense_s8};
 pub use requant::{dot_s8, ChannelParams, ChannelSlices, Requant};

@@ -130,3 +130,26 @@ pub fn argmax(values: &[i8]) -> usize {
     }
     best
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxpool_odd_size_same_padding() {
+        // 3x3x1 -> 2x2x1: the right column and bottom row pool alone.
+        let input = [1, -5, 7, 9, 2, -128, -3, 4, 127];
+        let mut out = [0i8; 4];
+        maxpool2x2_s8(&input, 3, 3, 1, &mut out);
+        assert_eq!(out, [9, 7, 4, 127]);
+    }
+
+    #[test]
+    fn maxpool_channels_pool_independently() {
+        // 2x2x2: channel 0 = [1, 2, 3, 4], channel 1 = [-1, -2, -3, -128]
+        let input = [1, -1, 2, -2, 3, -3, 4, -128];
+        let mut out = [0i8; 2];
+        maxpool2x2_s8(&input, 2, 2, 2, &mut out);
+        assert_eq!(out, [4, -1]);
+    }
+}
