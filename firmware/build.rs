@@ -96,13 +96,11 @@ fn run() -> Result<(), String> {
     let _ = writeln!(
         code,
         "pub const ARCH: tinycnn::Arch = tinycnn::Arch {{ height: {}, width: {}, channels: {}, \
-         filters: [{}, {}, {}], fc_width: {}, classes: {} }};",
+         filters: tinycnn::Filters::of({:?}), fc_width: {}, classes: {} }};",
         arch.height,
         arch.width,
         arch.channels,
-        arch.filters[0],
-        arch.filters[1],
-        arch.filters[2],
+        arch.filters.as_slice(),
         arch.fc_width,
         arch.classes
     );

@@ -9,12 +9,17 @@
 use tch::{Kind, Tensor};
 use tinycnn::blob::OwnedModel;
 
-use crate::export::{conv, LAYER_NAMES};
+use tinycnn::LayerKind;
+
+use crate::export::conv;
 
 /// Images per tensor batch, which bounds memory (conv1's float64 output dominates).
 const BATCH: usize = 128;
 
 struct SimLayer {
+    kind: LayerKind,
+    /// Whether the input is a map to flatten (NCHW -> HWC) before the matrix product.
+    flatten: bool,
     /// float64, OIHW for the conv blocks, `[in, out]` (transposed) for the dense layers.
     weight: Tensor,
     /// int64 `[out]`
@@ -32,42 +37,44 @@ pub struct IntSim {
     layers: Vec<SimLayer>,
 }
 
-/// Per-layer outputs of a batch, each `[images][layer output len]` flattened in HWC order, the
-/// same layout `tinycnn::forward_traced` reports.
-pub type LayerOutputs = [Vec<i8>; 5];
+/// Per-layer outputs of a batch (one per `arch.layers()`), each `[images][layer output len]`
+/// flattened in HWC order, the same layout `tinycnn::forward_traced` reports.
+pub type LayerOutputs = Vec<Vec<i8>>;
 
 impl IntSim {
     pub fn new(model: &OwnedModel) -> IntSim {
         let arch = model.arch;
-        let dims = crate::export::layer_dims(&arch);
         let mut input_zero_point = model.input.zero_point as i64;
-        let layers = model
-            .layers
-            .iter()
-            .zip(dims)
-            .enumerate()
-            .map(|(i, (layer, (cin, out, per_out)))| {
-                let weight = if i < 3 {
-                    let w = conv::weights_ohwi_to_oihw(&layer.weights, out, cin);
-                    Tensor::from_slice(&w)
+        let layers = arch
+            .layers()
+            .zip(&model.layers)
+            .map(|(spec, layer)| {
+                let out = spec.outputs;
+                let weight = match spec.kind {
+                    LayerKind::ConvBlock(shape) => {
+                        let cin = shape.in_channels;
+                        let w = conv::weights_ohwi_to_oihw(&layer.weights, out, cin);
+                        Tensor::from_slice(&w)
+                            .to_kind(Kind::Double)
+                            .reshape([out as i64, cin as i64, 3, 3])
+                    }
+                    LayerKind::Dense => Tensor::from_slice(&layer.weights)
                         .to_kind(Kind::Double)
-                        .reshape([out as i64, cin as i64, 3, 3])
-                } else {
-                    Tensor::from_slice(&layer.weights)
-                        .to_kind(Kind::Double)
-                        .reshape([out as i64, per_out as i64])
+                        .reshape([out as i64, spec.fan_in as i64])
                         .transpose(0, 1)
-                        .contiguous()
+                        .contiguous(),
                 };
                 let shift: Vec<i64> = layer.shift.iter().map(|&s| s as i64).collect();
                 let sim = SimLayer {
+                    kind: spec.kind,
+                    flatten: spec.kind == LayerKind::Dense && spec.input_hwc.is_some(),
                     weight,
                     bias: Tensor::from_slice(&layer.bias).to_kind(Kind::Int64),
                     multiplier: Tensor::from_slice(&layer.multiplier).to_kind(Kind::Int64),
                     shift: Tensor::from_slice(&shift),
                     input_zero_point,
                     output_zero_point: layer.output.zero_point as i64,
-                    relu: i < 4,
+                    relu: spec.relu,
                 };
                 input_zero_point = layer.output.zero_point as i64;
                 sim
@@ -85,7 +92,7 @@ impl IntSim {
             0,
             "images must be whole inputs of arch.input_len() values"
         );
-        let mut outputs: LayerOutputs = Default::default();
+        let mut outputs: LayerOutputs = vec![Vec::new(); self.layers.len()];
         for batch in images.chunks(BATCH * input_len) {
             let _guard = tch::no_grad_guard();
             let n = (batch.len() / input_len) as i64;
@@ -100,7 +107,7 @@ impl IntSim {
                 .to_kind(Kind::Int64);
             for (i, layer) in self.layers.iter().enumerate() {
                 let centered = (&x - layer.input_zero_point).to_kind(Kind::Double);
-                let y = if i < 3 {
+                let y = if let LayerKind::ConvBlock(_) = layer.kind {
                     let acc = centered
                         .conv2d(&layer.weight, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
                         .to_kind(Kind::Int64)
@@ -111,7 +118,7 @@ impl IntSim {
                         .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true)
                         .to_kind(Kind::Int64)
                 } else {
-                    let flat = if i == 3 {
+                    let flat = if layer.flatten {
                         centered.permute([0, 2, 3, 1]).reshape([n, -1])
                     } else {
                         centered
@@ -247,7 +254,7 @@ pub fn compare_outputs(
                 {
                     first = Some(Mismatch {
                         image,
-                        layer: LAYER_NAMES[layer],
+                        layer: arch.layer(layer).name,
                         index,
                         int_sim: expected[index],
                         shared: out[index],
@@ -255,7 +262,7 @@ pub fn compare_outputs(
                 } else if out.len() != expected.len() {
                     first = Some(Mismatch {
                         image,
-                        layer: LAYER_NAMES[layer],
+                        layer: arch.layer(layer).name,
                         index: out.len().min(expected.len()),
                         int_sim: 0,
                         shared: 0,
@@ -263,7 +270,7 @@ pub fn compare_outputs(
                 }
             },
         );
-        let sim_logits = &sim[4][image * classes..][..classes];
+        let sim_logits = &sim[arch.logits_layer().index][image * classes..][..classes];
         result.mismatched_logits += logits
             .iter()
             .zip(sim_logits)

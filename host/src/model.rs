@@ -1,5 +1,6 @@
 //! The tutorial CNN in tch:
-//! `3 x [conv 3x3 stride 1 SAME + bias -> max-pool 2x2 stride 2 SAME -> ReLU] -> flatten -> fc + ReLU -> fc`.
+//! `N x [conv 3x3 stride 1 SAME + bias -> max-pool 2x2 stride 2 SAME -> ReLU] -> flatten -> fc + ReLU -> fc`,
+//! one layer per `tinycnn::Arch::layers()`.
 //!
 //! Inputs are `[B, C, H, W]` floats in `[0, 1]`, preferably with channels-last memory
 //! ([`crate::data::pixels_to_tensor`]). Variable names in the `VarStore`: `conv1.weight`,
@@ -8,22 +9,43 @@
 //! to `shared`'s HWC order.
 use tch::nn::{self, Module};
 use tch::Tensor;
-use tinycnn::Arch;
+use tinycnn::{Arch, LayerKind};
 
 /// Standard deviation of the truncated-normal weight init (the tutorial's).
 pub const INIT_STD: f64 = 0.05;
 /// Constant bias init (the tutorial's).
 pub const INIT_BIAS: f64 = 0.05;
 
-/// The network's trainable layers.
+/// One trainable layer: a conv block's convolution or a dense layer.
+#[derive(Debug)]
+pub enum NetLayer {
+    Conv(nn::Conv2D),
+    Dense(nn::Linear),
+}
+
+impl NetLayer {
+    /// The weight: conv `[C_out, C_in, 3, 3]`, dense `[out, in]`.
+    pub fn ws(&self) -> &Tensor {
+        match self {
+            NetLayer::Conv(c) => &c.ws,
+            NetLayer::Dense(d) => &d.ws,
+        }
+    }
+
+    /// The bias `[out]` (every layer of the tutorial net has one).
+    pub fn bs(&self) -> Option<&Tensor> {
+        match self {
+            NetLayer::Conv(c) => c.bs.as_ref(),
+            NetLayer::Dense(d) => d.bs.as_ref(),
+        }
+    }
+}
+
+/// The network's trainable layers, one per `arch.layers()`.
 #[derive(Debug)]
 pub struct Net {
     pub arch: Arch,
-    pub conv1: nn::Conv2D,
-    pub conv2: nn::Conv2D,
-    pub conv3: nn::Conv2D,
-    pub fc1: nn::Linear,
-    pub fc2: nn::Linear,
+    pub layers: Vec<NetLayer>,
 }
 
 /// Overwrites `t` with a normal(0, std) sample truncated at ±2 std (TF1's `truncated_normal`),
@@ -43,8 +65,8 @@ pub fn truncated_normal_(t: &mut Tensor, std: f64) {
 }
 
 impl Net {
-    /// Creates the layers under `vs` with the tutorial's init. `arch.filters`, `fc_width`,
-    /// `channels` and `classes` size them; height and width size fc1 via `arch.flatten_len()`.
+    /// Creates the layers under `vs` (named `conv1`.., `fc1`, `fc2` as in `arch.layers()`) with
+    /// the tutorial's init.
     pub fn new(vs: &nn::Path, arch: &Arch) -> Net {
         let conv_cfg = nn::ConvConfig {
             padding: 1,
@@ -55,57 +77,63 @@ impl Net {
             bs_init: Some(nn::Init::Const(INIT_BIAS)),
             ..Default::default()
         };
-        let f = arch.filters.map(i64::from);
-        let mut conv1 = nn::conv2d(vs / "conv1", arch.channels as i64, f[0], 3, conv_cfg);
-        let mut conv2 = nn::conv2d(vs / "conv2", f[0], f[1], 3, conv_cfg);
-        let mut conv3 = nn::conv2d(vs / "conv3", f[1], f[2], 3, conv_cfg);
-        let mut fc1 = nn::linear(
-            vs / "fc1",
-            arch.flatten_len() as i64,
-            arch.fc_width as i64,
-            lin_cfg,
-        );
-        let mut fc2 = nn::linear(
-            vs / "fc2",
-            arch.fc_width as i64,
-            arch.classes as i64,
-            lin_cfg,
-        );
-        for ws in [
-            &mut conv1.ws,
-            &mut conv2.ws,
-            &mut conv3.ws,
-            &mut fc1.ws,
-            &mut fc2.ws,
-        ] {
-            truncated_normal_(ws, INIT_STD);
-        }
+        let layers = arch
+            .layers()
+            .map(|spec| {
+                let path = vs / spec.name;
+                let mut layer = match spec.kind {
+                    LayerKind::ConvBlock(s) => NetLayer::Conv(nn::conv2d(
+                        path,
+                        s.in_channels as i64,
+                        s.out_channels as i64,
+                        3,
+                        conv_cfg,
+                    )),
+                    LayerKind::Dense => NetLayer::Dense(nn::linear(
+                        path,
+                        spec.fan_in as i64,
+                        spec.outputs as i64,
+                        lin_cfg,
+                    )),
+                };
+                let ws = match &mut layer {
+                    NetLayer::Conv(c) => &mut c.ws,
+                    NetLayer::Dense(d) => &mut d.ws,
+                };
+                truncated_normal_(ws, INIT_STD);
+                layer
+            })
+            .collect();
         Net {
             arch: *arch,
-            conv1,
-            conv2,
-            conv3,
-            fc1,
-            fc2,
+            layers,
         }
-    }
-
-    /// One block: conv (SAME) -> 2x2/2 max-pool with TF SAME semantics (`ceil_mode`, so 7 -> 4)
-    /// -> ReLU.
-    pub fn block(conv: &nn::Conv2D, xs: &Tensor) -> Tensor {
-        xs.apply(conv)
-            .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true)
-            .relu()
     }
 
     /// Logits `[B, classes]` for `xs` `[B, C, H, W]`. The net has no dropout or batch norm, so
     /// `train` changes nothing; it is kept for the `ModuleT` convention.
     pub fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        let xs = Self::block(&self.conv1, xs);
-        let xs = Self::block(&self.conv2, &xs);
-        let xs = Self::block(&self.conv3, &xs);
-        let xs = xs.contiguous().flatten(1, -1);
-        self.fc2.forward(&self.fc1.forward(&xs).relu())
+        let mut x = xs.shallow_clone();
+        for (spec, layer) in self.arch.layers().zip(&self.layers) {
+            x = match layer {
+                // conv (SAME) -> 2x2/2 max-pool with TF SAME semantics (`ceil_mode`, so
+                // 7 -> 4) -> ReLU.
+                NetLayer::Conv(conv) => {
+                    x.apply(conv)
+                        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true)
+                }
+                NetLayer::Dense(fc) => {
+                    if x.dim() > 2 {
+                        x = x.contiguous().flatten(1, -1);
+                    }
+                    fc.forward(&x)
+                }
+            };
+            if spec.relu {
+                x = x.relu();
+            }
+        }
+        x
     }
 }
 

@@ -14,11 +14,11 @@
 //! SAME max-pooling of an odd size pads one element at the end (`pads`), which ONNX MaxPool
 //! ignores in the maximum, like TensorFlow's SAME and tch's `ceil_mode`.
 use prost::Message;
-use tinycnn::blob::{OwnedModel, QuantParams};
-use tinycnn::Arch;
+use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};
+use tinycnn::{Arch, LayerKind, LayerSpec};
 use tract_onnx::pb;
 
-use crate::export::{conv, dense, layer_dims, FloatParams, LAYER_NAMES};
+use crate::export::{conv, dense, FloatParams};
 
 /// ONNX opset the graphs target (per-axis DequantizeLinear needs 13).
 pub const OPSET: i64 = 13;
@@ -196,17 +196,27 @@ impl Graph {
                 attr_ints("strides", &[1, 1]),
             ],
         );
-        let p = self.node(
+        let p = self.max_pool(name, &c, (h, w));
+        self.node("Relu", format!("{name}.relu"), &[&p], vec![])
+    }
+
+    /// MaxPool 2x2/2 SAME on an NCHW map of spatial size `(h, w)`: an odd edge gets an end pad.
+    fn max_pool(&mut self, name: &str, x: &str, (h, w): (usize, usize)) -> String {
+        self.node(
             "MaxPool",
             format!("{name}.pool"),
-            &[&c],
+            &[x],
             vec![
                 attr_ints("kernel_shape", &[2, 2]),
                 attr_ints("strides", &[2, 2]),
                 attr_ints("pads", &[0, 0, (h % 2) as i64, (w % 2) as i64]),
             ],
-        );
-        self.node("Relu", format!("{name}.relu"), &[&p], vec![])
+        )
+    }
+
+    /// Flatten to `[batch, features]` (NCHW order).
+    fn flatten(&mut self, x: &str) -> String {
+        self.node("Flatten", "flatten".into(), &[x], vec![attr_int("axis", 1)])
     }
 
     fn gemm(&mut self, name: &str, x: &str, weight: &str, bias: &str) -> String {
@@ -273,50 +283,61 @@ impl Graph {
 /// The float model. Input `input` is `[batch, C, H, W]` float pixels / 255, output `logits` `[batch, classes]`.
 pub fn float_model(float: &FloatParams) -> pb::ModelProto {
     let arch = float.arch;
-    let dims = layer_dims(&arch);
     let mut g = Graph::default();
     let mut x = INPUT_NAME.to_string();
-    for (b, layer) in float.layers.iter().enumerate().take(3) {
-        let (cin, out, _) = dims[b];
-        let w = g.f32s(
-            format!("{}.weight", LAYER_NAMES[b]),
-            &[out, cin, 3, 3],
-            &layer.weight,
-        );
-        let bias = g.f32s(format!("{}.bias", LAYER_NAMES[b]), &[out], &layer.bias);
-        x = g.conv_block(LAYER_NAMES[b], &x, &w, &bias, arch.block_input_hw(b));
-    }
-    x = g.node(
-        "Flatten",
-        "flatten".into(),
-        &[&x],
-        vec![attr_int("axis", 1)],
-    );
-    for i in 3..5 {
-        let (cin, out, _) = dims[i];
-        let w = g.f32s(
-            format!("{}.weight", LAYER_NAMES[i]),
-            &[out, cin],
-            &float.layers[i].weight,
-        );
-        let bias = g.f32s(
-            format!("{}.bias", LAYER_NAMES[i]),
-            &[out],
-            &float.layers[i].bias,
-        );
-        x = g.gemm(LAYER_NAMES[i], &x, &w, &bias);
-        if i == 3 {
-            x = g.node("Relu", "fc1.relu".into(), &[&x], vec![]);
+    for (spec, layer) in arch.layers().zip(&float.layers) {
+        let name = spec.name;
+        let out = spec.outputs;
+        let bias = g.f32s(format!("{name}.bias"), &[out], &layer.bias);
+        match spec.kind {
+            LayerKind::ConvBlock(s) => {
+                let dims = [out, s.in_channels, 3, 3];
+                let w = g.f32s(format!("{name}.weight"), &dims, &layer.weight);
+                x = g.conv_block(name, &x, &w, &bias, (s.height, s.width));
+            }
+            LayerKind::Dense => {
+                if spec.input_hwc.is_some() {
+                    x = g.flatten(&x);
+                }
+                let dims = [out, spec.fan_in];
+                let w = g.f32s(format!("{name}.weight"), &dims, &layer.weight);
+                x = g.gemm(name, &x, &w, &bias);
+                if spec.relu {
+                    x = g.node("Relu", format!("{name}.relu"), &[&x], vec![]);
+                }
+            }
         }
     }
     g.finish(&arch, &float.labels, "tinycnn float model", &x)
 }
 
+/// A blob layer's int8 weights in ONNX layout with their dims: conv OIHW, dense `[in, out]`
+/// (what MatMulInteger takes), fc1's rows in NCHW flatten order.
+fn onnx_weights(spec: &LayerSpec, weights: &[i8]) -> (Vec<i8>, Vec<usize>) {
+    let out = spec.outputs;
+    match (spec.kind, spec.input_hwc) {
+        (LayerKind::ConvBlock(s), _) => (
+            conv::weights_ohwi_to_oihw(weights, out, s.in_channels),
+            vec![out, s.in_channels, 3, 3],
+        ),
+        (LayerKind::Dense, map) => {
+            let n = spec.fan_in;
+            let rows = match map {
+                Some((h, w, c)) => dense::fc1_columns_hwc_to_nchw(weights, out, c, h, w),
+                None => weights.to_vec(),
+            };
+            let transposed = (0..n)
+                .flat_map(|k| (0..out).map(move |o| (o, k)))
+                .map(|(o, k)| rows[o * n + k])
+                .collect();
+            (transposed, vec![n, out])
+        }
+    }
+}
+
 /// The int8 blob as a QDQ graph (same input and output as [`float_model`]).
 pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
     let arch = model.arch;
-    let dims = layer_dims(&arch);
-    let (ph, pw) = arch.block_output_hw(2);
     let mut g = Graph::default();
     let s_in = g.f32s("input.scale".into(), &[], &[model.input.scale]);
     let z_in = g.i8s("input.zero_point".into(), &[], &[model.input.zero_point]);
@@ -327,67 +348,66 @@ pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
         vec![],
     );
     let mut input = model.input;
-    for (i, layer) in model.layers.iter().enumerate() {
-        let name = LAYER_NAMES[i];
-        let (cin, out, per_out) = dims[i];
-        let (weights, wdims): (Vec<i8>, Vec<usize>) = match i {
-            0..=2 => (
-                conv::weights_ohwi_to_oihw(&layer.weights, out, cin),
-                vec![out, cin, 3, 3],
-            ),
-            3 => (
-                dense::fc1_columns_hwc_to_nchw(
-                    &layer.weights,
-                    out,
-                    arch.filters[2] as usize,
-                    ph,
-                    pw,
-                ),
-                vec![out, per_out],
-            ),
-            _ => (layer.weights.clone(), vec![out, per_out]),
-        };
+    for (spec, layer) in arch.layers().zip(&model.layers) {
+        x = g.qdq_layer(&spec, layer, input, &x);
+        input = layer.output;
+    }
+    g.finish(
+        &arch,
+        &model.labels,
+        "tinycnn int8 model as QuantizeLinear/DequantizeLinear",
+        &x,
+    )
+}
+
+impl Graph {
+    /// One blob layer on the int8 tensor `x` (zero point `input.zero_point`): integer conv or
+    /// matmul into int32 accumulators plus the int32 bias (exact, as in `shared`), dequantized
+    /// per channel, then pool and ReLU as the layer has them, then quantized to the layer's
+    /// output (and dequantized again for the logits, the graph's float output).
+    fn qdq_layer(
+        &mut self,
+        spec: &LayerSpec,
+        layer: &OwnedLayer,
+        input: QuantParams,
+        x: &str,
+    ) -> String {
+        let g = self;
+        let name = spec.name;
+        let out = spec.outputs;
+        let (weights, wdims) = onnx_weights(spec, &layer.weights);
         let xz = g.i8s(format!("{name}.x_zero_point"), &[], &[input.zero_point]);
         let wz = g.i8s(format!("{name}.weight_zero_point"), &[], &[0]);
-        // int32 accumulators: exact integer sums plus the int32 bias, as in `shared`.
-        let acc = if i < 3 {
-            let wq = g.i8s(format!("{name}.weight_q"), &wdims, &weights);
-            let acc = g.node(
-                "ConvInteger",
-                format!("{name}.conv"),
-                &[&x, &wq, &xz, &wz],
-                vec![
-                    attr_ints("kernel_shape", &[3, 3]),
-                    attr_ints("pads", &[1, 1, 1, 1]),
-                ],
-            );
-            let bq = g.i32s(format!("{name}.bias_q"), &[out, 1, 1], &layer.bias);
-            g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
-        } else {
-            // MatMulInteger takes `[in, out]`.
-            let transposed: Vec<i8> = (0..per_out)
-                .flat_map(|k| (0..out).map(move |o| (o, k)))
-                .map(|(o, k)| weights[o * per_out + k])
-                .collect();
-            let wq = g.i8s(format!("{name}.weight_q"), &[per_out, out], &transposed);
-            let flat = if i == 3 {
-                g.node(
-                    "Flatten",
-                    "flatten".into(),
-                    &[&x],
-                    vec![attr_int("axis", 1)],
-                )
-            } else {
-                x.clone()
-            };
-            let acc = g.node(
-                "MatMulInteger",
-                format!("{name}.matmul"),
-                &[&flat, &wq, &xz, &wz],
-                vec![],
-            );
-            let bq = g.i32s(format!("{name}.bias_q"), &[out], &layer.bias);
-            g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
+        let wq = g.i8s(format!("{name}.weight_q"), &wdims, &weights);
+        let acc = match spec.kind {
+            LayerKind::ConvBlock(_) => {
+                let acc = g.node(
+                    "ConvInteger",
+                    format!("{name}.conv"),
+                    &[x, &wq, &xz, &wz],
+                    vec![
+                        attr_ints("kernel_shape", &[3, 3]),
+                        attr_ints("pads", &[1, 1, 1, 1]),
+                    ],
+                );
+                let bq = g.i32s(format!("{name}.bias_q"), &[out, 1, 1], &layer.bias);
+                g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
+            }
+            LayerKind::Dense => {
+                let flat = if spec.input_hwc.is_some() {
+                    g.flatten(x)
+                } else {
+                    x.to_string()
+                };
+                let acc = g.node(
+                    "MatMulInteger",
+                    format!("{name}.matmul"),
+                    &[&flat, &wq, &xz, &wz],
+                    vec![],
+                );
+                let bq = g.i32s(format!("{name}.bias_q"), &[out], &layer.bias);
+                g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
+            }
         };
         // Real values: accumulator times s_in * s_w[c] (per channel, axis 1).
         let acc_scales: Vec<f32> = layer
@@ -403,32 +423,22 @@ pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
             &[&acc, &acc_scale, &acc_zero_points],
             vec![attr_int("axis", 1)],
         );
-        if i < 3 {
-            let (h, w) = arch.block_input_hw(i);
-            y = g.node(
-                "MaxPool",
-                format!("{name}.pool"),
-                &[&y],
-                vec![
-                    attr_ints("kernel_shape", &[2, 2]),
-                    attr_ints("strides", &[2, 2]),
-                    attr_ints("pads", &[0, 0, (h % 2) as i64, (w % 2) as i64]),
-                ],
-            );
+        if let LayerKind::ConvBlock(s) = spec.kind {
+            y = g.max_pool(name, &y, (s.height, s.width));
         }
-        if i < 4 {
+        if spec.relu {
             y = g.node("Relu", format!("{name}.relu"), &[&y], vec![]);
         }
         let q = layer.output;
         let s_out = g.f32s(format!("{name}.out.scale"), &[], &[q.scale]);
         let z_out = g.i8s(format!("{name}.out.zero_point"), &[], &[q.zero_point]);
-        x = g.node(
+        let mut x = g.node(
             "QuantizeLinear",
             format!("{name}.out.q"),
             &[&y, &s_out, &z_out],
             vec![],
         );
-        if i == 4 {
+        if spec.is_logits() {
             x = g.node(
                 "DequantizeLinear",
                 format!("{name}.out.dq"),
@@ -436,14 +446,8 @@ pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
                 vec![],
             );
         }
-        input = layer.output;
+        x
     }
-    g.finish(
-        &arch,
-        &model.labels,
-        "tinycnn int8 model as QuantizeLinear/DequantizeLinear",
-        &x,
-    )
 }
 
 /// Serializes an ONNX model to protobuf bytes.

@@ -101,7 +101,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let shared_argmax = argmax_rows(shared, classes);
     let int8_test_accuracy = qat::accuracy(shared, classes, &data.targets);
 
-    let params: [tinycnn::blob::QuantParams; 5] = std::array::from_fn(|i| model.layers[i].output);
+    let params: Vec<tinycnn::blob::QuantParams> = model.layers.iter().map(|l| l.output).collect();
     let fake = qat::fake_quant_int8_logits(inputs.net, params, data, inputs.device);
     let (fakequant_max_lsb, fakequant_worst, fakequant_within_1lsb_fraction) =
         max_lsb(&fake, shared, classes);
@@ -134,7 +134,8 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
         "QDQ ONNX",
     )?
     .run_u8_hwc(&data.pixels)?;
-    let tract_q = crate::onnx::requantize_logits(&tract_qdq, model.layers[4].output);
+    let logits_output = model.layers[arch.logits_layer().index].output;
+    let tract_q = crate::onnx::requantize_logits(&tract_qdq, logits_output);
     let (tract_qdq_max_lsb, tract_qdq_worst, _) = max_lsb(&tract_q, shared, classes);
     let tract_qdq_argmax_agreement = agreement(&argmax_rows(&tract_q, classes), &shared_argmax);
 

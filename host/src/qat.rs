@@ -21,7 +21,7 @@ use tinycnn::blob::QuantParams;
 use crate::data::Dataset;
 use crate::export::requant::activation_params;
 use crate::export::{FloatLayer, FloatParams};
-use crate::model::Net;
+use crate::model::{Net, NetLayer};
 
 /// Weight of the newest batch in the EMA observers (PyTorch's default averaging constant).
 pub const EMA_MOMENTUM: f32 = 0.01;
@@ -83,12 +83,17 @@ impl Observer {
 }
 
 /// The fake-quantized view of a [`Net`]: the net's float weights plus one observer per layer
-/// output (conv1, conv2, conv3, fc1, fc2).
+/// output (one per `arch.layers()`).
 pub struct FakeQuant<'a> {
     pub net: &'a Net,
-    pub observers: [Observer; 5],
+    pub observers: Vec<Observer>,
     /// When set, the activation parameters used instead of the observers' (e.g. a blob's).
-    pub fixed_params: Option<[QuantParams; 5]>,
+    pub fixed_params: Option<Vec<QuantParams>>,
+}
+
+/// One default observer per layer of `net`.
+pub fn new_observers(net: &Net) -> Vec<Observer> {
+    vec![Observer::default(); net.arch.layer_count()]
 }
 
 /// Per-output-channel symmetric weight scales `max|w| / 127` (1.0 for an all-zero channel), as
@@ -131,15 +136,24 @@ impl<'a> FakeQuant<'a> {
     pub fn new(net: &'a Net) -> FakeQuant<'a> {
         FakeQuant {
             net,
-            observers: [Observer::default(); 5],
+            observers: new_observers(net),
             fixed_params: None,
         }
     }
 
     /// The activation parameters in use (fixed ones, or the observers').
-    pub fn params(&self) -> [QuantParams; 5] {
-        self.fixed_params
-            .unwrap_or_else(|| self.observers.map(|o| o.params()))
+    pub fn params(&self) -> Vec<QuantParams> {
+        match &self.fixed_params {
+            Some(p) => p.clone(),
+            None => self.observers.iter().map(Observer::params).collect(),
+        }
+    }
+
+    fn layer_params(&self, layer: usize) -> QuantParams {
+        match &self.fixed_params {
+            Some(p) => p[layer],
+            None => self.observers[layer].params(),
+        }
     }
 
     /// Fake-quantized logits `[B, classes]` for `xs` `[B, C, H, W]` in `[0, 1]`. Each layer's
@@ -152,31 +166,25 @@ impl<'a> FakeQuant<'a> {
         };
         let mut x = fake_quant_activation(xs, input);
         let mut in_scale = input.scale;
-        let convs = [&net.conv1, &net.conv2, &net.conv3];
-        for (i, conv) in convs.iter().enumerate() {
-            let scales = weight_scales(&conv.ws);
-            let w = fake_quant_weight(&conv.ws, &scales);
-            let b = conv
-                .bs
-                .as_ref()
-                .map(|b| fake_quant_bias(b, in_scale, &scales));
-            let y = x.conv2d(&w, b.as_ref(), [1, 1], [1, 1], [1, 1], 1);
-            let y = y.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true).relu();
-            (x, in_scale) = self.quantize_output(i, &y, mode);
-        }
-        let mut x = x.contiguous().flatten(1, -1);
-        for (i, fc) in [(3, &net.fc1), (4, &net.fc2)] {
-            let scales = weight_scales(&fc.ws);
-            let w = fake_quant_weight(&fc.ws, &scales);
-            let b = fc
-                .bs
-                .as_ref()
-                .map(|b| fake_quant_bias(b, in_scale, &scales));
-            let mut y = x.linear(&w, b.as_ref());
-            if i == 3 {
+        for (spec, layer) in net.arch.layers().zip(&net.layers) {
+            let scales = weight_scales(layer.ws());
+            let w = fake_quant_weight(layer.ws(), &scales);
+            let b = layer.bs().map(|b| fake_quant_bias(b, in_scale, &scales));
+            let mut y = match layer {
+                NetLayer::Conv(_) => x
+                    .conv2d(&w, b.as_ref(), [1, 1], [1, 1], [1, 1], 1)
+                    .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true),
+                NetLayer::Dense(_) => {
+                    if x.dim() > 2 {
+                        x = x.contiguous().flatten(1, -1);
+                    }
+                    x.linear(&w, b.as_ref())
+                }
+            };
+            if spec.relu {
                 y = y.relu();
             }
-            (x, in_scale) = self.quantize_output(i, &y, mode);
+            (x, in_scale) = self.quantize_output(spec.index, &y, mode);
         }
         x
     }
@@ -185,13 +193,13 @@ impl<'a> FakeQuant<'a> {
         if self.fixed_params.is_none() {
             self.observers[layer].observe(y, mode);
         }
-        let q = self.params()[layer];
+        let q = self.layer_params(layer);
         (fake_quant_activation(y, q), q.scale)
     }
 
     /// The int8 logits the fake-quantized output stands for: `round(y / s) + zp`.
     pub fn int8_logits(&self, logits: &Tensor) -> Vec<i8> {
-        let q = self.params()[4];
+        let q = self.layer_params(self.net.arch.logits_layer().index);
         let ints =
             (logits.detach().to_kind(Kind::Double) / q.scale as f64).round() + q.zero_point as f64;
         Vec::<f64>::try_from(ints.clamp(-128.0, 127.0).reshape([-1]))
@@ -204,7 +212,7 @@ impl<'a> FakeQuant<'a> {
 
 /// Copies a net's float weights (tch layout) into [`FloatParams`].
 pub fn float_params(net: &Net, labels: &[String]) -> FloatParams {
-    let layer = |ws: &Tensor, bs: &Option<Tensor>| FloatLayer {
+    let layer = |ws: &Tensor, bs: Option<&Tensor>| FloatLayer {
         weight: Vec::<f32>::try_from(
             ws.detach()
                 .to_device(Device::Cpu)
@@ -213,7 +221,6 @@ pub fn float_params(net: &Net, labels: &[String]) -> FloatParams {
         )
         .expect("f32 weights convert"),
         bias: bs
-            .as_ref()
             .map(|b| {
                 Vec::<f32>::try_from(b.detach().to_device(Device::Cpu).reshape([-1]))
                     .expect("f32 bias converts")
@@ -223,14 +230,13 @@ pub fn float_params(net: &Net, labels: &[String]) -> FloatParams {
     FloatParams {
         arch: net.arch,
         labels: labels.to_vec(),
-        layers: [
-            layer(&net.conv1.ws, &net.conv1.bs),
-            layer(&net.conv2.ws, &net.conv2.bs),
-            layer(&net.conv3.ws, &net.conv3.bs),
-            layer(&net.fc1.ws, &net.fc1.bs),
-            layer(&net.fc2.ws, &net.fc2.bs),
-        ],
+        layers: net.layers.iter().map(|l| layer(l.ws(), l.bs())).collect(),
     }
+}
+
+/// The activation quantization of each observer.
+pub fn params_of(observers: &[Observer]) -> Vec<QuantParams> {
+    observers.iter().map(Observer::params).collect()
 }
 
 /// Images per batch for calibration and evaluation.
@@ -238,7 +244,7 @@ pub const EVAL_BATCH: usize = 256;
 
 /// PTQ: calibrates observers with the global min/max over the images `indices` of `data`
 /// (weights fake-quantized, activations quantized layer by layer as they will be).
-pub fn calibrate(net: &Net, data: &Dataset, indices: &[usize], device: Device) -> [Observer; 5] {
+pub fn calibrate(net: &Net, data: &Dataset, indices: &[usize], device: Device) -> Vec<Observer> {
     let _guard = tch::no_grad_guard();
     let mut fq = FakeQuant::new(net);
     for chunk in indices.chunks(EVAL_BATCH) {
@@ -274,10 +280,10 @@ pub fn train_qat(
     vs: &nn::VarStore,
     net: &Net,
     data: &Dataset,
-    mut observers: [Observer; 5],
+    mut observers: Vec<Observer>,
     options: &QatOptions,
-    mut on_epoch: impl FnMut(&QatEpoch, &[Observer; 5]),
-) -> Result<([Observer; 5], Vec<QatEpoch>), tch::TchError> {
+    mut on_epoch: impl FnMut(&QatEpoch, &[Observer]),
+) -> Result<(Vec<Observer>, Vec<QatEpoch>), tch::TchError> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let mut opt = nn::Adam::default().build(vs, options.lr)?;
@@ -340,14 +346,14 @@ pub fn float_logits(net: &Net, data: &Dataset, device: Device) -> Vec<f32> {
 /// Int8 logits the fake-quantized net stands for, `[images][classes]`, with fixed parameters.
 pub fn fake_quant_int8_logits(
     net: &Net,
-    params: [QuantParams; 5],
+    params: Vec<QuantParams>,
     data: &Dataset,
     device: Device,
 ) -> Vec<i8> {
     let _guard = tch::no_grad_guard();
     let mut fq = FakeQuant {
         net,
-        observers: [Observer::default(); 5],
+        observers: new_observers(net),
         fixed_params: Some(params),
     };
     let mut out = Vec::with_capacity(data.len() * data.arch.classes as usize);
@@ -507,10 +513,10 @@ pub fn layer_reports(model: &tinycnn::blob::OwnedModel) -> Vec<LayerReport> {
     model
         .layers
         .iter()
-        .enumerate()
-        .map(|(i, l)| {
+        .zip(model.arch.layers())
+        .map(|(l, spec)| {
             let r = LayerReport {
-                name: crate::export::LAYER_NAMES[i],
+                name: spec.name,
                 input_scale: input.scale,
                 input_zero_point: input.zero_point,
                 output_scale: l.output.scale,
@@ -666,7 +672,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     };
     let calibrated = calibrate(&ckpt.net, &train, &calib, device);
     let float = float_params(&ckpt.net, &labels);
-    let ptq_model = crate::export::export(&float, &calibrated.map(|o| o.params()))?;
+    let ptq_model = crate::export::export(&float, &params_of(&calibrated))?;
     let ptq_bytes = ptq_model
         .to_bytes()
         .map_err(|e| anyhow::anyhow!("encoding the PTQ blob: {e:?}"))?;
@@ -702,19 +708,18 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let mut best = (
         0usize,
         ptq_holdout_accuracy,
-        calibrated,
+        calibrated.clone(),
         snapshot(&ckpt.vs)?,
     );
     let mut selection_error = None;
     let (_, qat_epochs) = train_qat(&ckpt.vs, &ckpt.net, &train, calibrated, &qat, |e, obs| {
-        let accuracy =
-            crate::export::export(&float_params(&ckpt.net, &labels), &obs.map(|o| o.params()))
-                .map_err(anyhow::Error::from)
-                .and_then(|m| {
-                    m.to_bytes()
-                        .map_err(|e| anyhow::anyhow!("encoding the blob: {e:?}"))
-                })
-                .and_then(|bytes| int8_accuracy(&bytes, &holdout));
+        let accuracy = crate::export::export(&float_params(&ckpt.net, &labels), &params_of(obs))
+            .map_err(anyhow::Error::from)
+            .and_then(|m| {
+                m.to_bytes()
+                    .map_err(|e| anyhow::anyhow!("encoding the blob: {e:?}"))
+            })
+            .and_then(|bytes| int8_accuracy(&bytes, &holdout));
         let accuracy = match accuracy {
             Ok(a) => a,
             Err(err) => {
@@ -737,7 +742,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         );
         if accuracy >= best.1 {
             match snapshot(&ckpt.vs) {
-                Ok(vs) => best = (e.epoch, accuracy, *obs, vs),
+                Ok(vs) => best = (e.epoch, accuracy, obs.to_vec(), vs),
                 Err(err) => {
                     selection_error.get_or_insert(err);
                 }
@@ -759,7 +764,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
             format!("QAT epoch {selected_epoch}")
         }
     );
-    let params = observers.map(|o| o.params());
+    let params = params_of(&observers);
     let float = float_params(&ckpt.net, &labels);
     let model = crate::export::export(&float, &params)?;
     let blob = model

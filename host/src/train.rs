@@ -86,10 +86,14 @@ impl ArchOverrides {
             arch.channels = c;
         }
         if let Some(f) = &self.filters {
-            let [a, b, c] = f[..] else {
-                bail!("--filters takes three numbers, one per conv block, e.g. --filters 32,32,64");
+            arch.filters = match tinycnn::Filters::new(f) {
+                Some(filters) if !f.is_empty() => filters,
+                _ => bail!(
+                    "--filters takes 1 to {} numbers, one per conv block, e.g. --filters 32,32,64 \
+                     (the tutorial) or --filters 16,32,32,64 (a fourth block shrinks fc1 4x)",
+                    tinycnn::MAX_BLOCKS
+                ),
             };
-            arch.filters = [a, b, c];
         }
         if let Some(fc) = self.fc_width {
             arch.fc_width = fc;

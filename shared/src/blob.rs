@@ -5,9 +5,10 @@
 //! - `arch`: [`Arch`]
 //! - `labels`: `classes` UTF-8 strings of at most [`MAX_LABEL_LEN`] bytes
 //! - `input`: [`QuantParams`] of the input (scale 1/255, zero point -128)
-//! - `layers`: 5 layers (conv1, conv2, conv3, fc1, fc2), each a sequence of byte strings:
+//! - `layers`: a sequence of `arch.layer_count()` layers in [`Arch::layer`] order (the conv
+//!   blocks, fc1, fc2), each a sequence of byte strings:
 //!   - `weights`: int8, conv `[C_out][3][3][C_in]`, dense `[out][in]`; fc1's `in` index is the
-//!     HWC flatten order `(h, w, c)` of block 2's output
+//!     HWC flatten order `(h, w, c)` of the last block's output
 //!   - `bias`: int32 little-endian, one per output channel (scale `s_in * s_w[c]`)
 //!   - `multiplier`: int32 little-endian Q0.31, one per output channel, in `0..=i32::MAX`
 //!   - `shift`: int8, one per output channel, in `MIN_SHIFT..=MAX_SHIFT` (> 0 = left)
@@ -15,12 +16,15 @@
 //!   - `output`: [`QuantParams`] of the layer output (scale for reporting only)
 //! - CRC-32 (IEEE, as zlib/PNG) of every byte before it, little-endian u32.
 //!
+//! Version 2 made the number of conv blocks variable (`arch.filters` and `layers` are sequences);
+//! version 1 blobs are refused with a message that says to re-export.
+//!
 //! Loading checks, in order: magic, version, structure (truncated/malformed), CRC, architecture,
-//! label count, every array length against `Arch`, weights in [-127, 127], multipliers >= 0,
+//! label count, layer count, every array length against `Arch`, weights in [-127, 127], multipliers >= 0,
 //! shifts in range, `|bias| <= i32::MAX - accumulator_bound` (so `acc + bias` cannot overflow),
 //! the input zero point -128, finite scales. No input bytes can make it panic.
 
-use crate::arch::{Arch, ArchError, LAYERS, MAX_CLASSES, MAX_LABEL_LEN};
+use crate::arch::{Arch, ArchError, MAX_CLASSES, MAX_LABEL_LEN, MAX_LAYERS};
 use crate::crc32::crc32;
 use crate::quant::{INPUT_ZERO_POINT, MAX_SHIFT, MIN_SHIFT};
 use core::fmt;
@@ -29,7 +33,7 @@ use serde::{Deserialize, Serialize};
 /// First 4 bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"TCNN";
 /// Blob format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Scale and zero point of a tensor. The scale is for reporting and export only: the integer
 /// forward pass never reads it (except [`crate::probabilities`] for the logits).
@@ -41,9 +45,6 @@ pub struct QuantParams {
     /// Integer that represents real 0.
     pub zero_point: i8,
 }
-
-/// Names of the five layers, for messages.
-pub const LAYER_NAMES: [&str; LAYERS] = ["conv1", "conv2", "conv3", "fc1", "fc2"];
 
 /// Which per-layer array an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,13 @@ pub enum LoadError {
     },
     /// The architecture is invalid.
     Arch(ArchError),
+    /// The number of layers is not `arch.layer_count()`.
+    LayerCount {
+        /// `arch.layer_count()`.
+        expected: usize,
+        /// Layers in the blob.
+        found: usize,
+    },
     /// The number of labels is not `arch.classes`.
     LabelCount {
         /// `arch.classes`.
@@ -117,8 +125,8 @@ pub enum LoadError {
     },
     /// An array length disagrees with the architecture. Lengths are in elements.
     ShapeMismatch {
-        /// Layer index 0..5 (conv1, conv2, conv3, fc1, fc2).
-        layer: u8,
+        /// Layer name (`conv1`.., `fc1`, `fc2`).
+        layer: &'static str,
         /// Which array.
         field: Field,
         /// Length the architecture implies.
@@ -128,8 +136,8 @@ pub enum LoadError {
     },
     /// A value is outside its allowed range.
     OutOfRange {
-        /// Layer index 0..5, or 255 for the input.
-        layer: u8,
+        /// Layer name (`conv1`.., `fc1`, `fc2`), or `input`.
+        layer: &'static str,
         /// Which array.
         field: Field,
         /// Element index (output channel, or weight index).
@@ -139,7 +147,6 @@ pub enum LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let layer_name = |l: u8| LAYER_NAMES.get(l as usize).copied().unwrap_or("input");
         match *self {
             LoadError::BadMagic => f.write_str(
                 "not a tinycnn model: the file does not start with \"TCNN\"; pass a model.tcnn written by `tinycnn quantize`",
@@ -163,20 +170,22 @@ impl fmt::Display for LoadError {
                 "model blob CRC mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt; re-export or re-flash it"
             ),
             LoadError::Arch(e) => write!(f, "model blob has an invalid architecture: {e}"),
+            LoadError::LayerCount { expected, found } => write!(
+                f,
+                "model blob has {found} layers but its architecture has {expected}; re-export the model"
+            ),
             LoadError::LabelCount { expected, found } => write!(
                 f,
                 "model blob has {found} labels but its architecture has {expected} classes; re-export the model"
             ),
             LoadError::ShapeMismatch { layer, field, expected, found } => write!(
                 f,
-                "model blob {} {} has {found} elements but the architecture needs {expected}; re-export the model",
-                layer_name(layer),
+                "model blob {layer} {} has {found} elements but the architecture needs {expected}; re-export the model",
                 field.name()
             ),
             LoadError::OutOfRange { layer, field, index } => write!(
                 f,
-                "model blob {} {} value at index {index} is out of range; re-export the model",
-                layer_name(layer),
+                "model blob {layer} {} value at index {index} is out of range; re-export the model",
                 field.name()
             ),
         }
@@ -211,7 +220,7 @@ struct WireModel<'a> {
     labels: heapless::Vec<heapless::String<MAX_LABEL_LEN>, MAX_CLASSES>,
     input: QuantParams,
     #[serde(borrow)]
-    layers: [WireLayer<'a>; LAYERS],
+    layers: heapless::Vec<WireLayer<'a>, MAX_LAYERS>,
 }
 
 /// One validated layer, borrowing its arrays from the blob.
@@ -292,8 +301,15 @@ pub struct Model<'a> {
     pub labels: heapless::Vec<heapless::String<MAX_LABEL_LEN>, MAX_CLASSES>,
     /// Input quantization (scale 1/255, zero point -128).
     pub input: QuantParams,
-    /// conv1, conv2, conv3, fc1, fc2.
-    pub layers: [Layer<'a>; LAYERS],
+    /// One per [`Arch::layer`], in order: the conv blocks, fc1, fc2.
+    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+}
+
+impl<'a> Model<'a> {
+    /// The layer whose output is the logits (the last one).
+    pub fn logits_layer(&self) -> &Layer<'a> {
+        &self.layers[self.arch.layer_count() - 1]
+    }
 }
 
 fn map_postcard(e: postcard::Error) -> LoadError {
@@ -304,7 +320,7 @@ fn map_postcard(e: postcard::Error) -> LoadError {
 }
 
 fn check_len(
-    layer: usize,
+    layer: &'static str,
     field: Field,
     bytes: &[u8],
     elem: usize,
@@ -312,7 +328,7 @@ fn check_len(
 ) -> Result<(), LoadError> {
     if bytes.len() != expected * elem {
         return Err(LoadError::ShapeMismatch {
-            layer: layer as u8,
+            layer,
             field,
             expected,
             found: bytes.len() / elem,
@@ -321,7 +337,12 @@ fn check_len(
     Ok(())
 }
 
-fn check_scale(layer: u8, field: Field, index: usize, scale: f32) -> Result<(), LoadError> {
+fn check_scale(
+    layer: &'static str,
+    field: Field,
+    index: usize,
+    scale: f32,
+) -> Result<(), LoadError> {
     if scale.is_finite() && scale > 0.0 {
         Ok(())
     } else {
@@ -375,30 +396,29 @@ impl<'a> Model<'a> {
                 found: wire.labels.len(),
             });
         }
+        if wire.layers.len() != arch.layer_count() {
+            return Err(LoadError::LayerCount {
+                expected: arch.layer_count(),
+                found: wire.layers.len(),
+            });
+        }
         if wire.input.zero_point != INPUT_ZERO_POINT {
             return Err(LoadError::OutOfRange {
-                layer: u8::MAX,
+                layer: "input",
                 field: Field::Input,
                 index: 0,
             });
         }
-        check_scale(u8::MAX, Field::Input, 0, wire.input.scale)?;
-        let mut layers = [Layer {
-            weights: &[],
-            bias: &[],
-            multiplier: &[],
-            shift: &[],
-            weight_scales: &[],
-            output: wire.input,
-        }; LAYERS];
-        for (l, (w, out)) in wire.layers.iter().zip(layers.iter_mut()).enumerate() {
-            let channels = arch.layer_out_channels(l);
-            check_len(l, Field::Weights, w.weights, 1, arch.layer_weight_len(l))?;
-            check_len(l, Field::Bias, w.bias, 4, channels)?;
-            check_len(l, Field::Multiplier, w.multiplier, 4, channels)?;
-            check_len(l, Field::Shift, w.shift, 1, channels)?;
-            check_len(l, Field::WeightScales, w.weight_scales, 4, channels)?;
-            let layer = l as u8;
+        check_scale("input", Field::Input, 0, wire.input.scale)?;
+        let mut layers = heapless::Vec::new();
+        for (spec, w) in arch.layers().zip(wire.layers.iter()) {
+            let layer = spec.name;
+            let channels = spec.outputs;
+            check_len(layer, Field::Weights, w.weights, 1, spec.weight_len())?;
+            check_len(layer, Field::Bias, w.bias, 4, channels)?;
+            check_len(layer, Field::Multiplier, w.multiplier, 4, channels)?;
+            check_len(layer, Field::Shift, w.shift, 1, channels)?;
+            check_len(layer, Field::WeightScales, w.weight_scales, 4, channels)?;
             let weights: &'a [i8] = bytemuck::cast_slice(w.weights);
             if let Some(index) = weights.iter().position(|&v| v == i8::MIN) {
                 return Err(LoadError::OutOfRange {
@@ -409,7 +429,7 @@ impl<'a> Model<'a> {
             }
             check_scale(layer, Field::Output, 0, w.output.scale)?;
             let shift: &'a [i8] = bytemuck::cast_slice(w.shift);
-            let bias_limit = i32::MAX as i64 - arch.accumulator_bound(l);
+            let bias_limit = i32::MAX as i64 - spec.accumulator_bound();
             for (c, &sh) in shift.iter().enumerate() {
                 if (le_i32(w.bias, c) as i64).abs() > bias_limit {
                     return Err(LoadError::OutOfRange {
@@ -435,7 +455,7 @@ impl<'a> Model<'a> {
                 let scale = f32::from_bits(le_i32(w.weight_scales, c) as u32);
                 check_scale(layer, Field::WeightScales, c, scale)?;
             }
-            *out = Layer {
+            let loaded = Layer {
                 weights,
                 bias: w.bias,
                 multiplier: w.multiplier,
@@ -443,6 +463,8 @@ impl<'a> Model<'a> {
                 weight_scales: w.weight_scales,
                 output: w.output,
             };
+            // Cannot fail: both vectors hold at most MAX_LAYERS.
+            let _ = layers.push(loaded);
         }
         Ok(Model {
             arch,
@@ -468,16 +490,21 @@ pub const fn blob_len(arch: &Arch, label_bytes: usize) -> usize {
     // magic, version, arch fields (varints), label count + per-label length byte + text, input
     let mut n = 4 + varint_len(FORMAT_VERSION as u64);
     n += varint_len(arch.height as u64) + varint_len(arch.width as u64) + 1;
-    n += varint_len(arch.filters[0] as u64)
-        + varint_len(arch.filters[1] as u64)
-        + varint_len(arch.filters[2] as u64);
+    n += varint_len(arch.blocks() as u64);
+    let mut b = 0;
+    while b < arch.blocks() {
+        n += varint_len(arch.filters.get(b) as u64);
+        b += 1;
+    }
     n += varint_len(arch.fc_width as u64) + varint_len(arch.classes as u64);
     n += varint_len(arch.classes as u64) + arch.classes as usize + label_bytes;
     n += QUANT_PARAMS_LEN;
+    n += varint_len(arch.layer_count() as u64);
     let mut l = 0;
-    while l < LAYERS {
-        let w = arch.layer_weight_len(l);
-        let c = arch.layer_out_channels(l);
+    while l < arch.layer_count() {
+        let spec = arch.layer(l);
+        let w = spec.weight_len();
+        let c = spec.outputs;
         n += varint_len(w as u64) + w;
         n += 3 * (varint_len(4 * c as u64) + 4 * c) + varint_len(c as u64) + c;
         n += QUANT_PARAMS_LEN;
@@ -524,8 +551,8 @@ mod owned {
         pub labels: Vec<String>,
         /// Input quantization (scale 1/255, zero point -128).
         pub input: QuantParams,
-        /// conv1, conv2, conv3, fc1, fc2.
-        pub layers: [OwnedLayer; LAYERS],
+        /// One per [`Arch::layer`], in order: the conv blocks, fc1, fc2.
+        pub layers: Vec<OwnedLayer>,
     }
 
     /// Why a model could not be encoded.
@@ -540,6 +567,8 @@ mod owned {
         },
         /// More than [`MAX_CLASSES`] labels.
         TooManyLabels(usize),
+        /// More than [`MAX_LAYERS`] layers.
+        TooManyLayers(usize),
         /// The model fails the checks [`Model::from_bytes`] makes.
         Invalid(LoadError),
         /// postcard failed to serialize.
@@ -556,6 +585,10 @@ mod owned {
                 EncodeError::TooManyLabels(n) => write!(
                     f,
                     "{n} class labels; a model may have at most {MAX_CLASSES} classes"
+                ),
+                EncodeError::TooManyLayers(n) => write!(
+                    f,
+                    "{n} layers; a model may have at most {MAX_LAYERS}"
                 ),
                 EncodeError::Invalid(e) => write!(f, "model is not valid: {e}"),
                 EncodeError::Serialize => f.write_str("postcard failed to serialize the model"),
@@ -606,13 +639,19 @@ mod owned {
                 weight_scales: &bytes[i][4],
                 output: self.layers[i].output,
             };
+            let mut layers = heapless::Vec::new();
+            for i in 0..self.layers.len() {
+                layers
+                    .push(layer(i))
+                    .map_err(|_| EncodeError::TooManyLayers(self.layers.len()))?;
+            }
             let wire = WireModel {
                 magic: MAGIC,
                 version: FORMAT_VERSION,
                 arch: self.arch,
                 labels,
                 input: self.input,
-                layers: [layer(0), layer(1), layer(2), layer(3), layer(4)],
+                layers,
             };
             let mut out = postcard::to_allocvec(&wire).map_err(|_| EncodeError::Serialize)?;
             let crc = crc32(&out);
@@ -633,39 +672,42 @@ mod owned {
                 panic!("OwnedModel::random: {e}");
             }
             let mut rng = SplitMix64(seed);
-            let layers = core::array::from_fn(|l| {
-                let (fan_in, out) = arch.layer_fan_in_out(l);
-                let weights = (0..fan_in * out)
-                    .map(|_| rng.range_i32(-127, 127) as i8)
-                    .collect();
-                // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * 73; aim at ~40 steps.
-                let target = 40.0 / ((fan_in as f64).sqrt() * 74.0 * 73.0);
-                let mut multiplier = Vec::with_capacity(out);
-                let mut shift = Vec::with_capacity(out);
-                for _ in 0..out {
-                    let jitter = 0.5 + rng.unit();
-                    let (m, s) = crate::quant::quantize_multiplier(target * jitter);
-                    multiplier.push(m);
-                    shift.push(s as i8);
-                }
-                let bias = (0..out).map(|_| rng.range_i32(-2000, 2000)).collect();
-                let zero_point = if l == LAYERS - 1 {
-                    rng.range_i32(-32, 32)
-                } else {
-                    rng.range_i32(-128, -64)
-                };
-                OwnedLayer {
-                    weights,
-                    bias,
-                    multiplier,
-                    shift,
-                    output: QuantParams {
-                        scale: 0.05 + rng.unit() as f32 * 0.1,
-                        zero_point: zero_point as i8,
-                    },
-                    weight_scales: (0..out).map(|_| 0.001 + rng.unit() as f32 * 0.01).collect(),
-                }
-            });
+            let layers = arch
+                .layers()
+                .map(|spec| {
+                    let (fan_in, out) = (spec.fan_in, spec.outputs);
+                    let weights = (0..fan_in * out)
+                        .map(|_| rng.range_i32(-127, 127) as i8)
+                        .collect();
+                    // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * 73; aim at ~40 steps.
+                    let target = 40.0 / ((fan_in as f64).sqrt() * 74.0 * 73.0);
+                    let mut multiplier = Vec::with_capacity(out);
+                    let mut shift = Vec::with_capacity(out);
+                    for _ in 0..out {
+                        let jitter = 0.5 + rng.unit();
+                        let (m, s) = crate::quant::quantize_multiplier(target * jitter);
+                        multiplier.push(m);
+                        shift.push(s as i8);
+                    }
+                    let bias = (0..out).map(|_| rng.range_i32(-2000, 2000)).collect();
+                    let zero_point = if spec.is_logits() {
+                        rng.range_i32(-32, 32)
+                    } else {
+                        rng.range_i32(-128, -64)
+                    };
+                    OwnedLayer {
+                        weights,
+                        bias,
+                        multiplier,
+                        shift,
+                        output: QuantParams {
+                            scale: 0.05 + rng.unit() as f32 * 0.1,
+                            zero_point: zero_point as i8,
+                        },
+                        weight_scales: (0..out).map(|_| 0.001 + rng.unit() as f32 * 0.01).collect(),
+                    }
+                })
+                .collect();
             OwnedModel {
                 arch,
                 labels: (0..arch.classes)
@@ -683,18 +725,21 @@ mod owned {
     impl Model<'_> {
         /// Copies the model into an [`OwnedModel`] (host side).
         pub fn to_owned_model(&self) -> OwnedModel {
-            let layers = core::array::from_fn(|l| {
-                let layer = &self.layers[l];
-                let n = layer.out_channels();
-                OwnedLayer {
-                    weights: layer.weights().to_vec(),
-                    bias: (0..n).map(|i| layer.bias(i)).collect(),
-                    multiplier: (0..n).map(|i| layer.multiplier(i)).collect(),
-                    shift: (0..n).map(|i| layer.shift(i) as i8).collect(),
-                    output: layer.output(),
-                    weight_scales: (0..n).map(|i| layer.weight_scale(i)).collect(),
-                }
-            });
+            let layers = self
+                .layers
+                .iter()
+                .map(|layer| {
+                    let n = layer.out_channels();
+                    OwnedLayer {
+                        weights: layer.weights().to_vec(),
+                        bias: (0..n).map(|i| layer.bias(i)).collect(),
+                        multiplier: (0..n).map(|i| layer.multiplier(i)).collect(),
+                        shift: (0..n).map(|i| layer.shift(i) as i8).collect(),
+                        output: layer.output(),
+                        weight_scales: (0..n).map(|i| layer.weight_scale(i)).collect(),
+                    }
+                })
+                .collect();
             OwnedModel {
                 arch: self.arch,
                 labels: self

@@ -1,8 +1,8 @@
 //! The whole network: no floats, no allocation.
 
-use crate::arch::{BLOCKS, LAYERS};
+use crate::arch::LayerKind;
 use crate::blob::{Layer, Model};
-use crate::ops::{conv3x3_pool_s8, dense_s8, ConvShape, Requant};
+use crate::ops::{conv3x3_pool_s8, dense_s8, Requant};
 
 fn requant<'a>(layer: &'a Layer<'a>, input_zero_point: i8, relu: bool) -> Requant<'a, Layer<'a>> {
     Requant {
@@ -13,16 +13,16 @@ fn requant<'a>(layer: &'a Layer<'a>, input_zero_point: i8, relu: bool) -> Requan
     }
 }
 
-/// Runs the network on `input` and writes the int8 logits (zero point and scale of fc2's
-/// output) to `logits`.
+/// Runs the network on `input` and writes the int8 logits (zero point and scale of the last
+/// layer's output) to `logits`.
 ///
 /// - `input`: HWC, `model.arch.input_len()` values, zero point -128 (see
 ///   [`preprocess`](crate::preprocess::preprocess)).
 /// - `scratch`: at least `model.arch.scratch_len()` bytes; its contents on entry do not matter.
 /// - `logits`: `model.arch.classes` values.
 ///
-/// Memory plan: `scratch` is two ping-pong regions, A (`max(block 0, block 2 output)`) and B
-/// (`max(block 1 output, fc_width)`): input -> A -> B -> A -> B -> logits.
+/// Memory plan: `scratch` is two ping-pong regions, A (outputs of even layers) and B (outputs of
+/// odd layers): input -> A -> B -> A -> ... -> logits.
 ///
 /// # Panics
 /// On a wrong buffer length (a programming error: every size is a `const fn` of the `Arch`).
@@ -30,8 +30,10 @@ pub fn forward(model: &Model, input: &[i8], scratch: &mut [i8], logits: &mut [i8
     forward_traced(model, input, scratch, logits, &mut |_, _| {});
 }
 
-/// [`forward`], calling `trace(layer, output)` after each layer (0..5: conv1..conv3 blocks
-/// with their pooled HWC outputs, fc1, fc2) for parity checks and debugging.
+/// [`forward`], calling `trace(layer, output)` after each layer (in [`Arch::layer`] order: the
+/// conv blocks with their pooled HWC outputs, fc1, fc2) for parity checks and debugging.
+///
+/// [`Arch::layer`]: crate::Arch::layer
 pub fn forward_traced(
     model: &Model,
     input: &[i8],
@@ -54,69 +56,27 @@ pub fn forward_traced(
     );
     let (a, rest) = scratch.split_at_mut(arch.scratch_a_len());
     let b = &mut rest[..arch.scratch_b_len()];
-
+    // Layer 0 reads `input`; every later layer reads `src`, the previous layer's output, and
+    // writes `dst` (or `logits`), then the two swap. Even layers write A, odd layers B.
+    let (mut src, mut dst): (&mut [i8], &mut [i8]) = (b, a);
     let mut zp = model.input.zero_point;
-    for block in 0..BLOCKS {
-        let (height, width) = arch.block_input_hw(block);
-        let shape = ConvShape {
-            height,
-            width,
-            in_channels: arch.block_in_channels(block),
-            out_channels: arch.block_out_channels(block),
+    for (spec, layer) in arch.layers().zip(model.layers.iter()) {
+        let x: &[i8] = if spec.index == 0 { input } else { src };
+        let x = &x[..spec.input_len()];
+        let out: &mut [i8] = if spec.is_logits() {
+            &mut *logits
+        } else {
+            &mut dst[..spec.output_len]
         };
-        let layer = &model.layers[block];
-        let rq = requant(layer, zp, true);
-        let out_len = shape.pooled_len();
-        // Block 0 reads the input, then blocks ping-pong between A and B.
-        let out: &[i8] = match block {
-            0 => {
-                conv3x3_pool_s8(input, shape, layer.weights(), &rq, &mut a[..out_len]);
-                &a[..out_len]
-            }
-            1 => {
-                conv3x3_pool_s8(
-                    &a[..shape.input_len()],
-                    shape,
-                    layer.weights(),
-                    &rq,
-                    &mut b[..out_len],
-                );
-                &b[..out_len]
-            }
-            _ => {
-                conv3x3_pool_s8(
-                    &b[..shape.input_len()],
-                    shape,
-                    layer.weights(),
-                    &rq,
-                    &mut a[..out_len],
-                );
-                &a[..out_len]
-            }
-        };
-        trace(block, out);
+        let rq = requant(layer, zp, spec.relu);
+        match spec.kind {
+            LayerKind::ConvBlock(shape) => conv3x3_pool_s8(x, shape, layer.weights(), &rq, out),
+            LayerKind::Dense => dense_s8(x, layer.weights(), &rq, out),
+        }
+        trace(spec.index, out);
         zp = layer.output().zero_point;
+        core::mem::swap(&mut src, &mut dst);
     }
-
-    let fc1 = &model.layers[3];
-    let fc_width = arch.fc_width as usize;
-    dense_s8(
-        &a[..arch.flatten_len()],
-        fc1.weights(),
-        &requant(fc1, zp, true),
-        &mut b[..fc_width],
-    );
-    trace(3, &b[..fc_width]);
-    zp = fc1.output().zero_point;
-
-    let fc2 = &model.layers[LAYERS - 1];
-    dense_s8(
-        &b[..fc_width],
-        fc2.weights(),
-        &requant(fc2, zp, false),
-        logits,
-    );
-    trace(4, logits);
 }
 
 /// Index of the first maximum of `logits` (0 for an empty slice).
@@ -139,7 +99,7 @@ pub fn probabilities(model: &Model, logits: &[i8], out: &mut [f32]) {
     let classes = model.arch.classes as usize;
     assert_eq!(logits.len(), classes, "probabilities: logits length");
     assert_eq!(out.len(), classes, "probabilities: output length");
-    let q = model.layers[LAYERS - 1].output();
+    let q = model.logits_layer().output();
     let real = |v: i8| (v as i32 - q.zero_point as i32) as f32 * q.scale;
     let max = logits
         .iter()

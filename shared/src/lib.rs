@@ -24,7 +24,10 @@ pub mod ops;
 pub mod preprocess;
 pub mod quant;
 
-pub use arch::{Arch, ArchError, MAX_CLASSES, MAX_LABEL_LEN};
+pub use arch::{
+    Arch, ArchError, Filters, LayerKind, LayerSpec, MAX_BLOCKS, MAX_CLASSES, MAX_LABEL_LEN,
+    MAX_LAYERS,
+};
 #[cfg(feature = "std")]
 pub use blob::{EncodeError, OwnedLayer, OwnedModel};
 pub use blob::{Field, Layer, LoadError, Model, QuantParams, FORMAT_VERSION, MAGIC};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use tinycnn::arch::ArchError;
 use tinycnn::blob::blob_len;
 use tinycnn::{
-    crc32, Arch, EncodeError, Field, LoadError, Model, OwnedModel, FORMAT_VERSION, MAGIC,
+    crc32, Arch, EncodeError, Field, Filters, LoadError, Model, OwnedModel, FORMAT_VERSION, MAGIC,
 };
 
 /// A small architecture so mutation fuzzing reaches the semantic checks quickly.
@@ -15,7 +15,7 @@ const SMALL: Arch = Arch {
     height: 5,
     width: 6,
     channels: 3,
-    filters: [2, 3, 2],
+    filters: Filters::of([2, 3, 2]),
     fc_width: 4,
     classes: 3,
 };
@@ -114,7 +114,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[1].weights.pop().map(drop).unwrap()),
         LoadError::ShapeMismatch {
-            layer: 1,
+            layer: "conv2",
             field: Field::Weights,
             expected: 54,
             found: 53
@@ -123,7 +123,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[4].bias.push(0)),
         LoadError::ShapeMismatch {
-            layer: 4,
+            layer: "fc2",
             field: Field::Bias,
             expected: 3,
             found: 4
@@ -132,7 +132,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[3].multiplier.clear()),
         LoadError::ShapeMismatch {
-            layer: 3,
+            layer: "fc1",
             field: Field::Multiplier,
             expected: 4,
             found: 0
@@ -141,7 +141,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[0].shift.push(0)),
         LoadError::ShapeMismatch {
-            layer: 0,
+            layer: "conv1",
             field: Field::Shift,
             expected: 2,
             found: 3
@@ -150,7 +150,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[0].weights[5] = i8::MIN),
         LoadError::OutOfRange {
-            layer: 0,
+            layer: "conv1",
             field: Field::Weights,
             index: 5
         }
@@ -158,7 +158,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[2].multiplier[1] = -1),
         LoadError::OutOfRange {
-            layer: 2,
+            layer: "conv3",
             field: Field::Multiplier,
             index: 1
         }
@@ -166,7 +166,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[2].shift[0] = 31),
         LoadError::OutOfRange {
-            layer: 2,
+            layer: "conv3",
             field: Field::Shift,
             index: 0
         }
@@ -174,7 +174,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[2].shift[0] = -32),
         LoadError::OutOfRange {
-            layer: 2,
+            layer: "conv3",
             field: Field::Shift,
             index: 0
         }
@@ -183,7 +183,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[1].bias[2] = i32::MAX - 32385 * 18 + 1),
         LoadError::OutOfRange {
-            layer: 1,
+            layer: "conv2",
             field: Field::Bias,
             index: 2
         }
@@ -199,7 +199,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.input.zero_point = 0),
         LoadError::OutOfRange {
-            layer: 255,
+            layer: "input",
             field: Field::Input,
             index: 0
         }
@@ -207,7 +207,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[4].output.scale = f32::NAN),
         LoadError::OutOfRange {
-            layer: 4,
+            layer: "fc2",
             field: Field::Output,
             index: 0
         }
@@ -215,7 +215,7 @@ fn errors_semantic() {
     assert_eq!(
         invalid(|m| m.layers[3].weight_scales[2] = -1.0),
         LoadError::OutOfRange {
-            layer: 3,
+            layer: "fc1",
             field: Field::WeightScales,
             index: 2
         }
@@ -231,7 +231,7 @@ fn errors_semantic() {
 #[test]
 fn error_messages_say_what_to_do() {
     let msg = LoadError::ShapeMismatch {
-        layer: 3,
+        layer: "fc1",
         field: Field::Weights,
         expected: 10,
         found: 9,
@@ -287,6 +287,7 @@ fn kind(e: &LoadError) -> &'static str {
         LoadError::CrcMismatch { .. } => "crc",
         LoadError::Arch(_) => "arch",
         LoadError::LabelCount { .. } => "labels",
+        LoadError::LayerCount { .. } => "layers",
         LoadError::ShapeMismatch { .. } => "shape",
         LoadError::OutOfRange { .. } => "range",
     }

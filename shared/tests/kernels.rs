@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use tinycnn::arch::MAX_PRODUCT;
 use tinycnn::ops::{self, reference, ChannelSlices, ConvShape, Requant};
 use tinycnn::quant::{multiply_by_quantized_multiplier, requantize, MAX_SHIFT, MIN_SHIFT};
-use tinycnn::{argmax, forward, forward_traced, Arch, Model, OwnedModel};
+use tinycnn::{argmax, forward, forward_traced, Arch, Filters, LayerKind, Model, OwnedModel};
 
 const CASES: u32 = 1024;
 
@@ -281,38 +281,21 @@ fn reference_forward(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
     let mut outs = Vec::new();
     let mut x = input.to_vec();
     let mut zp = model.input.zero_point;
-    for block in 0..3 {
-        let (height, width) = arch.block_input_hw(block);
-        let shape = ConvShape {
-            height,
-            width,
-            in_channels: arch.block_in_channels(block),
-            out_channels: arch.block_out_channels(block),
-        };
-        let layer = &model.layers[block];
+    for (spec, layer) in arch.layers().zip(model.layers.iter()) {
         let rq = Requant {
             params: layer,
             input_zero_point: zp,
             output_zero_point: layer.output().zero_point,
-            relu: true,
+            relu: spec.relu,
         };
-        let mut full = vec![0i8; height * width * shape.out_channels];
-        let mut out = vec![0i8; shape.pooled_len()];
-        reference::conv3x3_pool_s8(&x, shape, layer.weights(), &rq, &mut full, &mut out);
-        zp = layer.output().zero_point;
-        outs.push(out.clone());
-        x = out;
-    }
-    for (l, relu) in [(3, true), (4, false)] {
-        let layer = &model.layers[l];
-        let rq = Requant {
-            params: layer,
-            input_zero_point: zp,
-            output_zero_point: layer.output().zero_point,
-            relu,
-        };
-        let mut out = vec![0i8; layer.out_channels()];
-        reference::dense_s8(&x, layer.weights(), &rq, &mut out);
+        let mut out = vec![0i8; spec.output_len];
+        match spec.kind {
+            LayerKind::ConvBlock(shape) => {
+                let mut full = vec![0i8; shape.height * shape.width * shape.out_channels];
+                reference::conv3x3_pool_s8(&x, shape, layer.weights(), &rq, &mut full, &mut out);
+            }
+            LayerKind::Dense => reference::dense_s8(&x, layer.weights(), &rq, &mut out),
+        }
         zp = layer.output().zero_point;
         outs.push(out.clone());
         x = out;
@@ -338,7 +321,7 @@ fn check_forward(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseErro
         },
     );
     prop_assert_eq!(&traced, &expected);
-    prop_assert_eq!(&logits, &expected[4]);
+    prop_assert_eq!(&logits, expected.last().unwrap());
     // Untraced forward, dirty scratch: same logits.
     scratch.fill(-1);
     let mut again = vec![0i8; arch.classes as usize];
@@ -347,22 +330,21 @@ fn check_forward(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// Random architectures with 1..=MAX_BLOCKS conv blocks, odd and even sizes.
 fn arch_strategy() -> impl Strategy<Value = Arch> {
     (
         1u16..20,
         1u16..20,
         any::<bool>(),
-        1u16..6,
-        1u16..6,
-        1u16..8,
+        proptest::collection::vec(1u16..6, 1..=tinycnn::MAX_BLOCKS),
         1u16..12,
         2u16..6,
     )
-        .prop_map(|(height, width, rgb, f0, f1, f2, fc_width, classes)| Arch {
+        .prop_map(|(height, width, rgb, filters, fc_width, classes)| Arch {
             height,
             width,
             channels: if rgb { 3 } else { 1 },
-            filters: [f0, f1, f2],
+            filters: Filters::new(&filters).unwrap(),
             fc_width,
             classes,
         })

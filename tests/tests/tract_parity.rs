@@ -14,7 +14,7 @@ const ARCHES: [Arch; 2] = [
         height: 15,
         width: 13,
         channels: 3,
-        filters: [4, 6, 8],
+        filters: tinycnn::Filters::of([4, 6, 8]),
         fc_width: 16,
         classes: 5,
     },
@@ -50,7 +50,7 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         }
 
         let all: Vec<usize> = (0..data.len()).collect();
-        let params = calibrate(&net, &data, &all, tch::Device::Cpu).map(|o| o.params());
+        let params = tinycnn_host::qat::params_of(&calibrate(&net, &data, &all, tch::Device::Cpu));
         let model = export(&float, &params).unwrap();
         let blob = model.to_bytes().unwrap();
         let shared = shared_logits(&tinycnn::Model::from_bytes(&blob).unwrap(), &data);
@@ -77,7 +77,8 @@ fn tract_runs_both_exports_like_tch_and_shared() {
             .unwrap()
             .run_u8_hwc(&data.pixels)
             .unwrap();
-        let tract_q = onnx::requantize_logits(&tract_qdq, model.layers[4].output);
+        let tract_q =
+            onnx::requantize_logits(&tract_qdq, model.layers[arch.logits_layer().index].output);
         for (i, (a, b)) in tract_q.iter().zip(&shared).enumerate() {
             assert!(
                 (*a as i32 - *b as i32).abs() <= 1,
@@ -118,6 +119,6 @@ fn int_sim_reports_the_first_differing_layer() {
     let first = report.first_mismatch.expect("a changed bias must be found");
     assert_eq!((first.image, first.layer), (0, "conv2"));
     // Channel 0 of the HWC output: the index is a multiple of conv2's channel count.
-    assert_eq!(first.index % arch.filters[1] as usize, 0);
+    assert_eq!(first.index % arch.block_out_channels(1), 0);
     assert!(first.to_string().contains("layer conv2"));
 }

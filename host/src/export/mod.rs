@@ -8,10 +8,7 @@ pub mod dense;
 pub mod requant;
 
 use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};
-use tinycnn::Arch;
-
-/// Layer names in blob order, used in reports and error messages.
-pub const LAYER_NAMES: [&str; 5] = ["conv1", "conv2", "conv3", "fc1", "fc2"];
+use tinycnn::{Arch, LayerKind, LayerSpec};
 
 /// Why a float model could not be converted.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +29,8 @@ pub enum ExportError {
         layer: &'static str,
         what: &'static str,
     },
+    #[error("the model has {actual} layers but the architecture has {expected}; the checkpoint does not match the preset")]
+    LayerCount { expected: usize, actual: usize },
     #[error("the model has {labels} labels but {classes} classes; give one label per class")]
     Labels { labels: usize, classes: usize },
     #[error("label {0:?} is longer than {max} bytes; rename the class folder", max = tinycnn::arch::MAX_LABEL_LEN)]
@@ -50,7 +49,7 @@ pub enum ExportError {
 /// One layer's float parameters in tch layout.
 ///
 /// Conv weights are `[out, in, 3, 3]`; dense weights are `[out, in]`, where fc1's `in` index is
-/// tch's NCHW flatten order `(c, h, w)` of block 3's pooled output.
+/// tch's NCHW flatten order `(c, h, w)` of the last block's pooled output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FloatLayer {
     pub weight: Vec<f32>,
@@ -62,25 +61,8 @@ pub struct FloatLayer {
 pub struct FloatParams {
     pub arch: Arch,
     pub labels: Vec<String>,
-    /// conv1, conv2, conv3, fc1, fc2
-    pub layers: [FloatLayer; 5],
-}
-
-/// `(input channels, output channels, weights per output channel)` of each layer, blob order.
-pub fn layer_dims(arch: &Arch) -> [(usize, usize, usize); 5] {
-    let conv = |b: usize| {
-        let cin = arch.block_in_channels(b);
-        (cin, arch.filters[b] as usize, 9 * cin)
-    };
-    let flatten = arch.flatten_len();
-    let fc = arch.fc_width as usize;
-    [
-        conv(0),
-        conv(1),
-        conv(2),
-        (flatten, fc, flatten),
-        (fc, arch.classes as usize, fc),
-    ]
+    /// One per `arch.layers()`, in order.
+    pub layers: Vec<FloatLayer>,
 }
 
 impl FloatParams {
@@ -100,15 +82,17 @@ impl FloatParams {
         {
             return Err(ExportError::LabelTooLong(label.clone()));
         }
-        for ((layer, &(_, out, per_out)), name) in self
-            .layers
-            .iter()
-            .zip(layer_dims(&self.arch).iter())
-            .zip(LAYER_NAMES)
-        {
+        if self.layers.len() != self.arch.layer_count() {
+            return Err(ExportError::LayerCount {
+                expected: self.arch.layer_count(),
+                actual: self.layers.len(),
+            });
+        }
+        for (spec, layer) in self.arch.layers().zip(&self.layers) {
+            let name = spec.name;
             for (what, values, expected) in [
-                ("weight", &layer.weight, out * per_out),
-                ("bias", &layer.bias, out),
+                ("weight", &layer.weight, spec.weight_len()),
+                ("bias", &layer.bias, spec.outputs),
             ] {
                 if values.len() != expected {
                     return Err(ExportError::Shape {
@@ -127,6 +111,20 @@ impl FloatParams {
     }
 }
 
+/// A layer's weights from tch layout to blob layout: conv `[out, in, 3, 3]` to `[out][3][3][in]`,
+/// fc1's columns from the NCHW flatten to the HWC flatten, other dense layers unchanged.
+pub fn tch_to_blob_weights(spec: &LayerSpec, weight: &[f32]) -> Vec<f32> {
+    match (spec.kind, spec.input_hwc) {
+        (LayerKind::ConvBlock(s), _) => {
+            conv::weights_oihw_to_ohwi(weight, s.out_channels, s.in_channels)
+        }
+        (LayerKind::Dense, Some((h, w, c))) => {
+            dense::fc1_columns_nchw_to_hwc(weight, spec.outputs, c, h, w)
+        }
+        (LayerKind::Dense, None) => weight.to_vec(),
+    }
+}
+
 /// The input's quantization: pixel p in 0..=255 is the real value p/255, stored as p - 128.
 pub fn input_params() -> QuantParams {
     QuantParams {
@@ -137,38 +135,34 @@ pub fn input_params() -> QuantParams {
 
 /// Converts `float` into the blob model, given the output quantization of each layer
 /// (`activations[i]` is layer i's output: after pool+ReLU for the conv blocks, after ReLU for fc1,
-/// the logits for fc2).
+/// the logits for fc2; one per `arch.layers()`).
 ///
 /// Weights are quantized per output channel, symmetric in [-127, 127] (shared's
 /// `quantize_weights_per_channel`), biases to int32 at scale `s_in * s_w[c]`, and each channel's
 /// `s_in * s_w[c] / s_out` becomes a TFLite (multiplier, shift) pair. Conv weights are reordered
 /// to `[out][3][3][in]` and fc1's columns from NCHW to HWC flatten order.
-pub fn export(
-    float: &FloatParams,
-    activations: &[QuantParams; 5],
-) -> Result<OwnedModel, ExportError> {
+pub fn export(float: &FloatParams, activations: &[QuantParams]) -> Result<OwnedModel, ExportError> {
     float.validate()?;
     let arch = float.arch;
-    let (ph, pw) = arch.block_output_hw(2);
-    let pooled_channels = arch.filters[2] as usize;
-    let dims = layer_dims(&arch);
+    if activations.len() != arch.layer_count() {
+        return Err(ExportError::LayerCount {
+            expected: arch.layer_count(),
+            actual: activations.len(),
+        });
+    }
     let mut input = input_params();
-    let mut layers = Vec::with_capacity(5);
-    for (i, (layer, &(cin, out, per_out))) in float.layers.iter().zip(dims.iter()).enumerate() {
-        let name = LAYER_NAMES[i];
-        let output = activations[i];
+    let mut layers = Vec::with_capacity(arch.layer_count());
+    for ((spec, layer), &output) in arch.layers().zip(&float.layers).zip(activations) {
+        let name = spec.name;
+        let out = spec.outputs;
         if !(output.scale.is_finite() && output.scale > 0.0) {
             return Err(ExportError::ActivationScale {
                 layer: name,
                 scale: output.scale,
             });
         }
-        let weight = match i {
-            0..=2 => conv::weights_oihw_to_ohwi(&layer.weight, out, cin),
-            3 => dense::fc1_columns_nchw_to_hwc(&layer.weight, out, pooled_channels, ph, pw),
-            _ => layer.weight.clone(),
-        };
-        debug_assert_eq!(weight.len(), out * per_out);
+        let weight = tch_to_blob_weights(&spec, &layer.weight);
+        debug_assert_eq!(weight.len(), spec.weight_len());
         let mut weights = vec![0i8; weight.len()];
         let mut weight_scales = vec![0f32; out];
         tinycnn::quant::quantize_weights_per_channel(
@@ -190,9 +184,6 @@ pub fn export(
         });
         input = output;
     }
-    let layers: [OwnedLayer; 5] = layers
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("five layers"));
     Ok(OwnedModel {
         arch,
         labels: float.labels.clone(),
@@ -204,13 +195,14 @@ pub fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tinycnn::Filters;
 
     fn tiny_arch() -> Arch {
         Arch {
             height: 7,
             width: 5,
             channels: 1,
-            filters: [2, 3, 4],
+            filters: Filters::of([2, 3, 4]),
             fc_width: 6,
             classes: 3,
         }
@@ -226,10 +218,13 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        let layers = layer_dims(&arch).map(|(_, out, per_out)| FloatLayer {
-            weight: (0..out * per_out).map(|_| next() * 0.4).collect(),
-            bias: (0..out).map(|_| next() * 0.1).collect(),
-        });
+        let layers = arch
+            .layers()
+            .map(|spec| FloatLayer {
+                weight: (0..spec.weight_len()).map(|_| next() * 0.4).collect(),
+                bias: (0..spec.outputs).map(|_| next() * 0.1).collect(),
+            })
+            .collect();
         let labels = (0..arch.classes).map(|c| format!("class{c}")).collect();
         FloatParams {
             arch,
@@ -238,11 +233,13 @@ mod tests {
         }
     }
 
-    fn activations() -> [QuantParams; 5] {
-        [0.02, 0.03, 0.04, 0.05, 0.1].map(|scale| QuantParams {
-            scale,
-            zero_point: -128,
-        })
+    fn activations() -> Vec<QuantParams> {
+        [0.02, 0.03, 0.04, 0.05, 0.1]
+            .map(|scale| QuantParams {
+                scale,
+                zero_point: -128,
+            })
+            .to_vec()
     }
 
     #[test]
@@ -288,7 +285,7 @@ mod tests {
         let float = float_params(arch, 3);
         let model = export(&float, &activations()).unwrap();
         // conv2's input is conv1's output (scale 0.02).
-        for c in 0..arch.filters[1] as usize {
+        for c in 0..arch.block_out_channels(1) {
             let s = 0.02f64 * model.layers[1].weight_scales[c] as f64;
             let expected = (float.layers[1].bias[c] as f64 / s).round() as i32;
             assert_eq!(model.layers[1].bias[c], expected);
