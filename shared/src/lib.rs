@@ -6,6 +6,8 @@
 //! - [`ops`]: integer kernels, with naive versions in [`ops::reference`].
 //! - [`forward`](mod@forward): the whole network, no floats and no allocation.
 //! - [`preprocess`](mod@preprocess): camera frame to model input, fixed point.
+//! - [`protocol`]: the host–firmware protocol (exit codes, frame line, pixel-format names).
+//! - `session` (std): [`Session`], a model with the buffers of one forward pass.
 //!
 //! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
 //! `OwnedModel::random`) and `std::error::Error` impls; `defmt` derives `defmt::Format`.
@@ -22,7 +24,10 @@ mod crc32;
 pub mod forward;
 pub mod ops;
 pub mod preprocess;
+pub mod protocol;
 pub mod quant;
+#[cfg(feature = "std")]
+pub mod session;
 
 pub use arch::{
     Arch, ArchError, Filters, LayerKind, LayerSpec, MAX_BLOCKS, MAX_CLASSES, MAX_LABEL_LEN,
@@ -34,7 +39,10 @@ pub use blob::{Field, Layer, LoadError, Model, QuantParams, FORMAT_VERSION, MAGI
 pub use crc32::crc32;
 pub use forward::{argmax, forward, forward_traced, probabilities};
 pub use preprocess::{preprocess, preprocess_u8, Frame, FrameError, PixelFormat};
+pub use protocol::{ExitCode, FrameReport, ParsedFrame};
 pub use quant::{
     multiply_by_quantized_multiplier, quantize_multiplier, quantize_weights_per_channel,
     requantize, rounding_divide_by_pot, saturating_rounding_doubling_high_mul, INPUT_ZERO_POINT,
 };
+#[cfg(feature = "std")]
+pub use session::Session;

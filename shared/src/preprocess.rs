@@ -25,6 +25,7 @@
 //! 4. **Quantize** ([`preprocess`] only): `q = p - 128` (input scale 1/255, zero point -128).
 
 use crate::arch::Arch;
+use crate::protocol::rgb565_to_rgb888;
 use core::fmt;
 
 /// Byte layout of a camera frame, row-major, no padding between rows.
@@ -188,11 +189,11 @@ impl<'a> Frame<'a> {
             }
             PixelFormat::Rgb565Le => {
                 let i = (y * w + x) * 2;
-                rgb565(u16::from_le_bytes([d[i], d[i + 1]]))
+                rgb565_to_rgb888(u16::from_le_bytes([d[i], d[i + 1]]))
             }
             PixelFormat::Rgb565Be => {
                 let i = (y * w + x) * 2;
-                rgb565(u16::from_be_bytes([d[i], d[i + 1]]))
+                rgb565_to_rgb888(u16::from_be_bytes([d[i], d[i + 1]]))
             }
             PixelFormat::Yuyv => {
                 let pair = (y * w + (x & !1)) * 2;
@@ -215,18 +216,6 @@ impl<'a> Frame<'a> {
         }
         out
     }
-}
-
-/// RGB565 to RGB888 by bit replication.
-pub const fn rgb565(v: u16) -> [u8; 3] {
-    let r = ((v >> 11) & 0x1f) as u8;
-    let g = ((v >> 5) & 0x3f) as u8;
-    let b = (v & 0x1f) as u8;
-    [
-        (r << 3) | (r >> 2),
-        (g << 2) | (g >> 4),
-        (b << 3) | (b >> 2),
-    ]
 }
 
 /// Fixed-point luma: `(77 R + 150 G + 29 B + 128) >> 8` (BT.601 weights / 256, sum 256).

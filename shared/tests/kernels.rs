@@ -437,3 +437,27 @@ fn accumulator_bound_extreme_values() {
     assert_eq!(out, slow);
     assert_eq!(out, [1, 0, 0, 0]);
 }
+
+/// A session gives the same logits as `forward` with caller-owned buffers, from int8 input,
+/// from u8 pixels and from a camera frame.
+#[test]
+fn session_matches_forward() {
+    let arch = Arch::fashion();
+    let bytes = OwnedModel::random(arch, 9).to_bytes().unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let pixels: Vec<u8> = (0..arch.input_len())
+        .map(|i| (i * 13 % 256) as u8)
+        .collect();
+    let input: Vec<i8> = pixels.iter().map(|&p| (p as i16 - 128) as i8).collect();
+    let mut scratch = vec![0i8; arch.scratch_len()];
+    let mut expected = vec![0i8; arch.classes as usize];
+    forward(&model, &input, &mut scratch, &mut expected);
+    let mut session = tinycnn::Session::new(model.clone());
+    assert_eq!(session.run(&input), &expected[..]);
+    assert_eq!(session.run_pixels(&pixels), &expected[..]);
+    let frame = tinycnn::Frame::new(&pixels, 28, 28, tinycnn::PixelFormat::Gray8).unwrap();
+    assert_eq!(session.run_frame(&frame).unwrap(), &expected[..]);
+    assert_eq!(session.class(), argmax(&expected));
+    let p: f32 = session.probabilities().iter().sum();
+    assert!((p - 1.0).abs() < 1e-5);
+}

@@ -1,7 +1,8 @@
 //! Preprocessing goldens (hand-computed, compared exactly) and properties.
 
 use proptest::prelude::*;
-use tinycnn::preprocess::{luma, rgb565, yuv_to_rgb};
+use tinycnn::preprocess::{luma, yuv_to_rgb};
+use tinycnn::protocol::rgb565_to_rgb888 as rgb565;
 use tinycnn::{preprocess, preprocess_u8, Arch, Frame, FrameError, PixelFormat};
 
 /// Compares exactly; a failure names the first differing index.
