@@ -1,23 +1,16 @@
-//! tinycnn on the workstation: data loading, training with tch, quantization, export, evaluation
-//! and the checks that the host, `shared` and other runtimes agree.
+//! tinycnn's training crate (libtorch through tch), folders in pipeline order:
+//! - [`data`]: image-folder data sets as float tensor batches, augmentation;
+//! - [`train`]: the tch model, the trainer, checkpoints, evaluation and plots;
+//! - [`quant`]: post-training calibration, quantization-aware training, `tinycnn quantize`;
+//! - [`export`]: the float model to the blob (`shared`'s quantization) and to ONNX;
+//! - [`check`]: the integer simulation in tch and the parity checks against `shared`.
+//!
+//! What runs or checks a model without libtorch lives in `tinycnn-runtime`.
 #![forbid(unsafe_code)]
 
-pub mod augment;
-pub mod checkpoint;
+pub mod check;
 pub mod data;
-pub mod eval;
 pub mod export;
-pub mod firmware;
-pub mod fsutil;
-pub mod int8_runtime;
-pub mod int_sim;
-pub mod model;
-pub mod onnx;
-pub mod parity;
-pub mod plot;
 pub mod predict;
-pub mod preprocess;
-pub mod qat;
-pub mod report;
-pub mod tract_runtime;
+pub mod quant;
 pub mod train;

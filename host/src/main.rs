@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use tinycnn_host::train::{checkpoint, eval};
 use tinycnn_host::train::{ArchOverrides, Preset, TrainOptions};
-use tinycnn_host::{checkpoint, eval, predict, report, train};
+use tinycnn_host::{predict, train};
+use tinycnn_runtime::report;
 
 #[derive(Parser)]
 #[command(
@@ -78,13 +80,13 @@ enum Command {
     },
     /// PTQ and QAT from a float checkpoint; writes model.tcnn, model.float.onnx, model.qdq.onnx,
     /// qat.ot and model.report.{md,json}, and merges the int8 figures into report.json.
-    Quantize(Box<tinycnn_host::qat::QuantizeArgs>),
+    Quantize(Box<tinycnn_host::quant::QuantizeArgs>),
     /// Checks the int sim, the fake-quant QAT net and tract (float and QDQ ONNX) against `shared`;
     /// prints a table, writes parity.json and merges `parity` into report.json.
-    Parity(tinycnn_host::parity::ParityArgs),
+    Parity(tinycnn_host::check::parity::ParityArgs),
     /// Build the firmware for a model, run it in QEMU on camera frames made from test images and
     /// check its logits against the host bit for bit.
-    Firmware(tinycnn_host::firmware::FirmwareArgs),
+    Firmware(tinycnn_runtime::firmware::FirmwareArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -117,12 +119,12 @@ fn run(cli: Cli) -> Result<()> {
             model: Some(model),
             images,
             ..
-        } => tinycnn_host::int8_runtime::predict_blob(&model, &images)?,
+        } => tinycnn_runtime::predict::predict_blob(&model, &images)?,
         Command::Predict {
             onnx: Some(onnx),
             images,
             ..
-        } => tinycnn_host::int8_runtime::predict_onnx(&onnx, &images)?,
+        } => tinycnn_runtime::predict::predict_onnx(&onnx, &images)?,
         Command::Predict {
             checkpoint, images, ..
         } => {
@@ -132,7 +134,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut failures = 0;
             for path in &images {
                 match predict::predict_float(&ck, path, device) {
-                    Ok(probs) => predict::print_probabilities(path, &ck.meta.labels, &probs),
+                    Ok(probs) => {
+                        tinycnn_runtime::predict::print_probabilities(path, &ck.meta.labels, &probs)
+                    }
                     Err(e) => {
                         eprintln!("error: {e:#}");
                         failures += 1;
@@ -146,12 +150,12 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Firmware(args) => tinycnn_host::firmware::run_cli(&args)?,
+        Command::Firmware(args) => tinycnn_runtime::firmware::run_cli(&args)?,
         Command::Quantize(args) => {
-            tinycnn_host::qat::quantize_command(&args)?;
+            tinycnn_host::quant::quantize_command(&args)?;
         }
         Command::Parity(args) => {
-            tinycnn_host::parity::parity_command(&args)?;
+            tinycnn_host::check::parity::parity_command(&args)?;
         }
         Command::BenchTrain {
             preset,

@@ -4,17 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tinycnn::{Arch, OwnedModel};
-use tinycnn_host::firmware;
-
-/// A fresh, empty scratch folder for one test, under the system temp folder.
-pub fn scratch_dir(test: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("tinycnn-firmware-{test}-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
+use tinycnn_runtime::firmware;
 
 /// Writes `OwnedModel::random(arch, seed)` to `dir/name` and returns the blob and its path.
 pub fn random_model_file(
@@ -50,7 +40,7 @@ struct TrainCli {
 #[derive(clap::Parser)]
 struct QuantizeCli {
     #[command(flatten)]
-    args: tinycnn_host::qat::QuantizeArgs,
+    args: tinycnn_host::quant::QuantizeArgs,
 }
 
 /// A `fashion` model trained briefly on the Fashion-MNIST training subset (`data/train`), then
@@ -97,8 +87,8 @@ pub fn trained_fashion_model(data: &Path, dir: &Path) -> Result<PathBuf> {
         "--calib-images",
         "500",
     ])?;
-    tinycnn_host::qat::quantize_command(&cli.args).context("quantizing the fixture model")?;
-    let model = out.join(tinycnn_host::qat::BLOB_FILE);
+    tinycnn_host::quant::quantize_command(&cli.args).context("quantizing the fixture model")?;
+    let model = out.join(tinycnn_host::quant::BLOB_FILE);
     anyhow::ensure!(model.is_file(), "quantize wrote no {}", model.display());
     Ok(model)
 }

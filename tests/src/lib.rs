@@ -1,4 +1,5 @@
-//! Fixtures shared by the cross-crate tests in `tests/tests/`.
+//! Fixtures shared by the tests in `tests/tests/`: the one home of test helpers.
 
 pub mod firmware_fixtures;
+pub mod fixtures;
 pub mod onnx_fixtures;

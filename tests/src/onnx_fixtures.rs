@@ -1,32 +1,10 @@
-//! Fixtures for the parity tests: the Fashion-MNIST test subset, float-consistent random nets
-//! and synthetic image sets.
+//! Fixtures for the parity tests: float-consistent random nets and synthetic image sets.
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
 use tch::nn;
 use tinycnn::Arch;
 use tinycnn_host::data::Dataset;
-use tinycnn_host::model::Net;
-
-/// Environment variable naming the small Fashion-MNIST folder (`train/<class>/*.png`, `test/<class>/*.png`).
-pub const FASHION_SMALL_ENV: &str = "TINYCNN_FASHION_SMALL";
-
-/// The small Fashion-MNIST subset: `$TINYCNN_FASHION_SMALL`, else `data/fashion-mnist-small` at
-/// the workspace root.
-pub fn fashion_small_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os(FASHION_SMALL_ENV) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fashion-mnist-small"),
-    };
-    if !dir.join("train").is_dir() || !dir.join("test").is_dir() {
-        bail!(
-            "the Fashion-MNIST test subset is missing at {}: run `cargo xtask data fashion-mnist --per-class 50 --out data/fashion-mnist-small` \
-             (or set {FASHION_SMALL_ENV} to a folder with train/ and test/)",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
+use tinycnn_host::train::model::Net;
 
 /// A net with the trainer's random init (deterministic in `seed`).
 pub fn random_net(arch: &Arch, seed: i64) -> (nn::VarStore, Net) {

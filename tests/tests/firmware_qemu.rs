@@ -2,7 +2,7 @@
 //! every frame's int8 logits must be equal, bit for bit.
 //!
 //! Frames come from the Fashion-MNIST test subset (`TINYCNN_FASHION_SMALL`, see
-//! `onnx_fixtures::fashion_small_dir`), as QVGA RGB565 camera frames and as native frames. The
+//! `fixtures::fashion_small`), as QVGA RGB565 camera frames and as native frames. The
 //! models: `fashion` trained briefly on the subset's training half and QAT-quantized (the real
 //! pipeline), `fashion` with random weights, and a `tutorial`-sized one with random weights
 //! (128x128x3, 2 MiB fc1: the large model fits and runs).
@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use tinycnn::{Arch, Model};
-use tinycnn_host::firmware::{self, FirmwareError};
-use tinycnn_tests::firmware_fixtures::{
-    build_firmware, random_model_file, scratch_dir, trained_fashion_model,
-};
-use tinycnn_tests::onnx_fixtures::fashion_small_dir;
+use tinycnn_runtime::firmware::{self, FirmwareError};
+use tinycnn_tests::firmware_fixtures::{build_firmware, random_model_file, trained_fashion_model};
+use tinycnn_tests::fixtures::{fashion_small, scratch_dir};
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -33,7 +31,7 @@ fn run_model(
     frame_count: usize,
 ) -> Result<firmware::FirmwareReport> {
     let dir = scratch_dir(test)?;
-    let data = fashion_small_dir()?;
+    let data = fashion_small();
     let (blob, model_path) = match source {
         ModelSource::Random(arch, seed) => random_model_file(arch, seed, &dir, "model.tcnn")?,
         ModelSource::TrainedFashion => {
@@ -161,7 +159,7 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     elf_bytes[at + blob.len() / 2] ^= 0x5a;
     let corrupt = dir.join("corrupt.elf");
     std::fs::write(&corrupt, &elf_bytes)?;
-    let frames = firmware::camera_frames(&fashion_small_dir()?.join("test"), &arch, 1)?;
+    let frames = firmware::camera_frames(&fashion_small().join("test"), &arch, 1)?;
     let error = firmware::run_frames(
         &corrupt,
         &model,

@@ -5,10 +5,10 @@
 //! Needs the test subset: `cargo xtask data fashion-mnist --per-class 50 --out data/fashion-mnist-small`
 //! (or `TINYCNN_FASHION_SMALL`).
 use clap::Parser;
-use tinycnn_host::parity::{self, ParityArgs};
-use tinycnn_host::qat::{self, QuantizeArgs};
+use tinycnn_host::check::parity::{self, ParityArgs};
+use tinycnn_host::quant::{self as qat, QuantizeArgs};
 use tinycnn_host::train::{self, TrainOptions};
-use tinycnn_tests::onnx_fixtures::fashion_small_dir;
+use tinycnn_tests::fixtures::fashion_small;
 
 #[derive(Parser)]
 struct TrainArgs {
@@ -18,7 +18,7 @@ struct TrainArgs {
 
 #[test]
 fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
-    let data = fashion_small_dir()?;
+    let data = fashion_small();
     let run = std::env::temp_dir().join(format!("tinycnn-parity-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
     // Options as the CLI parses them, so defaults of options added later apply.

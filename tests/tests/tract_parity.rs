@@ -2,10 +2,11 @@
 //! float-consistent random nets: calibrated activation ranges, so every layer carries signal.
 //! Odd input sizes exercise SAME pooling (7 -> 4) in every runtime.
 use tinycnn::Arch;
+use tinycnn_host::check::int_sim;
 use tinycnn_host::export::export;
-use tinycnn_host::qat::{calibrate, float_logits, float_params, int8_inputs, shared_logits};
-use tinycnn_host::tract_runtime::TractModel;
-use tinycnn_host::{int_sim, onnx};
+use tinycnn_host::export::onnx;
+use tinycnn_host::quant::{calibrate, float_logits, float_params, int8_inputs, shared_logits};
+use tinycnn_runtime::tract::TractModel;
 use tinycnn_tests::onnx_fixtures::{random_net, synthetic_dataset};
 
 const ARCHES: [Arch; 2] = [
@@ -50,7 +51,8 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         }
 
         let all: Vec<usize> = (0..data.len()).collect();
-        let params = tinycnn_host::qat::params_of(&calibrate(&net, &data, &all, tch::Device::Cpu));
+        let params =
+            tinycnn_host::quant::params_of(&calibrate(&net, &data, &all, tch::Device::Cpu));
         let model = export(&float, &params).unwrap();
         let blob = model.to_bytes().unwrap();
         let shared = shared_logits(&tinycnn::Model::from_bytes(&blob).unwrap(), &data);
@@ -71,14 +73,16 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         );
 
         let qdq = onnx::to_bytes(&onnx::qdq_model(&model));
-        let (meta_arch, meta_labels) = onnx::read_metadata(&qdq, "qdq").unwrap();
+        let (meta_arch, meta_labels) = tinycnn_runtime::tract::read_metadata(&qdq, "qdq").unwrap();
         assert_eq!((meta_arch, &meta_labels), (*arch, &labels));
         let tract_qdq = TractModel::from_bytes(&qdq, *arch, 16, "qdq")
             .unwrap()
             .run_u8_hwc(&data.pixels)
             .unwrap();
-        let tract_q =
-            onnx::requantize_logits(&tract_qdq, model.layers[arch.logits_layer().index].output);
+        let tract_q = tinycnn_runtime::tract::requantize_logits(
+            &tract_qdq,
+            model.layers[arch.logits_layer().index].output,
+        );
         for (i, (a, b)) in tract_q.iter().zip(&shared).enumerate() {
             assert!(
                 (*a as i32 - *b as i32).abs() <= 1,

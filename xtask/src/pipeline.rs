@@ -23,6 +23,9 @@ const TEST_SUBSET: Subset = Subset {
     train_per_class: Some(50),
     test_per_class: Some(50),
 };
+/// A `LIBTORCH` that points nowhere, for building the runtime tool as a user without libtorch
+/// would (the same value `tests/tests/runtime_without_libtorch.rs` builds with).
+const NO_LIBTORCH: &str = "/nonexistent/libtorch";
 /// Tests find the small subset here: a folder with `train/<class>/*.png` and `test/<class>/*.png`.
 pub const TEST_DATA_ENV: &str = "TINYCNN_FASHION_SMALL";
 
@@ -157,6 +160,27 @@ pub fn test(ctx: &Context) -> Result<()> {
                     "--release",
                 ])
                 .env("RUSTFLAGS", "-Dwarnings"),
+        )
+    })?;
+    ctx.step("binaries", || {
+        // Tests run these binaries; building them here keeps cargo out of the test run.
+        cmd::run(
+            ctx.cargo()
+                .args(["build", "--workspace", "--release", "--bins"]),
+        )?;
+        // The runtime tool must build where libtorch is absent.
+        cmd::run(
+            ctx.cargo()
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "tinycnn-runtime",
+                    "--bin",
+                    "tinycnn-run",
+                ])
+                .env("LIBTORCH", NO_LIBTORCH)
+                .env("LIBTORCH_USE_PYTORCH", ""),
         )
     })?;
     let mut totals = (0, 0);

@@ -5,6 +5,7 @@
 //! [`requant`] owns every float-to-fixed decision (activation parameters, biases, multipliers).
 pub mod conv;
 pub mod dense;
+pub mod onnx;
 pub mod requant;
 
 use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};

@@ -1,6 +1,6 @@
 //! `tinycnn parity`: checks that the host and independent runtimes agree with `shared`.
 //!
-//! - **int sim**: [`crate::int_sim`] (tch tensor ops) equals `tinycnn::forward` on every layer
+//! - **int sim**: [`crate::check::int_sim`] (tch tensor ops) equals `tinycnn::forward` on every layer
 //!   output of every image, bit for bit.
 //! - **fake quant**: the QAT net in eval mode, with the blob's activation parameters, gives int8
 //!   logits within 1 LSB of `shared` on >= 99% of values, never more than 2, with argmax
@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use tch::Device;
 
+use crate::check::int_sim::Mismatch;
 use crate::data::Dataset;
-use crate::int_sim::Mismatch;
-use crate::qat::{self, argmax_rows};
+use crate::quant::{self as qat, argmax_rows};
 
 pub const FAKEQUANT_MIN_WITHIN_1LSB: f64 = 0.99;
 pub const FAKEQUANT_MAX_LSB: u32 = 2;
@@ -70,7 +70,7 @@ fn agreement(a: &[usize], b: &[usize]) -> f64 {
 pub struct ParityInputs<'a> {
     pub blob: &'a [u8],
     /// The QAT net (float weights) the blob was exported from.
-    pub net: &'a crate::model::Net,
+    pub net: &'a crate::train::model::Net,
     pub data: &'a Dataset,
     pub float_onnx: &'a [u8],
     pub qdq_onnx: &'a [u8],
@@ -95,7 +95,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     }
     let images = qat::int8_inputs(data);
 
-    let sim = crate::int_sim::compare_with_shared(&model, &images)
+    let sim = crate::check::int_sim::compare_with_shared(&model, &images)
         .map_err(|e| anyhow::anyhow!("re-encoding the blob: {e:?}"))?;
     let shared = &sim.shared_logits;
     let shared_argmax = argmax_rows(shared, classes);
@@ -108,7 +108,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let argmax_agreement = agreement(&argmax_rows(&fake, classes), &shared_argmax);
 
     let float = qat::float_logits(inputs.net, data, inputs.device);
-    let tract_float = crate::tract_runtime::TractModel::from_bytes(
+    let tract_float = tinycnn_runtime::tract::TractModel::from_bytes(
         inputs.float_onnx,
         arch,
         TRACT_BATCH,
@@ -127,7 +127,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
         }
     }
 
-    let tract_qdq = crate::tract_runtime::TractModel::from_bytes(
+    let tract_qdq = tinycnn_runtime::tract::TractModel::from_bytes(
         inputs.qdq_onnx,
         arch,
         TRACT_BATCH,
@@ -135,7 +135,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     )?
     .run_u8_hwc(&data.pixels)?;
     let logits_output = model.layers[arch.logits_layer().index].output;
-    let tract_q = crate::onnx::requantize_logits(&tract_qdq, logits_output);
+    let tract_q = tinycnn_runtime::tract::requantize_logits(&tract_qdq, logits_output);
     let (tract_qdq_max_lsb, tract_qdq_worst, _) = max_lsb(&tract_q, shared, classes);
     let tract_qdq_argmax_agreement = agreement(&argmax_rows(&tract_q, classes), &shared_argmax);
 
@@ -310,7 +310,7 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
     let float_onnx = read(&dir.join(qat::FLOAT_ONNX_FILE), "the float ONNX model")?;
     let qdq_onnx = read(&dir.join(qat::QDQ_ONNX_FILE), "the QDQ ONNX model")?;
     let device = Device::cuda_if_available();
-    let ckpt = crate::checkpoint::load(&checkpoint_path, device)
+    let ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the QAT checkpoint {}", checkpoint_path.display()))?;
     let data = Dataset::load_for_model(&args.data, &ckpt.meta.arch, &ckpt.meta.labels)
         .with_context(|| format!("loading test images from {}", args.data.display()))?;
@@ -329,12 +329,12 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
     print!("{}", report.table());
     let json = serde_json::to_value(&report)?;
     let out = args.out.clone().unwrap_or_else(|| dir.join("parity.json"));
-    crate::fsutil::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    tinycnn_runtime::fsutil::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())?;
     let report_path = args
         .report
         .clone()
         .unwrap_or_else(|| dir.join("report.json"));
-    crate::report::merge(&report_path, serde_json::json!({ "parity": json }))?;
+    tinycnn_runtime::report::merge(&report_path, serde_json::json!({ "parity": json }))?;
     let failures = report.failures();
     let bit_exact =
         report.int_sim_mismatched_logits == 0 && report.int_sim_first_mismatch.is_none();

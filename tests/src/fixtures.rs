@@ -1,7 +1,8 @@
-//! Helpers shared by the host integration tests.
-#![allow(dead_code)]
+//! Fixtures shared by every test in `tests/tests/`: the Fashion-MNIST test subset, images on
+//! disk, scratch folders and the workspace's binaries.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// Environment variable naming the small Fashion-MNIST subset (`train/<class>/*.png`,
 /// `test/<class>/*.png`), as written by `cargo xtask data fashion-mnist --per-class 50`.
@@ -11,9 +12,7 @@ pub const FASHION_SMALL_ENV: &str = "TINYCNN_FASHION_SMALL";
 pub fn fashion_small() -> PathBuf {
     let path = std::env::var_os(FASHION_SMALL_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fashion-mnist-small")
-        });
+        .unwrap_or_else(|| workspace_root().join("data/fashion-mnist-small"));
     assert!(
         path.join("train").is_dir() && path.join("test").is_dir(),
         "the Fashion-MNIST test subset is missing at {}: run `cargo xtask data fashion-mnist --per-class 50` \
@@ -23,9 +22,48 @@ pub fn fashion_small() -> PathBuf {
     path
 }
 
+/// The release binary `name` of package `package`, built once per test process with
+/// `cargo build --release` into this test's own target folder (integration tests of another crate
+/// get no `CARGO_BIN_EXE_*`). `envs` is the build's extra environment.
+pub fn binary(package: &str, name: &str, envs: &[(&str, &str)]) -> PathBuf {
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .expect("test executables live in <target>/release/deps");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            name,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(workspace_root())
+        .envs(envs.iter().copied())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    target_dir.join("release").join(name)
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `tinycnn` binary (the training crate's), built once per test process.
+pub fn tinycnn_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| binary("tinycnn-host", "tinycnn", &[]))
+}
+
 /// Runs the `tinycnn` binary with `args`.
 pub fn tinycnn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tinycnn"))
+    Command::new(tinycnn_bin())
         .args(args)
         .env("RAYON_NUM_THREADS", "2")
         .output()
@@ -96,4 +134,15 @@ pub fn copy_subset(src: &Path, dst: &Path, per_class: usize) {
             std::fs::copy(&f, out.join(f.file_name().unwrap())).unwrap();
         }
     }
+}
+
+/// A fresh, empty scratch folder for one test, under the system temp folder.
+pub fn scratch_dir(test: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let dir = std::env::temp_dir().join(format!("tinycnn-{test}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }

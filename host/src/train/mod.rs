@@ -1,5 +1,10 @@
 //! Float training of the tutorial CNN: Adam, seeded validation split, optional augmentation and
 //! learning-rate decay, per-epoch metrics (CSV, JSON, PNG), atomic checkpoints, Ctrl-C and resume.
+pub mod checkpoint;
+pub mod eval;
+pub mod model;
+pub mod plot;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -17,11 +22,10 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Tensor};
 use tinycnn::Arch;
 
-use crate::augment::Augment;
-use crate::checkpoint::{self, CheckpointMeta, EpochMetrics, CHECKPOINT_FORMAT};
-use crate::data::{pixels_to_tensor, split_indices, Dataset};
-use crate::eval;
-use crate::model::Net;
+use crate::data::augment::Augment;
+use crate::data::{pixels_to_tensor, split_indices, Dataset, TensorBatches};
+use checkpoint::{CheckpointMeta, EpochMetrics, CHECKPOINT_FORMAT};
+use model::Net;
 
 /// Named architectures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -282,12 +286,12 @@ fn write_metrics(out: &Path, metrics: &[EpochMetrics]) -> Result<()> {
             m.train_images_per_second
         ));
     }
-    crate::fsutil::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
-    crate::fsutil::write_atomic(
+    tinycnn_runtime::fsutil::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
+    tinycnn_runtime::fsutil::write_atomic(
         &out.join("metrics.json"),
         serde_json::to_string_pretty(metrics)?.as_bytes(),
     )?;
-    crate::plot::training_curves(&out.join("curves.png"), metrics)?;
+    plot::training_curves(&out.join("curves.png"), metrics)?;
     Ok(())
 }
 
@@ -532,7 +536,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     if let Some(acc) = test_accuracy {
         fields["float_test_accuracy"] = json!(acc);
     }
-    crate::report::merge(&report_path, fields)?;
+    tinycnn_runtime::report::merge(&report_path, fields)?;
     println!(
         "best validation accuracy {:.2}% ; checkpoints {} and {}; metrics {}",
         best * 100.0,

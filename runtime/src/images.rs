@@ -1,6 +1,9 @@
-//! The host side of preprocessing: turns a decoded `image` into a `tinycnn` camera frame and
-//! hands it to `tinycnn::preprocess`, the one definition of crop, resize and channel conversion
+//! The host side of preprocessing: decodes image files, turns a decoded `image` into a `tinycnn`
+//! camera frame and hands it to `tinycnn::preprocess`, the one definition of crop, resize and channel conversion
 //! that training, host inference and the firmware all share.
+use std::path::Path;
+
+use anyhow::Context as _;
 use image::DynamicImage;
 use tinycnn::preprocess::{preprocess_u8, Frame, PixelFormat};
 use tinycnn::Arch;
@@ -65,4 +68,28 @@ pub fn preprocess_image(image: &DynamicImage, arch: &Arch) -> Result<Vec<u8>, Pr
     let mut out = vec![0u8; arch.input_len()];
     preprocess_image_into(image, arch, &mut out)?;
     Ok(out)
+}
+
+/// Decodes the image at `path` (format guessed from its content).
+pub fn decode_image(path: &Path) -> Result<image::DynamicImage, String> {
+    image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes the image at `path` and preprocesses it for `arch` with `shared`'s preprocessing:
+/// HWC u8 pixels, the same as training, the int8 model and the firmware see.
+pub fn image_pixels(path: &Path, arch: &Arch) -> anyhow::Result<Vec<u8>> {
+    let image = decode_image(path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "cannot decode {}; pass a jpg, png, webp or bmp image",
+                path.display()
+            )
+        })?;
+    preprocess_image(&image, arch).with_context(|| format!("preprocessing {}", path.display()))
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 use tinycnn::Arch;
 
-use crate::model::Net;
+use crate::train::model::Net;
 
 /// Name of the header tensor inside a checkpoint file.
 const META_TENSOR: &str = "__tinycnn_meta__";
@@ -95,7 +95,7 @@ pub fn save(path: &Path, vs: &nn::VarStore, meta: &CheckpointMeta) -> Result<(),
     named.push((META_TENSOR.to_owned(), Tensor::from_slice(&header)));
     let mut bytes = Vec::new();
     Tensor::save_multi_to_stream(&named, &mut bytes).map_err(|e| err(e.to_string()))?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| err(format!("{e:#}")))
+    tinycnn_runtime::fsutil::write_atomic(path, &bytes).map_err(|e| err(format!("{e:#}")))
 }
 
 /// Reads only the header of the checkpoint at `path`.

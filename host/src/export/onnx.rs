@@ -16,6 +16,7 @@
 use prost::Message;
 use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};
 use tinycnn::{Arch, LayerKind, LayerSpec};
+use tinycnn_runtime::tract::{METADATA_ARCH, METADATA_LABELS};
 use tract_onnx::pb;
 
 use crate::export::{conv, dense, FloatParams};
@@ -24,43 +25,6 @@ use crate::export::{conv, dense, FloatParams};
 pub const OPSET: i64 = 13;
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
-/// `metadata_props` keys: the architecture and the class labels, as JSON.
-pub const METADATA_ARCH: &str = "tinycnn.arch";
-pub const METADATA_LABELS: &str = "tinycnn.labels";
-
-/// An ONNX file that is not a tinycnn export.
-#[derive(Debug, thiserror::Error)]
-pub enum OnnxError {
-    #[error("{0} is not a valid ONNX file ({1}); pass model.float.onnx or model.qdq.onnx written by `tinycnn quantize`")]
-    Decode(String, String),
-    #[error(
-        "{0} lacks the tinycnn metadata `{1}`; pass an ONNX model written by `tinycnn quantize`"
-    )]
-    Metadata(String, &'static str),
-}
-
-/// The architecture and labels stored in a tinycnn ONNX file's metadata.
-pub fn read_metadata(bytes: &[u8], origin: &str) -> Result<(Arch, Vec<String>), OnnxError> {
-    let model = pb::ModelProto::decode(bytes)
-        .map_err(|e| OnnxError::Decode(origin.into(), e.to_string()))?;
-    let get = |key: &'static str| {
-        model
-            .metadata_props
-            .iter()
-            .find(|p| p.key == key)
-            .map(|p| p.value.clone())
-            .ok_or_else(|| OnnxError::Metadata(origin.into(), key))
-    };
-    let arch: Arch = serde_json::from_str(&get(METADATA_ARCH)?)
-        .map_err(|_| OnnxError::Metadata(origin.into(), METADATA_ARCH))?;
-    let labels: Vec<String> = serde_json::from_str(&get(METADATA_LABELS)?)
-        .map_err(|_| OnnxError::Metadata(origin.into(), METADATA_LABELS))?;
-    if arch.validate().is_err() || labels.len() != arch.classes as usize {
-        return Err(OnnxError::Metadata(origin.into(), METADATA_ARCH));
-    }
-    Ok((arch, labels))
-}
-
 #[derive(Default)]
 struct Graph {
     nodes: Vec<pb::NodeProto>,
@@ -453,14 +417,4 @@ impl Graph {
 /// Serializes an ONNX model to protobuf bytes.
 pub fn to_bytes(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
-}
-
-/// Recovers int8 logits from the QDQ model's dequantized output.
-pub fn requantize_logits(logits: &[f32], output: QuantParams) -> Vec<i8> {
-    logits
-        .iter()
-        .map(|&v| {
-            ((v / output.scale).round() + output.zero_point as f32).clamp(-128.0, 127.0) as i8
-        })
-        .collect()
 }

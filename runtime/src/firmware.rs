@@ -48,7 +48,7 @@ pub enum FirmwareError {
     #[error("building the firmware failed (exit status {status}); cargo said:\n{stderr}")]
     Build { status: String, stderr: String },
     #[error(transparent)]
-    Data(#[from] crate::data::DataError),
+    Data(#[from] crate::dataset::DataError),
     #[error("no usable test images in {0}; pass a folder of class folders with images (for Fashion-MNIST `cargo xtask data fashion-mnist`)")]
     NoImages(PathBuf),
     #[error("cannot use image {path}: {reason}")]
@@ -410,7 +410,7 @@ pub fn camera_frames(data: &Path, arch: &Arch, count: usize) -> Result<Vec<Camer
     let images = pick_images(data, count.div_ceil(2))?;
     let mut frames = Vec::with_capacity(count);
     for path in &images {
-        let image = crate::data::decode_image(path).map_err(|reason| FirmwareError::Image {
+        let image = crate::images::decode_image(path).map_err(|reason| FirmwareError::Image {
             path: path.clone(),
             reason,
         })?;
@@ -432,19 +432,19 @@ pub fn pick_images(root: &Path, count: usize) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
-            if path.is_file() && crate::data::has_image_extension(&path) {
+            if path.is_file() && crate::dataset::has_image_extension(&path) {
                 files.push(path);
             }
         }
         files.sort();
         Ok(files)
     };
-    let per_class: Vec<Vec<PathBuf>> = match crate::data::class_folders(root) {
+    let per_class: Vec<Vec<PathBuf>> = match crate::dataset::class_folders(root) {
         Ok(classes) => classes
             .iter()
             .map(|(_, dir)| list(dir))
             .collect::<Result<_>>()?,
-        Err(crate::data::DataError::TooFewClasses { .. }) => vec![list(root)?],
+        Err(crate::dataset::DataError::TooFewClasses { .. }) => vec![list(root)?],
         Err(e) => return Err(e.into()),
     };
     let mut picked = Vec::with_capacity(count);
@@ -500,11 +500,10 @@ pub fn native_frame(
     source: &Path,
     arch: &Arch,
 ) -> Result<CameraFrame> {
-    let bytes =
-        crate::preprocess::preprocess_image(image, arch).map_err(|e| FirmwareError::Image {
-            path: source.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let bytes = crate::images::preprocess_image(image, arch).map_err(|e| FirmwareError::Image {
+        path: source.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let (kind, format) = if arch.channels == 1 {
         ("native-gray8", PixelFormat::Gray8)
     } else {

@@ -1,10 +1,8 @@
 //! The image-folder loader and the validation split.
-mod common;
-
-use common::{write_gray, write_rgb};
 use tinycnn::Arch;
 use tinycnn_host::data::{split_indices, DataError, Dataset};
-use tinycnn_host::preprocess::preprocess_image;
+use tinycnn_runtime::images::preprocess_image;
+use tinycnn_tests::fixtures::{write_gray, write_rgb};
 
 #[test]
 fn loads_png_and_jpeg_and_skips_corrupt_files() {

@@ -1,9 +1,57 @@
 //! Runs the exported ONNX models in tract, an independent runtime, for parity checks and
-//! `tinycnn predict --onnx`.
-use std::path::Path;
-
+//! `predict --onnx`; reads the tinycnn metadata of an ONNX file.
+use prost::Message;
+use tinycnn::blob::QuantParams;
 use tinycnn::Arch;
+use tract_onnx::pb;
 use tract_onnx::prelude::*;
+
+/// `metadata_props` keys: the architecture and the class labels, as JSON.
+pub const METADATA_ARCH: &str = "tinycnn.arch";
+pub const METADATA_LABELS: &str = "tinycnn.labels";
+
+/// An ONNX file that is not a tinycnn export.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("{0} is not a valid ONNX file ({1}); pass model.float.onnx or model.qdq.onnx written by `tinycnn quantize`")]
+    Decode(String, String),
+    #[error(
+        "{0} lacks the tinycnn metadata `{1}`; pass an ONNX model written by `tinycnn quantize`"
+    )]
+    Metadata(String, &'static str),
+}
+
+/// The architecture and labels stored in a tinycnn ONNX file's metadata.
+pub fn read_metadata(bytes: &[u8], origin: &str) -> Result<(Arch, Vec<String>), OnnxError> {
+    let model = pb::ModelProto::decode(bytes)
+        .map_err(|e| OnnxError::Decode(origin.into(), e.to_string()))?;
+    let get = |key: &'static str| {
+        model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.value.clone())
+            .ok_or_else(|| OnnxError::Metadata(origin.into(), key))
+    };
+    let arch: Arch = serde_json::from_str(&get(METADATA_ARCH)?)
+        .map_err(|_| OnnxError::Metadata(origin.into(), METADATA_ARCH))?;
+    let labels: Vec<String> = serde_json::from_str(&get(METADATA_LABELS)?)
+        .map_err(|_| OnnxError::Metadata(origin.into(), METADATA_LABELS))?;
+    if arch.validate().is_err() || labels.len() != arch.classes as usize {
+        return Err(OnnxError::Metadata(origin.into(), METADATA_ARCH));
+    }
+    Ok((arch, labels))
+}
+
+/// Recovers int8 logits from the QDQ model's dequantized output.
+pub fn requantize_logits(logits: &[f32], output: QuantParams) -> Vec<i8> {
+    logits
+        .iter()
+        .map(|&v| {
+            ((v / output.scale).round() + output.zero_point as f32).clamp(-128.0, 127.0) as i8
+        })
+        .collect()
+}
 
 /// Why tract could not load or run a model.
 #[derive(Debug, thiserror::Error)]
@@ -49,19 +97,6 @@ impl TractModel {
             source,
         })?;
         Ok(TractModel { plan, arch, batch })
-    }
-
-    /// Loads an ONNX file (see [`TractModel::from_bytes`]).
-    pub fn load(path: &Path, arch: Arch, batch: usize) -> Result<TractModel, TractError> {
-        let bytes = std::fs::read(path).map_err(|e| TractError::Load {
-            path: path.display().to_string(),
-            source: anyhow::Error::new(e).context("reading the file"),
-        })?;
-        Self::from_bytes(&bytes, arch, batch, &path.display().to_string())
-    }
-
-    pub fn batch(&self) -> usize {
-        self.batch
     }
 
     /// Runs any number of images, each HWC u8 pixels (`tinycnn::preprocess_u8`'s output), and

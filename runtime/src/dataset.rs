@@ -1,15 +1,14 @@
 //! Image-folder data sets in the tutorial's layout: `ROOT/<class>/*.{jpg,jpeg,png,webp,bmp}`.
 //!
 //! Labels are the sorted class folder names. Images are decoded in parallel and preprocessed
-//! once by `tinycnn::preprocess` (through [`crate::preprocess`]); they stay in memory as HWC u8,
-//! a quarter of the f32 size, and become `[0, 1]` floats one batch at a time.
+//! once by `tinycnn::preprocess` (through [`crate::images`]); they stay in memory as HWC u8,
+//! a quarter of the f32 size (the trainer turns them into `[0, 1]` floats one batch at a time).
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
 use tinycnn::{Arch, MAX_CLASSES, MAX_LABEL_LEN};
 
 /// File extensions (lower case) read as images.
@@ -141,16 +140,6 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Decodes the image at `path` (format guessed from its content).
-pub fn decode_image(path: &Path) -> Result<image::DynamicImage, String> {
-    image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())
-}
-
 impl Dataset {
     /// Loads every image under `root`, preprocessed to `input`'s height, width and channels
     /// (`input.classes` is ignored). Unusable files are skipped and listed in `skipped`.
@@ -201,9 +190,8 @@ impl Dataset {
             .par_chunks_mut(len.max(1))
             .zip(files.par_iter())
             .map(|(out, (path, _))| {
-                let image = decode_image(path)?;
-                crate::preprocess::preprocess_image_into(&image, &arch, out)
-                    .map_err(|e| e.to_string())
+                let image = crate::images::decode_image(path)?;
+                crate::images::preprocess_image_into(&image, &arch, out).map_err(|e| e.to_string())
             })
             .collect();
 
@@ -296,36 +284,6 @@ impl Dataset {
             eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
         }
     }
-
-    /// The images of `indices` as a float batch `[B, C, H, W]` in `[0, 1]` (channels-last
-    /// memory layout) on `device`, and their class ids `[B]`.
-    pub fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
-        let mut bytes = Vec::with_capacity(indices.len() * self.arch.input_len());
-        for &i in indices {
-            bytes.extend_from_slice(self.image(i));
-        }
-        let targets: Vec<i64> = indices.iter().map(|&i| self.targets[i]).collect();
-        (
-            pixels_to_tensor(&bytes, indices.len(), &self.arch, device),
-            Tensor::from_slice(&targets).to_device(device),
-        )
-    }
-}
-
-/// Turns `count` HWC u8 images into a float batch `[B, C, H, W]` in `[0, 1]` whose memory is
-/// channels-last (NHWC strides), the layout in which libtorch's CPU conv and pool are fastest.
-pub fn pixels_to_tensor(bytes: &[u8], count: usize, arch: &Arch, device: Device) -> Tensor {
-    Tensor::from_slice(bytes)
-        .view([
-            count as i64,
-            arch.height as i64,
-            arch.width as i64,
-            arch.channels as i64,
-        ])
-        .to_device(device)
-        .to_kind(Kind::Float)
-        .divide_scalar(255.0)
-        .permute([0, 3, 1, 2])
 }
 
 /// Splits `0..len` into (train, validation) indices with `round(len * val_fraction)` validation

@@ -18,10 +18,10 @@
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use tinycnn::blob::QuantParams;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, TensorBatches};
 use crate::export::requant::activation_params;
 use crate::export::{FloatLayer, FloatParams};
-use crate::model::{Net, NetLayer};
+use crate::train::model::{Net, NetLayer};
 
 /// Weight of the newest batch in the EMA observers (PyTorch's default averaging constant).
 pub const EMA_MOMENTUM: f32 = 0.01;
@@ -614,7 +614,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         (_, Some(c), Some(o)) => (c.clone(), o.clone()),
         (Some(run), c, o) => (
             c.clone()
-                .unwrap_or_else(|| run.join(crate::checkpoint::BEST)),
+                .unwrap_or_else(|| run.join(crate::train::checkpoint::BEST)),
             o.clone().unwrap_or_else(|| run.clone()),
         ),
         _ => bail!(
@@ -622,7 +622,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         ),
     };
     let device = Device::cuda_if_available();
-    let ckpt = crate::checkpoint::load(&checkpoint_path, device)
+    let ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the float checkpoint {}", checkpoint_path.display()))?;
     let arch = ckpt.meta.arch;
     let labels = ckpt.meta.labels.clone();
@@ -778,16 +778,17 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     );
     eprintln!("QAT int8 test accuracy: {}", percent(int8_test_accuracy));
 
-    let write = |name: &str, bytes: &[u8]| crate::fsutil::write_atomic(&out.join(name), bytes);
+    let write =
+        |name: &str, bytes: &[u8]| tinycnn_runtime::fsutil::write_atomic(&out.join(name), bytes);
     write(BLOB_FILE, &blob)?;
     write(PTQ_BLOB_FILE, &ptq_bytes)?;
     write(
         FLOAT_ONNX_FILE,
-        &crate::onnx::to_bytes(&crate::onnx::float_model(&float)),
+        &crate::export::onnx::to_bytes(&crate::export::onnx::float_model(&float)),
     )?;
     write(
         QDQ_ONNX_FILE,
-        &crate::onnx::to_bytes(&crate::onnx::qdq_model(&model)),
+        &crate::export::onnx::to_bytes(&crate::export::onnx::qdq_model(&model)),
     )?;
     let mut meta = ckpt.meta.clone();
     meta.options = serde_json::json!({
@@ -796,7 +797,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         "activation_observers": observers,
         "training_options": ckpt.meta.options,
     });
-    crate::checkpoint::save(&out.join(QAT_CHECKPOINT_FILE), &ckpt.vs, &meta)?;
+    crate::train::checkpoint::save(&out.join(QAT_CHECKPOINT_FILE), &ckpt.vs, &meta)?;
 
     let report = QuantizeReport {
         preset: ckpt.meta.preset.clone(),
@@ -825,7 +826,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         .report
         .clone()
         .unwrap_or_else(|| out.join("report.json"));
-    crate::report::merge(
+    tinycnn_runtime::report::merge(
         &report_path,
         serde_json::json!({
             "int8_test_accuracy": report.int8_test_accuracy,

@@ -4,9 +4,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
-use crate::data::Dataset;
-use crate::model::Net;
+use crate::data::{Dataset, TensorBatches};
+use crate::train::checkpoint;
+use crate::train::model::Net;
 
 /// Scores of a model on a set of images.
 #[derive(Clone, Debug)]
@@ -132,7 +132,7 @@ pub fn run(
     print!("{}", format_confusion(&data.labels, &ev.confusion));
     if let Some(png) = confusion_png {
         let title = format!("confusion matrix, accuracy {:.2}%", ev.accuracy * 100.0);
-        crate::plot::confusion_matrix(png, &data.labels, &ev.confusion, &title)?;
+        crate::train::plot::confusion_matrix(png, &data.labels, &ev.confusion, &title)?;
         println!("confusion matrix saved to {}", png.display());
     }
     Ok(EvalRun {

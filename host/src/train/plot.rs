@@ -5,7 +5,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use crate::checkpoint::EpochMetrics;
+use crate::train::checkpoint::EpochMetrics;
 
 /// Font family name the embedded font is registered under.
 const FONT: &str = "sans-serif";

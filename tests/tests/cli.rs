@@ -1,14 +1,14 @@
 //! The `tinycnn` binary end to end on a small real Fashion-MNIST subset: training, resume after
 //! an interruption, eval, predict, and every user error exiting non-zero with a helpful message.
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{assert_fails_with, fashion_small, text, tinycnn, write_gray};
 use serde_json::Value;
+use tinycnn_tests::fixtures::{
+    assert_fails_with, fashion_small, text, tinycnn, tinycnn_bin, write_gray,
+};
 
 /// A run trained once and shared by the tests that only read it.
 struct TrainedRun {
@@ -186,7 +186,7 @@ fn resume_continues_after_an_interrupt() {
     let data = fashion_small();
     let dir = tempfile::tempdir().unwrap();
     let train = dir.path().join("train");
-    common::copy_subset(&data.join("train"), &train, 20);
+    tinycnn_tests::fixtures::copy_subset(&data.join("train"), &train, 20);
     let run = dir.path().join("run");
     let args = |epochs: &str| -> Vec<String> {
         [
@@ -205,7 +205,7 @@ fn resume_continues_after_an_interrupt() {
         .map(String::from)
         .to_vec()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tinycnn"))
+    let mut child = Command::new(tinycnn_bin())
         .args(args("100000"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -230,7 +230,7 @@ fn resume_continues_after_an_interrupt() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
 
-    let done = tinycnn_host::checkpoint::read_meta(&run.join("last.ot")).unwrap();
+    let done = tinycnn_host::train::checkpoint::read_meta(&run.join("last.ot")).unwrap();
     assert!(done.epoch >= 1 && done.metrics.len() == done.epoch);
     let target = done.epoch + 2;
 
@@ -248,7 +248,7 @@ fn resume_continues_after_an_interrupt() {
         stdout.contains(&format!("resuming after epoch {}", done.epoch)),
         "{stdout}"
     );
-    let resumed = tinycnn_host::checkpoint::read_meta(&run.join("last.ot")).unwrap();
+    let resumed = tinycnn_host::train::checkpoint::read_meta(&run.join("last.ot")).unwrap();
     assert_eq!(resumed.epoch, target);
     assert_eq!(resumed.metrics.len(), target);
     assert_eq!(resumed.metrics[..done.epoch], done.metrics[..]);
@@ -367,7 +367,7 @@ fn tutorial_preset_trains_on_rgb_images() {
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let meta = tinycnn_host::checkpoint::read_meta(&run.join("best.ot")).unwrap();
+    let meta = tinycnn_host::train::checkpoint::read_meta(&run.join("best.ot")).unwrap();
     assert_eq!(meta.preset, "tutorial");
     assert_eq!(
         (meta.arch.height, meta.arch.width, meta.arch.channels),
