@@ -1,0 +1,427 @@
+//! Cortex-M DSP-extension kernels (thumbv7em: M4, M7) in stable inline `asm!`.
+//!
+//! The only module of the crate with `unsafe` code. Each `asm!` block sits in a safe function
+//! that checks, before the block runs, every bound the block relies on.
+//!
+//! Both kernels multiply with `SMLAD` (two 16x16 products added to a 32-bit accumulator) on
+//! operands in "unordered" pairs: for four int8 values `v0 v1 v2 v3` in one little-endian word,
+//! `SXTB16 v` gives the i16 pair `[v0, v2]` (low half, high half) and `SXTB16 v, ROR #8` gives
+//! `[v1, v3]`. Activations are widened once into the same order, with the input zero point
+//! folded in by `SXTAB16` (`[x0 - zp, x2 - zp]`, exact: `|x - zp| <= 255` fits i16), so the
+//! weights, read straight from the model (flash), need no repacking.
+//!
+//! Results equal [`reference`](super::reference) bit for bit: the kernels compute the same
+//! integer sums in another order, and no partial sum can overflow under the accumulator bound
+//! the callers check (`SMLAD` wraps exactly like the final i32 sum would not).
+
+use core::arch::asm;
+
+use super::conv::{conv_rows, PoolRows, RowShape, PATCH_MAX_IN_CHANNELS};
+use super::requant::{ChannelParams, Requant};
+use crate::arch::KERNEL;
+
+/// Input columns a dense run widens at a time (2 KiB of i16 pairs on the stack).
+const DENSE_CHUNK: usize = 1024;
+
+/// Most tap groups (4 taps each) in one conv patch: `ceil(9 * 64 / 4)`.
+const MAX_GROUPS: usize = (KERNEL * KERNEL * PATCH_MAX_IN_CHANNELS).div_ceil(4);
+
+/// `SXTAB16` twice: the four int8 values of `x` minus the zero point, as the i16 pairs
+/// `([x0 - zp, x2 - zp], [x1 - zp, x3 - zp])`. `neg_zp` is `-zp` in both halves.
+#[inline(always)]
+fn widen_sub_zp(x: u32, neg_zp: u32) -> (u32, u32) {
+    let even: u32;
+    let odd: u32;
+    // SAFETY: register-only arithmetic (no memory, no stack, no flags); `sxtab16` is part of
+    // the DSP extension this module is compiled for.
+    unsafe {
+        asm!(
+            "sxtab16 {even}, {nzp}, {x}",
+            "sxtab16 {odd}, {nzp}, {x}, ror #8",
+            even = out(reg) even,
+            odd = lateout(reg) odd,
+            nzp = in(reg) neg_zp,
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (even, odd)
+}
+
+/// `-zp` in both i16 halves of a word, the `SXTAB16` addend of [`widen_sub_zp`].
+#[inline(always)]
+fn neg_zp_pair(zp: i32) -> u32 {
+    let half = (zp.wrapping_neg() as u32) & 0xffff;
+    half | (half << 16)
+}
+
+/// Loads 4 bytes of `src` at `i` as a little-endian word (one unaligned `LDR`).
+#[inline(always)]
+fn word_at(src: &[i8], i: usize) -> u32 {
+    let b = &src[i..i + 4];
+    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
+}
+
+/// The im2col patches of the four conv positions of one pool window, as i16 `x - zp` in the
+/// unordered pair layout, interleaved by position: group `g` (taps `4g..4g + 4` of the flat
+/// `[3][3][C_in]` patch) of position `j` is words `8g + 2j` (`[p_4g, p_4g+2]`) and
+/// `8g + 2j + 1` (`[p_4g+1, p_4g+3]`). One `LDRD` then feeds two `SMLAD`s of one position.
+/// Padding taps, and the taps of a last partial group past `9 * C_in`, are 0.
+#[repr(C, align(8))]
+struct Patches([u32; 8 * MAX_GROUPS]);
+
+/// Writes the widened bytes of `src` (a multiple of 4 long) as groups `g0..` of position `j`.
+#[inline(always)]
+fn put_groups(patch: &mut Patches, g0: usize, j: usize, src: &[i8], neg_zp: u32) {
+    let groups = src.len() / 4;
+    let dst = &mut patch.0[8 * g0..][..8 * groups];
+    for (d, x) in dst.chunks_exact_mut(8).zip(src.chunks_exact(4)) {
+        let (even, odd) = widen_sub_zp(word_at(x, 0), neg_zp);
+        d[2 * j] = even;
+        d[2 * j + 1] = odd;
+    }
+}
+
+/// Zeroes groups `g0..g0 + groups` of position `j` (padding).
+#[inline(always)]
+fn zero_groups(patch: &mut Patches, g0: usize, j: usize, groups: usize) {
+    for d in patch.0[8 * g0..][..8 * groups].chunks_exact_mut(8) {
+        d[2 * j] = 0;
+        d[2 * j + 1] = 0;
+    }
+}
+
+/// Fills position `j` of `patch` with the SAME 3x3 patch centred on column `x` of the kernel
+/// rows `rows` (input rows y-1, y, y+1; `None` is padding).
+///
+/// `C_in % 4 == 0`: each in-image run of a kernel row is whole groups, widened straight from
+/// the input row. Otherwise the taps are first copied into `flat` (padding as the zero point,
+/// which widens to 0), then widened as one run.
+#[inline(always)]
+fn gather(
+    rows: [Option<&[i8]>; 3],
+    s: &RowShape,
+    zp: i8,
+    x: usize,
+    j: usize,
+    patch: &mut Patches,
+    flat: &mut [i8; 4 * MAX_GROUPS],
+) {
+    let (w, ci) = (s.width, s.in_channels);
+    let neg_zp = neg_zp_pair(zp as i32);
+    let x_lo = x.saturating_sub(1);
+    let x_hi = (x + 1).min(w - 1);
+    let kx_lo = x_lo + 1 - x;
+    let kx_hi = x_hi + 1 - x;
+    if ci % 4 == 0 {
+        let g_tap = ci / 4;
+        for (ky, row) in rows.iter().enumerate() {
+            let g_row = ky * 3 * g_tap;
+            match row {
+                None => zero_groups(patch, g_row, j, 3 * g_tap),
+                Some(row) => {
+                    zero_groups(patch, g_row, j, kx_lo * g_tap);
+                    let run = &row[x_lo * ci..(x_hi + 1) * ci];
+                    put_groups(patch, g_row + kx_lo * g_tap, j, run, neg_zp);
+                    zero_groups(patch, g_row + (kx_hi + 1) * g_tap, j, (2 - kx_hi) * g_tap);
+                }
+            }
+        }
+    } else {
+        let taps = KERNEL * KERNEL * ci;
+        let padded = taps.next_multiple_of(4);
+        let flat = &mut flat[..padded];
+        flat.fill(zp);
+        for (ky, row) in rows.iter().enumerate() {
+            if let Some(row) = row {
+                let run = &row[x_lo * ci..(x_hi + 1) * ci];
+                flat[(ky * 3 + kx_lo) * ci..][..run.len()].copy_from_slice(run);
+            }
+        }
+        put_groups(patch, 0, j, flat, neg_zp);
+    }
+}
+
+/// One group of the conv dot loop: weights word at `r4` (post-incremented), positions 0..3 at
+/// `r5` (8 words, post-incremented), accumulators `r0..r3`; clobbers `r9..r12`.
+macro_rules! conv_group {
+    () => {
+        concat!(
+            "ldr r9, [r4], #4\n",
+            "sxtb16 r10, r9, ror #8\n",
+            "sxtb16 r9, r9\n",
+            "ldrd r11, r12, [r5], #8\n",
+            "smlad r0, r11, r9, r0\n",
+            "smlad r0, r12, r10, r0\n",
+            "ldrd r11, r12, [r5], #8\n",
+            "smlad r1, r11, r9, r1\n",
+            "smlad r1, r12, r10, r1\n",
+            "ldrd r11, r12, [r5], #8\n",
+            "smlad r2, r11, r9, r2\n",
+            "smlad r2, r12, r10, r2\n",
+            "ldrd r11, r12, [r5], #8\n",
+            "smlad r3, r11, r9, r3\n",
+            "smlad r3, r12, r10, r3\n",
+        )
+    };
+}
+
+/// The 4 dot products of one output channel's weights `w` (`[3][3][C_in]`, `taps` values) with
+/// the four patches, for every output channel in `weights`: calls `f(channel, [acc; 4])`.
+///
+/// `T = taps % 4`: the last `T` weights of a channel are loaded as the word that ends at the
+/// channel's last byte, shifted right so the `4 - T` bytes that belong to the group before
+/// drop out; the patch holds zeros past `taps`. No load leaves the slice.
+#[inline(always)]
+fn pool_dots<const T: usize>(
+    weights: &[i8],
+    taps: usize,
+    patch: &Patches,
+    mut f: impl FnMut(usize, [i32; 4]),
+) {
+    let full = taps / 4;
+    assert!(taps % 4 == T && full >= 1 && full + usize::from(T > 0) <= MAX_GROUPS);
+    assert!(weights.len() % taps == 0);
+    for (o, w) in weights.chunks_exact(taps).enumerate() {
+        let mut acc = [0i32; 4];
+        let pp: *const u32;
+        let end = w[4 * full..].as_ptr();
+        // SAFETY: `r4` walks `w[..4 * full]` one word per group and stops at `end` (`full >= 1`;
+        // an odd count runs one group before the loop of two). `r5` reads 8 words of `patch`
+        // per group, `8 * full <= patch.0.len()` words in all, 8-byte aligned (`Patches` is
+        // `align(8)`, as `LDRD` needs). The weight loads are unaligned `LDR`s, which M4 and M7
+        // support. Only memory is read; r9..r12 and the flags are declared clobbered.
+        unsafe {
+            asm!(
+                "sub r9, r8, r4",
+                "tst r9, #4",
+                "beq 2f",
+                conv_group!(),
+                "cmp r4, r8",
+                "beq 3f",
+                "2:",
+                conv_group!(),
+                conv_group!(),
+                "cmp r4, r8",
+                "bne 2b",
+                "3:",
+                inout("r0") acc[0],
+                inout("r1") acc[1],
+                inout("r2") acc[2],
+                inout("r3") acc[3],
+                inout("r4") w.as_ptr() => _,
+                inout("r5") patch.0.as_ptr() => pp,
+                in("r8") end,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                options(readonly, nostack),
+            );
+        }
+        if T > 0 {
+            // The word ending at the channel's last byte: `w[taps - 4..taps]`, `taps >= 9`.
+            let tail = word_at(w, taps - 4) >> (8 * (4 - T));
+            // SAFETY: `pp` points at the last group of `patch` (`full + 1 <= MAX_GROUPS`
+            // groups, asserted above): 8 aligned words are read. Register arithmetic otherwise.
+            unsafe {
+                asm!(
+                    "sxtb16 {w1}, {w}, ror #8",
+                    "sxtb16 {w}, {w}",
+                    "ldrd {x0}, {x1}, [{pp}], #8",
+                    "smlad {a0}, {x0}, {w}, {a0}",
+                    "smlad {a0}, {x1}, {w1}, {a0}",
+                    "ldrd {x0}, {x1}, [{pp}], #8",
+                    "smlad {a1}, {x0}, {w}, {a1}",
+                    "smlad {a1}, {x1}, {w1}, {a1}",
+                    "ldrd {x0}, {x1}, [{pp}], #8",
+                    "smlad {a2}, {x0}, {w}, {a2}",
+                    "smlad {a2}, {x1}, {w1}, {a2}",
+                    "ldrd {x0}, {x1}, [{pp}]",
+                    "smlad {a3}, {x0}, {w}, {a3}",
+                    "smlad {a3}, {x1}, {w1}, {a3}",
+                    a0 = inout(reg) acc[0],
+                    a1 = inout(reg) acc[1],
+                    a2 = inout(reg) acc[2],
+                    a3 = inout(reg) acc[3],
+                    w = inout(reg) tail => _,
+                    pp = inout(reg) pp => _,
+                    w1 = out(reg) _,
+                    x0 = out(reg) _,
+                    x1 = out(reg) _,
+                    options(readonly, nostack, preserves_flags),
+                );
+            }
+        }
+        f(o, acc);
+    }
+}
+
+#[inline(always)]
+fn max4(a: [i32; 4]) -> i32 {
+    a[0].max(a[1]).max(a[2].max(a[3]))
+}
+
+/// DSP version of [`conv3x3_pool_row_s8`](super::conv3x3_pool_row_s8), called by it after its
+/// argument checks (same contract). Returns `false`, having written nothing, when
+/// `C_in > PATCH_MAX_IN_CHANNELS`: the caller then runs the portable row path.
+#[doc(hidden)]
+pub fn conv3x3_pool_row_s8_dsp<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) -> bool {
+    if s.in_channels > PATCH_MAX_IN_CHANNELS {
+        return false;
+    }
+    let taps = KERNEL * KERNEL * s.in_channels;
+    match taps % 4 {
+        0 => pool_row::<0, P>(rows, s, weights, rq, output),
+        1 => pool_row::<1, P>(rows, s, weights, rq, output),
+        2 => pool_row::<2, P>(rows, s, weights, rq, output),
+        _ => pool_row::<3, P>(rows, s, weights, rq, output),
+    }
+    true
+}
+
+fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let taps = KERNEL * KERNEL * s.in_channels;
+    let ow = s.width.div_ceil(2);
+    let co = s.out_channels;
+    let zp = rq.input_zero_point;
+    let (top, bottom) = conv_rows(rows);
+    let mut patch = Patches([0; 8 * MAX_GROUPS]);
+    let mut flat = [0i8; 4 * MAX_GROUPS];
+    for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
+        // A window hanging over the right edge repeats its left column (max is idempotent).
+        let x1 = (2 * px + 1).min(s.width - 1);
+        gather(top, &s, zp, 2 * px, 0, &mut patch, &mut flat);
+        gather(top, &s, zp, x1, 1, &mut patch, &mut flat);
+        gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
+        gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
+        pool_dots::<T>(weights, taps, &patch, |o, acc| {
+            out[o] = rq.apply(o, max4(acc));
+        });
+    }
+}
+
+/// Widened dense inputs: group `g` (inputs `4g..4g + 4`) is words `2g` (`[x_4g - zp,
+/// x_4g+2 - zp]`) and `2g + 1` (`[x_4g+1 - zp, x_4g+3 - zp]`).
+#[repr(C, align(8))]
+struct DenseInput([u32; DENSE_CHUNK / 2]);
+
+/// One group of the dense loop for two rows: inputs at `r4` (2 words, post-incremented),
+/// weights of row 0 at `r2` and of row 1 at `r3` (one word each, post-incremented),
+/// accumulators `r0`, `r1`; clobbers `r8..r11`.
+macro_rules! dense_group {
+    () => {
+        concat!(
+            "ldrd r8, r9, [r4], #8\n",
+            "ldr r10, [r2], #4\n",
+            "sxtb16 r11, r10, ror #8\n",
+            "sxtb16 r10, r10\n",
+            "smlad r0, r8, r10, r0\n",
+            "smlad r0, r9, r11, r0\n",
+            "ldr r10, [r3], #4\n",
+            "sxtb16 r11, r10, ror #8\n",
+            "sxtb16 r10, r10\n",
+            "smlad r1, r8, r10, r1\n",
+            "smlad r1, r9, r11, r1\n",
+        )
+    };
+}
+
+/// `(Σ x·w0, Σ x·w1)` over `groups` groups of the widened input `x` and the int8 rows `w0`,
+/// `w1` (`4 * groups` values each, any alignment).
+#[inline(always)]
+fn dot2(x: &DenseInput, w0: &[i8], w1: &[i8], groups: usize) -> (i32, i32) {
+    assert!(groups >= 1 && 2 * groups <= x.0.len());
+    let (w0, w1) = (&w0[..4 * groups], &w1[..4 * groups]);
+    let (mut a0, mut a1) = (0i32, 0i32);
+    // SAFETY: `r2`/`r3` walk `w0`/`w1` (4 * groups bytes each, unaligned `LDR`s, supported on
+    // M4/M7) and `r2` stops at `end`, its end; `r4` reads 2 words of `x` per group, `2 * groups
+    // <= x.0.len()`, 8-byte aligned for `LDRD`. An odd count runs one group before the loop of
+    // two. Only memory is read; r8..r11 and the flags are declared clobbered.
+    unsafe {
+        asm!(
+            "sub r8, r5, r2",
+            "tst r8, #4",
+            "beq 2f",
+            dense_group!(),
+            "cmp r2, r5",
+            "beq 3f",
+            "2:",
+            dense_group!(),
+            dense_group!(),
+            "cmp r2, r5",
+            "bne 2b",
+            "3:",
+            inout("r0") a0,
+            inout("r1") a1,
+            inout("r2") w0.as_ptr() => _,
+            inout("r3") w1.as_ptr() => _,
+            inout("r4") x.0.as_ptr() => _,
+            in("r5") w0.as_ptr_range().end,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            options(readonly, nostack),
+        );
+    }
+    (a0, a1)
+}
+
+/// DSP version of [`dense_acc_s8`](super::dense_acc_s8), called by it after its argument
+/// checks (same contract).
+#[doc(hidden)]
+pub fn dense_acc_s8_dsp(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
+    let neg_zp = neg_zp_pair(zp);
+    let mut x = DenseInput([0; DENSE_CHUNK / 2]);
+    for (c, chunk) in input.chunks(DENSE_CHUNK).enumerate() {
+        let c0 = c * DENSE_CHUNK;
+        let groups = chunk.len() / 4;
+        for (pair, xs) in x.0[..2 * groups]
+            .chunks_exact_mut(2)
+            .zip(chunk.chunks_exact(4))
+        {
+            let (even, odd) = widen_sub_zp(word_at(xs, 0), neg_zp);
+            pair[0] = even;
+            pair[1] = odd;
+        }
+        let body = 4 * groups;
+        let row = |o: usize| &weights[o * stride + c0..][..chunk.len()];
+        let tail = |a: &mut i32, w: &[i8]| {
+            for (&xi, &wi) in chunk[body..].iter().zip(&w[body..]) {
+                *a += (xi as i32 - zp) * wi as i32;
+            }
+        };
+        let last = acc.len().wrapping_sub(1);
+        let mut pairs = acc.chunks_exact_mut(2);
+        for (p, a) in (&mut pairs).enumerate() {
+            let (w0, w1) = (row(2 * p), row(2 * p + 1));
+            if groups > 0 {
+                let (d0, d1) = dot2(&x, w0, w1, groups);
+                a[0] += d0;
+                a[1] += d1;
+            }
+            tail(&mut a[0], w0);
+            tail(&mut a[1], w1);
+        }
+        if let [a] = pairs.into_remainder() {
+            let w = row(last);
+            if groups > 0 {
+                *a += dot2(&x, w, w, groups).0;
+            }
+            tail(a, w);
+        }
+    }
+}
