@@ -171,7 +171,8 @@ macro_rules! conv_group {
 ///
 /// `T = taps % 4`: the last `T` weights of a channel are loaded as the word that ends at the
 /// channel's last byte, shifted right so the `4 - T` bytes that belong to the group before
-/// drop out; the patch holds zeros past `taps`. No load leaves the slice.
+/// drop out. The weights past `taps` are therefore 0, whatever the patch holds there. No load
+/// leaves the slice.
 #[inline(always)]
 fn pool_dots<const T: usize>(
     weights: &[i8],
@@ -277,10 +278,15 @@ pub fn conv3x3_pool_row_s8_dsp<P: ChannelParams + ?Sized>(
         return false;
     }
     let taps = KERNEL * KERNEL * s.in_channels;
-    match taps % 4 {
-        0 => pool_row::<0, P>(rows, s, weights, rq, output),
-        1 => pool_row::<1, P>(rows, s, weights, rq, output),
-        2 => pool_row::<2, P>(rows, s, weights, rq, output),
+    // conv1 (C_in 1 or 3) takes fixed-size patches from zero-point-padded row copies.
+    let narrow = (s.width + 2) * s.in_channels <= PADDED_ROW_MAX;
+    match (s.in_channels, taps % 4) {
+        (1, _) if narrow => pool_row_narrow::<1, 1, P>(rows, s, weights, rq, output),
+        (2, _) if narrow => pool_row_narrow::<2, 2, P>(rows, s, weights, rq, output),
+        (3, _) if narrow => pool_row_narrow::<3, 3, P>(rows, s, weights, rq, output),
+        (_, 0) => pool_row::<0, P>(rows, s, weights, rq, output),
+        (_, 1) => pool_row::<1, P>(rows, s, weights, rq, output),
+        (_, 2) => pool_row::<2, P>(rows, s, weights, rq, output),
         _ => pool_row::<3, P>(rows, s, weights, rq, output),
     }
     true
@@ -308,6 +314,80 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
         gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
         gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
         pool_dots::<T>(weights, taps, &patch, |o, acc| {
+            out[o] = rq.apply(o, max4(acc));
+        });
+    }
+}
+
+/// Longest zero-point-padded input row, `(width + 2) * C_in` bytes, of the narrow path (C_in
+/// 1..=3: widths up to 340 with 3 channels). Wider rows take the generic gather.
+const PADDED_ROW_MAX: usize = 1024;
+
+/// A copy of input row `row` with one pixel of the zero point on each side (`None`: all zero
+/// point), so that every 3x3 window reads `3 * C_in` bytes at column offset `x * C_in`.
+fn pad_row(row: Option<&[i8]>, ci: usize, zp: i8, buf: &mut [i8; PADDED_ROW_MAX]) {
+    match row {
+        None => buf.fill(zp),
+        Some(row) => {
+            buf[..ci].fill(zp);
+            buf[ci..ci + row.len()].copy_from_slice(row);
+            buf[ci + row.len()..2 * ci + row.len()].fill(zp);
+        }
+    }
+}
+
+/// Fills position `j` of `patch` for `C_in = CI` (1..=3) from the three padded kernel rows at
+/// column offset `x * CI`: the flat `[3][3][CI]` patch is assembled at constant offsets, then
+/// widened in groups of 4. Bytes past `9 * CI` are 0 (their weights are 0, see [`pool_dots`]).
+#[inline(always)]
+fn gather_narrow<const CI: usize>(
+    rows: [&[i8; PADDED_ROW_MAX]; 3],
+    x: usize,
+    j: usize,
+    neg_zp: u32,
+    patch: &mut Patches,
+) {
+    let run = 3 * CI;
+    let groups = (3 * run).div_ceil(4);
+    let mut flat = [0i8; 28];
+    for (r, row) in rows.iter().enumerate() {
+        flat[r * run..][..run].copy_from_slice(&row[x * CI..][..run]);
+    }
+    for (g, d) in patch.0[..8 * groups].chunks_exact_mut(8).enumerate() {
+        let (even, odd) = widen_sub_zp(word_at(&flat, 4 * g), neg_zp);
+        d[2 * j] = even;
+        d[2 * j + 1] = odd;
+    }
+}
+
+fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    const { assert!(9 * CI % 4 == T) };
+    let ow = s.width.div_ceil(2);
+    let co = s.out_channels;
+    let zp = rq.input_zero_point;
+    let neg_zp = neg_zp_pair(zp as i32);
+    let mut padded = [[0i8; PADDED_ROW_MAX]; 4];
+    for (buf, row) in padded.iter_mut().zip(rows) {
+        pad_row(row, CI, zp, buf);
+    }
+    let [p0, p1, p2, p3] = &padded;
+    let top = [p0, p1, p2];
+    // See `conv_rows`: without conv row 2py + 1 the bottom positions repeat the top ones.
+    let bottom = if rows[2].is_some() { [p1, p2, p3] } else { top };
+    let mut patch = Patches([0; 8 * MAX_GROUPS]);
+    for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
+        let x1 = (2 * px + 1).min(s.width - 1);
+        gather_narrow::<CI>(top, 2 * px, 0, neg_zp, &mut patch);
+        gather_narrow::<CI>(top, x1, 1, neg_zp, &mut patch);
+        gather_narrow::<CI>(bottom, 2 * px, 2, neg_zp, &mut patch);
+        gather_narrow::<CI>(bottom, x1, 3, neg_zp, &mut patch);
+        pool_dots::<T>(weights, 9 * CI, &patch, |o, acc| {
             out[o] = rq.apply(o, max4(acc));
         });
     }
