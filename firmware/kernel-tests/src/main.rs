@@ -21,8 +21,9 @@ use semihosting::println;
 use tinycnn::ops::reference;
 use tinycnn::ops::{
     conv3x3_pool_row_s8_dsp, conv3x3_pool_row_s8_portable, conv3x3_pool_s8, dense_acc_s8_dsp,
-    dense_acc_s8_portable, dense_s8, pool_rows, ChannelSlices, ConvShape, Requant,
+    dense_acc_s8_portable, dense_s8, pool_rows, requantize_dsp, ChannelSlices, ConvShape, Requant,
 };
+use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
 
 /// Largest conv cases: 9 x 9 x 64 input with 32 filters; 1,023-pixel rows.
 const MAX_INPUT: usize = 9 * 9 * 64;
@@ -414,6 +415,53 @@ fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
     true
 }
 
+/// Random draws per round of the requantization comparison.
+const REQUANT_DRAWS: u32 = 20_000;
+
+/// The DSP kernels' output stage against `quant::requantize` (the definition): random and
+/// edge accumulators, multipliers (0, 1, 2^30, i32::MAX, negative), every shift, ReLU on/off.
+fn requant_case(rng: &mut Rng) -> bool {
+    const ACC_EDGES: [i32; 9] = [
+        0,
+        1,
+        -1,
+        i32::MAX,
+        i32::MIN,
+        1 << 30,
+        -(1 << 30),
+        12345,
+        -54321,
+    ];
+    const MULT_EDGES: [i32; 6] = [0, 1, 1 << 30, i32::MAX, (1 << 30) + 1, -(1 << 30)];
+    for draw in 0..REQUANT_DRAWS {
+        let acc = if draw % 4 == 0 {
+            ACC_EDGES[rng.range(0, ACC_EDGES.len() as i32 - 1) as usize]
+        } else {
+            let bits = rng.range(0, 31);
+            (rng.next() as i32) >> bits
+        };
+        let multiplier = if draw % 3 == 0 {
+            MULT_EDGES[rng.range(0, MULT_EDGES.len() as i32 - 1) as usize]
+        } else {
+            rng.range(1 << 30, i32::MAX)
+        };
+        let shift = rng.range(MIN_SHIFT, MAX_SHIFT);
+        let zero_point = rng.range(-128, 127) as i8;
+        let relu = draw % 2 == 0;
+        let got = requantize_dsp(acc, multiplier, shift, zero_point, relu);
+        let want = requantize(acc, multiplier, shift, zero_point, relu);
+        if got != want {
+            println!(
+                "FAIL requantize_dsp(acc={acc}, multiplier={multiplier}, shift={shift}, \
+                 zero_point={zero_point}, relu={relu}) = {got}, requantize gives {want}"
+            );
+            return false;
+        }
+    }
+    println!("ok requantize: {REQUANT_DRAWS} draws");
+    true
+}
+
 #[entry]
 fn main() -> ! {
     /// Seeded rounds: every case runs this many times with fresh random data.
@@ -435,6 +483,7 @@ fn main() -> ! {
         for (i, case) in DENSE_CASES.iter().enumerate() {
             tally(dense_case(i, case, &mut rng));
         }
+        tally(requant_case(&mut rng));
     }
     // libtest's summary line, which `cargo xtask test` adds to its totals.
     let verdict = if failed == 0 { "ok" } else { "FAILED" };

@@ -97,7 +97,9 @@ fn zero_groups(patch: &mut Patches, g0: usize, j: usize, groups: usize) {
 /// `C_in % 4 == 0`: each in-image run of a kernel row is whole groups, widened straight from
 /// the input row. Otherwise the taps are first copied into `flat` (padding as the zero point,
 /// which widens to 0), then widened as one run.
-#[inline(always)]
+// Not inlined: it runs once per position for all output channels, and four inlined copies per
+// kernel variant would cost kilobytes of flash.
+#[inline(never)]
 fn gather(
     rows: [Option<&[i8]>; 3],
     s: &RowShape,
@@ -258,6 +260,40 @@ fn pool_dots<const T: usize>(
     }
 }
 
+/// [`requantize`](crate::quant::requantize), bit for bit, in fewer instructions: for a
+/// multiplier `m >= 0`, gemmlowp's `SaturatingRoundingDoublingHighMul` (nudge `2^30`, or
+/// `1 - 2^30` for a negative product, then division truncating toward zero) equals
+/// `floor((x * m + 2^30) / 2^31)`: for a negative product `n = x*m + 1 - 2^30 < 0` truncation
+/// is `ceil(n / 2^31) = floor((n + 2^31 - 1) / 2^31)`, the same expression. That is `SMULL`,
+/// a 64-bit add and a funnel shift. `m < 0` (never in a valid model) takes the definition.
+#[doc(hidden)]
+#[inline(always)]
+pub fn requantize_dsp(acc: i32, multiplier: i32, shift: i32, zero_point: i8, relu: bool) -> i8 {
+    if multiplier < 0 {
+        return crate::quant::requantize(acc, multiplier, shift, zero_point, relu);
+    }
+    let left = shift.max(0);
+    let right = (-shift).max(0);
+    let x = acc.wrapping_shl(left as u32);
+    let high = ((x as i64 * multiplier as i64 + (1 << 30)) >> 31) as i32;
+    let scaled = crate::quant::rounding_divide_by_pot(high, right);
+    let lo = if relu { zero_point as i32 } else { -128 };
+    scaled.saturating_add(zero_point as i32).clamp(lo, 127) as i8
+}
+
+/// [`Requant::apply`] through [`requantize_dsp`].
+#[inline(always)]
+fn apply<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i32) -> i8 {
+    let p = rq.params;
+    requantize_dsp(
+        acc + p.bias(c),
+        p.multiplier(c),
+        p.shift(c),
+        rq.output_zero_point,
+        rq.relu,
+    )
+}
+
 #[inline(always)]
 fn max4(a: [i32; 4]) -> i32 {
     a[0].max(a[1]).max(a[2].max(a[3]))
@@ -314,7 +350,7 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
         gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
         gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
         pool_dots::<T>(weights, taps, &patch, |o, acc| {
-            out[o] = rq.apply(o, max4(acc));
+            out[o] = apply(rq, o, max4(acc));
         });
     }
 }
@@ -339,7 +375,7 @@ fn pad_row(row: Option<&[i8]>, ci: usize, zp: i8, buf: &mut [i8; PADDED_ROW_MAX]
 /// Fills position `j` of `patch` for `C_in = CI` (1..=3) from the three padded kernel rows at
 /// column offset `x * CI`: the flat `[3][3][CI]` patch is assembled at constant offsets, then
 /// widened in groups of 4. Bytes past `9 * CI` are 0 (their weights are 0, see [`pool_dots`]).
-#[inline(always)]
+#[inline(never)]
 fn gather_narrow<const CI: usize>(
     rows: [&[i8; PADDED_ROW_MAX]; 3],
     x: usize,
@@ -388,7 +424,7 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
         gather_narrow::<CI>(bottom, 2 * px, 2, neg_zp, &mut patch);
         gather_narrow::<CI>(bottom, x1, 3, neg_zp, &mut patch);
         pool_dots::<T>(weights, 9 * CI, &patch, |o, acc| {
-            out[o] = rq.apply(o, max4(acc));
+            out[o] = apply(rq, o, max4(acc));
         });
     }
 }

@@ -11,7 +11,7 @@ pub mod requant;
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
 #[doc(hidden)]
-pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s8_dsp};
+pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s8_dsp, requantize_dsp};
 #[doc(hidden)]
 pub use conv::conv3x3_pool_row_s8_portable;
 pub use conv::{conv3x3_pool_row_s8, conv3x3_pool_s8, pool_rows, ConvShape, PoolRows, RowShape};
