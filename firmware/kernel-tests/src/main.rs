@@ -25,9 +25,10 @@ use tinycnn::ops::{
 };
 use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
 
-/// Largest conv cases: 9 x 9 x 64 input with 32 filters; 1,023-pixel rows.
+/// Largest conv cases: 9 x 9 x 64 input; 72 filters (two blocks of output stages); 1,023-pixel
+/// rows.
 const MAX_INPUT: usize = 9 * 9 * 64;
-const MAX_CO: usize = 32;
+const MAX_CO: usize = 72;
 const MAX_WEIGHTS: usize = MAX_CO * 9 * 64;
 const MAX_FULL: usize = 4096;
 const MAX_POOLED: usize = 1024;
@@ -160,6 +161,9 @@ const CONV_CASES: &[ConvCase] = &{
         // Rows too wide for the padded-row copies of C_in <= 3: the generic gather.
         c(2, 341, 3, 4, Random),
         c(2, 1023, 1, 2, Corners),
+        // More than 64 output channels: output stages in two blocks.
+        c(3, 5, 3, 70, Random),
+        c(3, 3, 32, 72, Random),
     ]
 };
 
@@ -419,7 +423,7 @@ fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
 const REQUANT_DRAWS: u32 = 20_000;
 
 /// The DSP kernels' output stage against `quant::requantize` (the definition): random and
-/// edge accumulators, multipliers (0, 1, 2^30, i32::MAX, negative), every shift, ReLU on/off.
+/// edge accumulators, multipliers (0, 1, 2^30, i32::MAX, negative, i32::MIN), every shift, ReLU on/off.
 fn requant_case(rng: &mut Rng) -> bool {
     const ACC_EDGES: [i32; 9] = [
         0,
@@ -432,7 +436,7 @@ fn requant_case(rng: &mut Rng) -> bool {
         12345,
         -54321,
     ];
-    const MULT_EDGES: [i32; 6] = [0, 1, 1 << 30, i32::MAX, (1 << 30) + 1, -(1 << 30)];
+    const MULT_EDGES: [i32; 7] = [0, 1, 1 << 30, i32::MAX, (1 << 30) + 1, -(1 << 30), i32::MIN];
     for draw in 0..REQUANT_DRAWS {
         let acc = if draw % 4 == 0 {
             ACC_EDGES[rng.range(0, ACC_EDGES.len() as i32 - 1) as usize]

@@ -270,37 +270,87 @@ fn pool_dots<const T: usize>(
 }
 
 /// [`requantize`](crate::quant::requantize), bit for bit, in fewer instructions: for a
-/// multiplier `m >= 0`, gemmlowp's `SaturatingRoundingDoublingHighMul` (nudge `2^30`, or
+/// multiplier `m != i32::MIN`, gemmlowp's `SaturatingRoundingDoublingHighMul` (nudge `2^30`, or
 /// `1 - 2^30` for a negative product, then division truncating toward zero) equals
 /// `floor((x * m + 2^30) / 2^31)`: for a negative product `n = x*m + 1 - 2^30 < 0` truncation
 /// is `ceil(n / 2^31) = floor((n + 2^31 - 1) / 2^31)`, the same expression. That is `SMULL`,
-/// a 64-bit add and a funnel shift. `m < 0` (never in a valid model) takes the definition.
+/// a 64-bit add and a funnel shift. `m == i32::MIN` (never in a valid model: multipliers are
+/// `>= 0`) takes the definition, whose `i32::MIN * i32::MIN` saturates.
 #[doc(hidden)]
 #[inline(always)]
 pub fn requantize_dsp(acc: i32, multiplier: i32, shift: i32, zero_point: i8, relu: bool) -> i8 {
-    if multiplier < 0 {
+    if multiplier == i32::MIN {
         return crate::quant::requantize(acc, multiplier, shift, zero_point, relu);
     }
-    let left = shift.max(0);
-    let right = (-shift).max(0);
-    let x = acc.wrapping_shl(left as u32);
-    let high = ((x as i64 * multiplier as i64 + (1 << 30)) >> 31) as i32;
-    let scaled = crate::quant::rounding_divide_by_pot(high, right);
     let lo = if relu { zero_point as i32 } else { -128 };
-    scaled.saturating_add(zero_point as i32).clamp(lo, 127) as i8
+    let stage = Stage::new(0, multiplier, shift);
+    stage.requantize(acc, zero_point as i32, lo)
 }
 
-/// [`Requant::apply`] through [`requantize_dsp`].
-#[inline(always)]
-fn apply<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i32) -> i8 {
-    let p = rq.params;
-    requantize_dsp(
-        acc + p.bias(c),
-        p.multiplier(c),
-        p.shift(c),
-        rq.output_zero_point,
-        rq.relu,
-    )
+/// One channel's output stage with its shift split into left and right, for multipliers other
+/// than `i32::MIN`.
+#[derive(Clone, Copy)]
+struct Stage {
+    bias: i32,
+    multiplier: i32,
+    left: u32,
+    right: i32,
+}
+
+impl Stage {
+    #[inline(always)]
+    fn new(bias: i32, multiplier: i32, shift: i32) -> Self {
+        Stage {
+            bias,
+            multiplier,
+            left: shift.max(0) as u32,
+            right: (-shift).max(0),
+        }
+    }
+
+    /// `clamp(RoundingDivideByPOT(SRDHM((x + bias) << left, m), right) + zp, lo, 127)`, see
+    /// [`requantize_dsp`].
+    #[inline(always)]
+    fn requantize(&self, acc: i32, zero_point: i32, lo: i32) -> i8 {
+        let x = (acc + self.bias).wrapping_shl(self.left);
+        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+        let scaled = crate::quant::rounding_divide_by_pot(high, self.right);
+        scaled.saturating_add(zero_point).clamp(lo, 127) as i8
+    }
+}
+
+/// Output channels whose stages [`OutputStages`] decodes at a time.
+const STAGE_CHANNELS: usize = 64;
+
+/// The output stages of channels `c0..c0 + n` (`n <= STAGE_CHANNELS`) of a layer, read from
+/// the model once per row call instead of once per output. No multiplier may be `i32::MIN`
+/// ([`conv3x3_pool_row_s8_dsp`] declines such a layer).
+struct OutputStages {
+    stages: [Stage; STAGE_CHANNELS],
+    zero_point: i32,
+    lo: i32,
+}
+
+impl OutputStages {
+    fn new<P: ChannelParams + ?Sized>(rq: &Requant<P>, c0: usize, n: usize) -> Self {
+        let p = rq.params;
+        let mut stages = [Stage::new(0, 0, 0); STAGE_CHANNELS];
+        for (c, stage) in (c0..).zip(&mut stages[..n]) {
+            *stage = Stage::new(p.bias(c), p.multiplier(c), p.shift(c));
+        }
+        let zero_point = rq.output_zero_point as i32;
+        OutputStages {
+            stages,
+            zero_point,
+            lo: if rq.relu { zero_point } else { -128 },
+        }
+    }
+
+    /// The output of channel `c0 + i` for accumulator `acc` (bias not yet added).
+    #[inline(always)]
+    fn output(&self, i: usize, acc: i32) -> i8 {
+        self.stages[i].requantize(acc, self.zero_point, self.lo)
+    }
 }
 
 #[inline(always)]
@@ -310,7 +360,8 @@ fn max4(a: [i32; 4]) -> i32 {
 
 /// DSP version of [`conv3x3_pool_row_s8`](super::conv3x3_pool_row_s8), called by it after its
 /// argument checks (same contract). Returns `false`, having written nothing, when
-/// `C_in > PATCH_MAX_IN_CHANNELS`: the caller then runs the portable row path.
+/// `C_in > PATCH_MAX_IN_CHANNELS` or a multiplier is `i32::MIN` (outside the contract, where
+/// [`Stage`] would not saturate): the caller then runs the portable row path.
 #[doc(hidden)]
 pub fn conv3x3_pool_row_s8_dsp<P: ChannelParams + ?Sized>(
     rows: PoolRows<'_>,
@@ -319,15 +370,16 @@ pub fn conv3x3_pool_row_s8_dsp<P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &mut [i8],
 ) -> bool {
-    if s.in_channels > PATCH_MAX_IN_CHANNELS {
+    let saturating = (0..s.out_channels).any(|c| rq.params.multiplier(c) == i32::MIN);
+    if s.in_channels > PATCH_MAX_IN_CHANNELS || saturating {
         return false;
     }
     let taps = KERNEL * KERNEL * s.in_channels;
-    // conv1 (C_in 1 or 3) takes fixed-size patches from zero-point-padded row copies.
+    // conv1 (C_in 1 or 3, the input channels a model may have) takes fixed-size patches from
+    // zero-point-padded row copies.
     let narrow = (s.width + 2) * s.in_channels <= PADDED_ROW_MAX;
     match (s.in_channels, taps % 4) {
         (1, _) if narrow => pool_row_narrow::<1, 1, P>(rows, s, weights, rq, output),
-        (2, _) if narrow => pool_row_narrow::<2, 2, P>(rows, s, weights, rq, output),
         (3, _) if narrow => pool_row_narrow::<3, 3, P>(rows, s, weights, rq, output),
         (_, 0) => pool_row::<0, P>(rows, s, weights, rq, output),
         (_, 1) => pool_row::<1, P>(rows, s, weights, rq, output),
@@ -351,21 +403,29 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
     let (top, bottom) = conv_rows(rows);
     let mut patch = Patches([0; 8 * MAX_GROUPS]);
     let mut flat = [0i8; 4 * MAX_GROUPS];
-    for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
-        // A window hanging over the right edge repeats its left column (max is idempotent).
-        let x1 = (2 * px + 1).min(s.width - 1);
-        gather(top, &s, zp, 2 * px, 0, &mut patch, &mut flat);
-        gather(top, &s, zp, x1, 1, &mut patch, &mut flat);
-        gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
-        gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
-        pool_dots::<T>(weights, taps, &patch, |o, acc| {
-            out[o] = apply(rq, o, max4(acc));
-        });
+    // Channels in blocks of STAGE_CHANNELS (one block for every preset): the patches are
+    // gathered again per block.
+    for c0 in (0..co).step_by(STAGE_CHANNELS) {
+        let n = (co - c0).min(STAGE_CHANNELS);
+        let stages = OutputStages::new(rq, c0, n);
+        let block = &weights[c0 * taps..(c0 + n) * taps];
+        for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
+            // A window hanging over the right edge repeats its left column (max is idempotent).
+            let x1 = (2 * px + 1).min(s.width - 1);
+            gather(top, &s, zp, 2 * px, 0, &mut patch, &mut flat);
+            gather(top, &s, zp, x1, 1, &mut patch, &mut flat);
+            gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
+            gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
+            let out = &mut out[c0..c0 + n];
+            pool_dots::<T>(block, taps, &patch, |o, acc| {
+                out[o] = stages.output(o, max4(acc));
+            });
+        }
     }
 }
 
 /// Longest zero-point-padded input row, `(width + 2) * C_in` bytes, of the narrow path (C_in
-/// 1..=3: widths up to 340 with 3 channels). Wider rows take the generic gather.
+/// 1 or 3: widths up to 339 with 3 channels). Wider rows take the generic gather.
 const PADDED_ROW_MAX: usize = 1024;
 
 /// A copy of input row `row` with one pixel of the zero point on each side (`None`: all zero
@@ -381,7 +441,7 @@ fn pad_row(row: Option<&[i8]>, ci: usize, zp: i8, buf: &mut [i8; PADDED_ROW_MAX]
     }
 }
 
-/// Fills position `j` of `patch` for `C_in = CI` (1..=3) from the three padded kernel rows at
+/// Fills position `j` of `patch` for `C_in = CI` (1 or 3) from the three padded kernel rows at
 /// column offset `x * CI`: the flat `[3][3][CI]` patch is assembled at constant offsets, then
 /// widened in groups of 4. Bytes past `9 * CI` are 0 (their weights are 0, see [`pool_dots`]).
 #[inline(never)]
@@ -426,15 +486,22 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
     // See `conv_rows`: without conv row 2py + 1 the bottom positions repeat the top ones.
     let bottom = if rows[2].is_some() { [p1, p2, p3] } else { top };
     let mut patch = Patches([0; 8 * MAX_GROUPS]);
-    for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
-        let x1 = (2 * px + 1).min(s.width - 1);
-        gather_narrow::<CI>(top, 2 * px, 0, neg_zp, &mut patch);
-        gather_narrow::<CI>(top, x1, 1, neg_zp, &mut patch);
-        gather_narrow::<CI>(bottom, 2 * px, 2, neg_zp, &mut patch);
-        gather_narrow::<CI>(bottom, x1, 3, neg_zp, &mut patch);
-        pool_dots::<T>(weights, 9 * CI, &patch, |o, acc| {
-            out[o] = apply(rq, o, max4(acc));
-        });
+    let taps = 9 * CI;
+    for c0 in (0..co).step_by(STAGE_CHANNELS) {
+        let n = (co - c0).min(STAGE_CHANNELS);
+        let stages = OutputStages::new(rq, c0, n);
+        let block = &weights[c0 * taps..(c0 + n) * taps];
+        for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
+            let x1 = (2 * px + 1).min(s.width - 1);
+            gather_narrow::<CI>(top, 2 * px, 0, neg_zp, &mut patch);
+            gather_narrow::<CI>(top, x1, 1, neg_zp, &mut patch);
+            gather_narrow::<CI>(bottom, 2 * px, 2, neg_zp, &mut patch);
+            gather_narrow::<CI>(bottom, x1, 3, neg_zp, &mut patch);
+            let out = &mut out[c0..c0 + n];
+            pool_dots::<T>(block, taps, &patch, |o, acc| {
+                out[o] = stages.output(o, max4(acc));
+            });
+        }
     }
 }
 
