@@ -269,6 +269,100 @@ fn pool_dots<const T: usize>(
     }
 }
 
+/// One group of the two-position loop: as [`conv_group!`] for positions 0 and 1 only, skipping
+/// the other two positions' words. 9 instructions per 8 MACs.
+macro_rules! conv_group2 {
+    () => {
+        concat!(
+            "ldr r12, [r4], #4\n",
+            "sxtb16 lr, r12, ror #8\n",
+            "sxtb16 r12, r12\n",
+            "ldm r5, {{r8, r9, r10, r11}}\n",
+            "add r5, r5, #32\n",
+            "smlad r0, r8, r12, r0\n",
+            "smlad r0, r9, lr, r0\n",
+            "smlad r1, r10, r12, r1\n",
+            "smlad r1, r11, lr, r1\n",
+        )
+    };
+}
+
+/// [`pool_dots`] for a pool window with two distinct conv positions (at an odd right or bottom
+/// edge the other two repeat them), in patch positions 0 and 1: calls `f(channel, [acc; 2])`.
+#[inline(always)]
+fn pool_dots2<const T: usize>(
+    weights: &[i8],
+    taps: usize,
+    patch: &Patches,
+    mut f: impl FnMut(usize, [i32; 2]),
+) {
+    let full = taps / 4;
+    assert!(taps % 4 == T && full >= 1 && full + usize::from(T > 0) <= MAX_GROUPS);
+    assert!(weights.len() % taps == 0);
+    for (o, w) in weights.chunks_exact(taps).enumerate() {
+        let mut acc = [0i32; 2];
+        let pp: *const u32;
+        let end = w[4 * full..].as_ptr();
+        // SAFETY: as in `pool_dots`: `r4` walks `w[..4 * full]` and stops at `end`; `r5` reads
+        // the first 4 of the 8 words of each of `full` groups of `patch` (word aligned). Only
+        // memory is read; r8..r12, lr and the flags are declared clobbered.
+        unsafe {
+            asm!(
+                "sub r8, r2, r4",
+                "tst r8, #4",
+                "beq 2f",
+                conv_group2!(),
+                "cmp r4, r2",
+                "beq 3f",
+                "2:",
+                conv_group2!(),
+                conv_group2!(),
+                "cmp r4, r2",
+                "bne 2b",
+                "3:",
+                inout("r0") acc[0],
+                inout("r1") acc[1],
+                in("r2") end,
+                inout("r4") w.as_ptr() => _,
+                inout("r5") patch.0.as_ptr() => pp,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                out("lr") _,
+                options(readonly, nostack),
+            );
+        }
+        if T > 0 {
+            let tail = word_at(w, taps - 4) >> (8 * (4 - T));
+            // SAFETY: `pp` points at the last group of `patch` (`full + 1 <= MAX_GROUPS`
+            // groups, asserted above): its first 4 aligned words are read.
+            unsafe {
+                asm!(
+                    "sxtb16 {w1}, {w}, ror #8",
+                    "sxtb16 {w}, {w}",
+                    "ldrd {x0}, {x1}, [{pp}]",
+                    "smlad {a0}, {x0}, {w}, {a0}",
+                    "smlad {a0}, {x1}, {w1}, {a0}",
+                    "ldrd {x0}, {x1}, [{pp}, #8]",
+                    "smlad {a1}, {x0}, {w}, {a1}",
+                    "smlad {a1}, {x1}, {w1}, {a1}",
+                    a0 = inout(reg) acc[0],
+                    a1 = inout(reg) acc[1],
+                    w = inout(reg) tail => _,
+                    pp = in(reg) pp,
+                    w1 = out(reg) _,
+                    x0 = out(reg) _,
+                    x1 = out(reg) _,
+                    options(readonly, nostack, preserves_flags),
+                );
+            }
+        }
+        f(o, acc);
+    }
+}
+
 /// [`requantize`](crate::quant::requantize), bit for bit, in fewer instructions: for a
 /// multiplier `m != i32::MIN`, gemmlowp's `SaturatingRoundingDoublingHighMul` (nudge `2^30`, or
 /// `1 - 2^30` for a negative product, then division truncating toward zero) equals
@@ -353,6 +447,18 @@ impl OutputStages {
     }
 }
 
+/// The second distinct conv position of an edge pool window whose first is (`top`, `x0`): the
+/// one below when the window hangs over the right edge only, the one to the right when it
+/// hangs over the bottom edge only, and the first again in the corner (max is idempotent).
+#[inline(always)]
+fn edge_second<R: Copy>(top: R, bottom: R, x0: usize, width: usize) -> (R, usize) {
+    if x0 + 1 < width {
+        (top, x0 + 1)
+    } else {
+        (bottom, x0)
+    }
+}
+
 #[inline(always)]
 fn max4(a: [i32; 4]) -> i32 {
     a[0].max(a[1]).max(a[2].max(a[3]))
@@ -401,6 +507,7 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
     let co = s.out_channels;
     let zp = rq.input_zero_point;
     let (top, bottom) = conv_rows(rows);
+    let bottom_edge = rows[2].is_none();
     let mut patch = Patches([0; 8 * MAX_GROUPS]);
     let mut flat = [0i8; 4 * MAX_GROUPS];
     // Channels in blocks of STAGE_CHANNELS (one block for every preset): the patches are
@@ -410,16 +517,25 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
         let stages = OutputStages::new(rq, c0, n);
         let block = &weights[c0 * taps..(c0 + n) * taps];
         for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
-            // A window hanging over the right edge repeats its left column (max is idempotent).
-            let x1 = (2 * px + 1).min(s.width - 1);
-            gather(top, &s, zp, 2 * px, 0, &mut patch, &mut flat);
-            gather(top, &s, zp, x1, 1, &mut patch, &mut flat);
-            gather(bottom, &s, zp, 2 * px, 2, &mut patch, &mut flat);
-            gather(bottom, &s, zp, x1, 3, &mut patch, &mut flat);
             let out = &mut out[c0..c0 + n];
-            pool_dots::<T>(block, taps, &patch, |o, acc| {
-                out[o] = stages.output(o, max4(acc));
-            });
+            let x0 = 2 * px;
+            if x0 + 1 < s.width && !bottom_edge {
+                gather(top, &s, zp, x0, 0, &mut patch, &mut flat);
+                gather(top, &s, zp, x0 + 1, 1, &mut patch, &mut flat);
+                gather(bottom, &s, zp, x0, 2, &mut patch, &mut flat);
+                gather(bottom, &s, zp, x0 + 1, 3, &mut patch, &mut flat);
+                pool_dots::<T>(block, taps, &patch, |o, acc| {
+                    out[o] = stages.output(o, max4(acc));
+                });
+            } else {
+                // An edge window: its distinct positions go to slots 0 and 1.
+                let (second_rows, second_x) = edge_second(top, bottom, x0, s.width);
+                gather(top, &s, zp, x0, 0, &mut patch, &mut flat);
+                gather(second_rows, &s, zp, second_x, 1, &mut patch, &mut flat);
+                pool_dots2::<T>(block, taps, &patch, |o, acc| {
+                    out[o] = stages.output(o, acc[0].max(acc[1]));
+                });
+            }
         }
     }
 }
@@ -484,7 +600,8 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
     let [p0, p1, p2, p3] = &padded;
     let top = [p0, p1, p2];
     // See `conv_rows`: without conv row 2py + 1 the bottom positions repeat the top ones.
-    let bottom = if rows[2].is_some() { [p1, p2, p3] } else { top };
+    let bottom_edge = rows[2].is_none();
+    let bottom = if bottom_edge { top } else { [p1, p2, p3] };
     let mut patch = Patches([0; 8 * MAX_GROUPS]);
     let taps = 9 * CI;
     for c0 in (0..co).step_by(STAGE_CHANNELS) {
@@ -492,15 +609,24 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
         let stages = OutputStages::new(rq, c0, n);
         let block = &weights[c0 * taps..(c0 + n) * taps];
         for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
-            let x1 = (2 * px + 1).min(s.width - 1);
-            gather_narrow::<CI>(top, 2 * px, 0, neg_zp, &mut patch);
-            gather_narrow::<CI>(top, x1, 1, neg_zp, &mut patch);
-            gather_narrow::<CI>(bottom, 2 * px, 2, neg_zp, &mut patch);
-            gather_narrow::<CI>(bottom, x1, 3, neg_zp, &mut patch);
             let out = &mut out[c0..c0 + n];
-            pool_dots::<T>(block, taps, &patch, |o, acc| {
-                out[o] = stages.output(o, max4(acc));
-            });
+            let x0 = 2 * px;
+            if x0 + 1 < s.width && !bottom_edge {
+                gather_narrow::<CI>(top, x0, 0, neg_zp, &mut patch);
+                gather_narrow::<CI>(top, x0 + 1, 1, neg_zp, &mut patch);
+                gather_narrow::<CI>(bottom, x0, 2, neg_zp, &mut patch);
+                gather_narrow::<CI>(bottom, x0 + 1, 3, neg_zp, &mut patch);
+                pool_dots::<T>(block, taps, &patch, |o, acc| {
+                    out[o] = stages.output(o, max4(acc));
+                });
+            } else {
+                let (second_rows, second_x) = edge_second(top, bottom, x0, s.width);
+                gather_narrow::<CI>(top, x0, 0, neg_zp, &mut patch);
+                gather_narrow::<CI>(second_rows, second_x, 1, neg_zp, &mut patch);
+                pool_dots2::<T>(block, taps, &patch, |o, acc| {
+                    out[o] = stages.output(o, acc[0].max(acc[1]));
+                });
+            }
         }
     }
 }
