@@ -12,7 +12,7 @@
 //!
 //! Results equal [`reference`](super::reference) bit for bit: the kernels compute the same
 //! integer sums in another order, and no partial sum can overflow under the accumulator bound
-//! the callers check (`SMLAD` wraps exactly like the final i32 sum would not).
+//! the callers check (`SMLAD` adds modulo 2^32; the bound keeps every partial sum in i32).
 
 use core::arch::asm;
 
@@ -65,7 +65,8 @@ fn word_at(src: &[i8], i: usize) -> u32 {
 /// The im2col patches of the four conv positions of one pool window, as i16 `x - zp` in the
 /// unordered pair layout, interleaved by position: group `g` (taps `4g..4g + 4` of the flat
 /// `[3][3][C_in]` patch) of position `j` is words `8g + 2j` (`[p_4g, p_4g+2]`) and
-/// `8g + 2j + 1` (`[p_4g+1, p_4g+3]`). One `LDRD` then feeds two `SMLAD`s of one position.
+/// `8g + 2j + 1` (`[p_4g+1, p_4g+3]`). One `LDM` of 4 words then feeds four `SMLAD`s of two
+/// positions.
 /// Padding taps, and the taps of a last partial group past `9 * C_in`, are 0.
 #[repr(C, align(8))]
 struct Patches([u32; 8 * MAX_GROUPS]);
