@@ -1,5 +1,10 @@
 //! Integer kernels. Layouts are HWC for activations, `[C_out][3][3][C_in]` for conv weights and
 //! `[out][in]` for dense weights. Naive versions live in [`mod@reference`].
+//!
+//! On thumbv7em (`cfg(tinycnn_arm_dsp)`, set by `build.rs`) [`conv3x3_pool_row_s8`] and
+//! [`dense_acc_s8`] run Cortex-M DSP kernels unless the `portable` feature is on; everywhere else
+//! they run the portable ones. The doc-hidden `*_portable` functions are the portable kernels on
+//! any target, and `*_dsp` the DSP ones, for the on-target kernel suite.
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
 #[allow(unsafe_code)]
