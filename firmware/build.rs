@@ -33,6 +33,10 @@ fn run() -> Result<(), String> {
             std::env::var_os("CARGO_FEATURE_BOARD_QEMU_MPS2_AN386").is_some(),
         ),
         (
+            "qemu-mps2-an500",
+            std::env::var_os("CARGO_FEATURE_BOARD_QEMU_MPS2_AN500").is_some(),
+        ),
+        (
             "stm32h743",
             std::env::var_os("CARGO_FEATURE_BOARD_STM32H743").is_some(),
         ),
@@ -48,7 +52,9 @@ fn run() -> Result<(), String> {
             return Err(format!(
                 "select exactly one board feature (got {selected:?}): the default is \
                  board-qemu-mps2-an386; for the STM32H743 build with \
-                 `--no-default-features --features board-stm32h743 --bin stm32h743`"
+                 `--no-default-features --features board-stm32h743 --bin stm32h743`, for the \
+                 QEMU Cortex-M7 board with `--no-default-features --features \
+                 board-qemu-mps2-an500 --bin qemu-mps2-an500`"
             ))
         }
     };

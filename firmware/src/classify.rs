@@ -3,8 +3,11 @@
 //! Per frame it logs one line the host parses (`tinycnn firmware`, tests/tests/firmware_qemu.rs):
 //! `frame=<n> class=<i> confidence=<f32> logits=[..] <unit>=<count> label=<rest of line>`
 //! where the count covers `forward` alone (the label goes last: it may contain spaces). The loop ends with `done frames=<n>` and exit code 0.
+//! Before each frame line it logs the count per layer, `layers frame=<n> <unit>=[a, b, ..]`
+//! (conv blocks, then the dense layers; they add up to the frame's count minus the few
+//! instructions of the trace calls).
 use static_cell::ConstStaticCell;
-use tinycnn::{argmax, forward, preprocess, probabilities, Frame, Model, MAX_CLASSES};
+use tinycnn::{argmax, forward_traced, preprocess, probabilities, Frame, Model, MAX_CLASSES};
 
 use crate::board::{Counter, FrameSource};
 use crate::model::{ARCH, BOARD, MODEL_BLOB, MODEL_PATH};
@@ -14,6 +17,8 @@ use crate::{exit, ExitCode};
 /// whichever is larger.
 pub const FRAME_BYTES: usize = max(320 * 240 * 2, ARCH.input_len());
 const CLASSES: usize = ARCH.classes as usize;
+/// Layers whose counts the per-layer line reports (every layer of any supported network).
+const MAX_TRACED_LAYERS: usize = 8;
 const _: () = assert!(CLASSES <= MAX_CLASSES);
 
 /// Word-aligned (cache-line aligned) so that camera DMA can fill it with 32-bit transfers.
@@ -102,9 +107,27 @@ pub fn run<C: FrameSource, K: Counter>(model: &Model, camera: &mut C, counter: &
             defmt::error!("frame {=u32}: preprocessing failed: {}", frames, e);
             exit(ExitCode::BadFrame)
         }
+        // The count at the end of each layer (forward_traced calls back after every layer).
+        let mut laps = [0u64; MAX_TRACED_LAYERS];
+        let mut layers = 0;
         counter.start();
-        forward(model, input, scratch, &mut logits);
+        forward_traced(model, input, scratch, &mut logits, &mut |layer, _| {
+            if layer < MAX_TRACED_LAYERS {
+                laps[layer] = counter.stop();
+                layers = layers.max(layer + 1);
+            }
+        });
         let count = counter.stop();
+        let mut per_layer = [0u64; MAX_TRACED_LAYERS];
+        for i in 0..layers {
+            per_layer[i] = laps[i] - if i == 0 { 0 } else { laps[i - 1] };
+        }
+        defmt::println!(
+            "layers frame={=u32} {=str}={=[?]}",
+            frames,
+            K::UNIT,
+            &per_layer[..layers]
+        );
         let class = argmax(&logits);
         probabilities(model, &logits, &mut probabilities_out);
         defmt::println!(

@@ -11,8 +11,12 @@
 //!
 //! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
 //! `OwnedModel::random`) and `std::error::Error` impls; `defmt` derives `defmt::Format`.
+//!
+//! Unsafe code is denied everywhere except in the optimized-kernel modules of [`ops`], each one
+//! `#[allow(unsafe_code)]` and compiled only for its target (Cortex-M DSP `asm!` on thumbv7em).
+//! The `portable` feature leaves them out, so every target runs the portable kernels.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "std")]

@@ -162,6 +162,7 @@ pub fn test(ctx: &Context) -> Result<()> {
                 .env("RUSTFLAGS", "-Dwarnings"),
         )
     })?;
+    portability(ctx)?;
     ctx.step("binaries", || {
         // Tests run these binaries; building them here keeps cargo out of the test run.
         cmd::run(
@@ -212,10 +213,87 @@ pub fn test(ctx: &Context) -> Result<()> {
         totals = (totals.0 + passed, totals.1 + failed);
         Ok(())
     })?;
+    let (passed, failed) = kernel_suite(ctx)?;
+    totals = (totals.0 + passed, totals.1 + failed);
     ctx.print_timings();
     println!("\nall checks passed");
     println!("tests: {} passed, {} failed", totals.0, totals.1);
     Ok(())
+}
+
+/// Targets `shared` must build for with warnings denied, beyond thumbv7em: Cortex-M0 (no DSP),
+/// Cortex-M33 and an ESP32-C3-class RISC-V core. None of them compiles the DSP `asm!`.
+pub const PORTABLE_TARGETS: [&str; 3] = [
+    "thumbv6m-none-eabi",
+    "thumbv8m.main-none-eabihf",
+    "riscv32imc-unknown-none-elf",
+];
+
+/// `shared` for the other no_std targets, and for thumbv7em with the `portable` feature (the
+/// kernels the DSP ones replace there).
+fn portability(ctx: &Context) -> Result<()> {
+    for target in PORTABLE_TARGETS {
+        ctx.step(&format!("shared for {target}"), || {
+            cmd::run(
+                ctx.cargo()
+                    .args(["build", "-p", "tinycnn", "--release", "--target", target])
+                    .env("RUSTFLAGS", "-Dwarnings"),
+            )
+        })?;
+    }
+    ctx.step("shared for thumbv7em-none-eabihf, portable kernels", || {
+        cmd::run(
+            ctx.cargo()
+                .args([
+                    "build",
+                    "-p",
+                    "tinycnn",
+                    "--release",
+                    "--features",
+                    "portable",
+                ])
+                .args(["--target", "thumbv7em-none-eabihf"])
+                .env("RUSTFLAGS", "-Dwarnings"),
+        )
+    })
+}
+
+/// QEMU boards the on-target kernel suite runs on: (machine, CPU).
+const KERNEL_SUITE_BOARDS: [(&str, &str); 2] =
+    [("mps2-an386", "cortex-m4"), ("mps2-an500", "cortex-m7")];
+/// A hung QEMU (a fault loop) ends after this long; the suite takes about a second.
+const KERNEL_SUITE_TIMEOUT_S: &str = "300";
+
+/// The on-target kernel suite (`firmware/kernel-tests`: DSP vs portable vs reference kernels)
+/// in QEMU on each of [`KERNEL_SUITE_BOARDS`]; returns its (passed, failed) cases, summed.
+fn kernel_suite(ctx: &Context) -> Result<(u64, u64)> {
+    let firmware = ctx.path("firmware");
+    ctx.step("firmware: build the kernel suite", || {
+        cmd::run(
+            ctx.cargo()
+                .args(["build", "--release", "-p", "tinycnn-kernel-tests"])
+                .current_dir(&firmware),
+        )
+    })?;
+    let elf = firmware.join("target/thumbv7em-none-eabihf/release/kernel-tests");
+    let mut totals = (0, 0);
+    for (machine, cpu) in KERNEL_SUITE_BOARDS {
+        ctx.step(&format!("firmware: kernel suite on QEMU {machine} ({cpu})"), || {
+            let (passed, failed) = cmd::run_tests(
+                ctx.command("timeout")
+                    .args([KERNEL_SUITE_TIMEOUT_S, "qemu-system-arm", "-cpu", cpu, "-machine"])
+                    .args([machine, "-nographic", "-monitor", "none", "-serial", "none"])
+                    .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+                    .arg(&elf),
+            )
+            .with_context(|| {
+                format!("the kernel suite failed on {machine}: its output above names the case and the first differing index (exit 124: QEMU timed out)")
+            })?;
+            totals = (totals.0 + passed, totals.1 + failed);
+            Ok(())
+        })?;
+    }
+    Ok(totals)
 }
 
 /// The host's target triple, as `rustc -vV` reports it.

@@ -30,6 +30,9 @@ pub fn run_all(ctx: &Context) -> Result<()> {
     ctx.step("setup: python venv with torch", || venv_with_torch(ctx))?;
     ctx.step("setup: .libtorch link", || libtorch_link(ctx))?;
     ctx.step("setup: rust target", || thumb_target(ctx))?;
+    ctx.step("setup: rust targets for the portability builds", || {
+        portable_targets(ctx)
+    })?;
     ctx.step("setup: qemu-system-arm", || qemu(ctx))?;
     ctx.step("setup: Fashion-MNIST package", || {
         fashion_mnist_raw(ctx).map(drop)
@@ -206,6 +209,25 @@ fn thumb_target(ctx: &Context) -> Result<()> {
     }
     // Only the target: never `rustup update` or `toolchain install` (see DESIGN.md, Toolchain).
     cmd::run(ctx.command("rustup").args(["target", "add", THUMB_TARGET]))
+}
+
+/// The no_std targets `cargo xtask test` builds `shared` for (`pipeline::PORTABLE_TARGETS`).
+fn portable_targets(ctx: &Context) -> Result<()> {
+    let installed = cmd::probe(
+        ctx.command("rustup")
+            .args(["target", "list", "--installed"]),
+    )
+    .context("`rustup target list --installed` failed; the portability builds need rustup (https://rustup.rs)")?;
+    let missing: Vec<&str> = crate::pipeline::PORTABLE_TARGETS
+        .into_iter()
+        .filter(|target| !installed.lines().any(|line| line.trim() == *target))
+        .collect();
+    if missing.is_empty() {
+        println!("the portability targets are installed; nothing to do");
+        return Ok(());
+    }
+    // Only targets: never `rustup update` or `toolchain install` (see DESIGN.md, Toolchain).
+    cmd::run(ctx.command("rustup").args(["target", "add"]).args(&missing))
 }
 
 fn qemu(ctx: &Context) -> Result<()> {

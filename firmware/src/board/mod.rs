@@ -1,7 +1,8 @@
 //! What a board provides to the classification loop: a frame source and a counter.
 use tinycnn::PixelFormat;
 
-#[cfg(feature = "board-qemu-mps2-an386")]
+/// Also the `mps2-an500` (Cortex-M7) board: same memory map, timer and semihosting.
+#[cfg(any(feature = "board-qemu-mps2-an386", feature = "board-qemu-mps2-an500"))]
 pub mod qemu_mps2_an386;
 #[cfg(feature = "board-stm32h743")]
 pub mod stm32h743;

@@ -1,5 +1,6 @@
-//! QEMU `mps2-an386` (Cortex-M4): frames from host files over semihosting, instruction counts
-//! from the CMSDK APB timer under `-icount shift=0`.
+//! QEMU `mps2-an386` (Cortex-M4) and `mps2-an500` (Cortex-M7): frames from host files over
+//! semihosting, instruction counts from the CMSDK APB timer under `-icount shift=0`. Both FPGA
+//! images put the timer at 0x40000000 on the 25 MHz system clock (QEMU hw/arm/mps2.c).
 use core::ffi::CStr;
 
 use semihosting::fs::File;

@@ -136,6 +136,36 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
+    check_row_args(rows, shape, weights, rq, output);
+    #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
+    if super::arm_dsp::conv3x3_pool_row_s8_dsp(rows, shape, weights, rq, output) {
+        return;
+    }
+    pool_row_portable(rows, shape, weights, rq, output);
+}
+
+/// The portable [`conv3x3_pool_row_s8`], whatever the target: the baseline that optimized
+/// variants are tested against on their own target. Same contract.
+#[doc(hidden)]
+pub fn conv3x3_pool_row_s8_portable<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    shape: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    check_row_args(rows, shape, weights, rq, output);
+    pool_row_portable(rows, shape, weights, rq, output);
+}
+
+/// The argument checks of [`conv3x3_pool_row_s8`] (its `# Panics`).
+fn check_row_args<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    shape: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &[i8],
+) {
     let s = shape;
     assert!(s.width > 0, "conv3x3_pool_row_s8: empty row");
     assert!(rows[1].is_some(), "conv3x3_pool_row_s8: rows[1] is missing");
@@ -173,6 +203,15 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
             );
         }
     }
+}
+
+fn pool_row_portable<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
     if s.in_channels <= PATCH_MAX_IN_CHANNELS {
         pool_row_patches(rows, s, weights, rq, output);
     } else {
@@ -263,7 +302,7 @@ fn max4(a: [i32; 4]) -> i32 {
 /// the bottom edge repeats its top row: max is idempotent, so the duplicate changes nothing.
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-fn conv_rows(rows: PoolRows<'_>) -> ([Option<&[i8]>; 3], [Option<&[i8]>; 3]) {
+pub(super) fn conv_rows(rows: PoolRows<'_>) -> ([Option<&[i8]>; 3], [Option<&[i8]>; 3]) {
     let top = [rows[0], rows[1], rows[2]];
     let bottom = if rows[2].is_some() {
         [rows[1], rows[2], rows[3]]

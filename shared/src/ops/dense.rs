@@ -20,6 +20,31 @@ const DENSE_BLOCK: usize = 16;
 /// # Panics
 /// If `stride < n` or `weights` is too short.
 pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
+    check_acc_args(input, weights, stride, zp, acc);
+    #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
+    {
+        return super::arm_dsp::dense_acc_s8_dsp(input, weights, stride, zp, acc);
+    }
+    #[allow(unreachable_code)]
+    dense_acc_portable(input, weights, stride, zp, acc);
+}
+
+/// The portable [`dense_acc_s8`], whatever the target: the baseline that optimized variants are
+/// tested against on their own target. Same contract.
+#[doc(hidden)]
+pub fn dense_acc_s8_portable(
+    input: &[i8],
+    weights: &[i8],
+    stride: usize,
+    zp: i32,
+    acc: &mut [i32],
+) {
+    check_acc_args(input, weights, stride, zp, acc);
+    dense_acc_portable(input, weights, stride, zp, acc);
+}
+
+/// The argument checks of [`dense_acc_s8`] (its `# Panics`).
+fn check_acc_args(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &[i32]) {
     let n = input.len();
     assert!(
         stride >= n,
@@ -32,6 +57,10 @@ pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &
         );
     }
     debug_assert!((-128..=127).contains(&zp), "dense_acc_s8: zero point {zp}");
+}
+
+fn dense_acc_portable(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
+    let n = input.len();
     for (o, a) in acc.iter_mut().enumerate() {
         *a += dot_s8(input, &weights[o * stride..][..n], zp);
     }

@@ -1,0 +1,512 @@
+//! On-target kernel suite: seeded random cases run through tinycnn's Cortex-M DSP kernels, its
+//! portable kernels (the same crate, compiled for the same target) and `ops::reference`, which
+//! must all agree exactly.
+//!
+//! Prints one line per case over semihosting (a failing case names the kernel and the first
+//! differing index), then libtest's `test result:` line. Exit code 0: every case passed; 1: a
+//! case failed, or a panic or HardFault. Runs unchanged on QEMU `mps2-an386` (M4) and
+//! `mps2-an500` (M7):
+//!
+//! ```sh
+//! cd firmware && cargo build --release -p tinycnn-kernel-tests
+//! timeout 120 qemu-system-arm -cpu cortex-m7 -machine mps2-an500 -nographic -monitor none \
+//!   -serial none -semihosting-config enable=on,target=native \
+//!   -kernel target/thumbv7em-none-eabihf/release/kernel-tests
+//! ```
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use semihosting::println;
+use tinycnn::ops::reference;
+use tinycnn::ops::{
+    conv3x3_pool_row_s8_dsp, conv3x3_pool_row_s8_portable, conv3x3_pool_s8, dense_acc_s8_dsp,
+    dense_acc_s8_portable, dense_s8, pool_rows, requantize_dsp, ChannelSlices, ConvShape, Requant,
+};
+use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
+
+/// Largest conv cases: 9 x 9 x 64 input; 72 filters (two blocks of output stages); 1,023-pixel
+/// rows.
+const MAX_INPUT: usize = 9 * 9 * 64;
+const MAX_CO: usize = 72;
+const MAX_WEIGHTS: usize = MAX_CO * 9 * 64;
+const MAX_FULL: usize = 4096;
+const MAX_POOLED: usize = 1024;
+/// Largest dense case: 2,051 inputs (more than one 1,024-input chunk of the DSP kernel), row
+/// stride up to 2,060, 17 outputs.
+const MAX_N: usize = 2051;
+const MAX_STRIDE: usize = 2060;
+const MAX_OUT: usize = 17;
+
+/// SplitMix64: a seeded generator, the same sequence on every run and board.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i32
+    }
+}
+
+/// How a case draws its activations and weights.
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    /// Uniform int8 activations, weights in [-127, 127].
+    Random,
+    /// `x - zp = +255` or `-255` everywhere (x = 127, zp = -128 or x = -128, zp = 127) with
+    /// weights of +-127, the largest terms the accumulator bound allows.
+    Extreme,
+    /// Activations and weights drawn from their extremes only, mixed signs.
+    Corners,
+}
+
+fn fill_activations(rng: &mut Rng, fill: Fill, zp: i8, out: &mut [i8]) {
+    for v in out.iter_mut() {
+        *v = match fill {
+            Fill::Random => rng.range(-128, 127) as i8,
+            Fill::Extreme => {
+                if zp == -128 {
+                    127
+                } else {
+                    -128
+                }
+            }
+            Fill::Corners => [-128, 127, 0, zp][rng.range(0, 3) as usize],
+        };
+    }
+}
+
+fn fill_weights(rng: &mut Rng, fill: Fill, sign: i8, out: &mut [i8]) {
+    for v in out.iter_mut() {
+        *v = match fill {
+            Fill::Random => rng.range(-127, 127) as i8,
+            Fill::Extreme => 127 * sign,
+            Fill::Corners => [-127, 127, 0, 1][rng.range(0, 3) as usize],
+        };
+    }
+}
+
+/// Per-channel requantization that keeps outputs spread over int8 for accumulators of about
+/// `scale` (so a wrong accumulator shows in the output): multiplier in [0.5, 1) Q0.31, right
+/// shift `log2(scale) - 6`, small random biases.
+fn fill_params(rng: &mut Rng, scale: u32, bias: &mut [i32], mult: &mut [i32], shift: &mut [i8]) {
+    let base = -((32 - scale.leading_zeros()) as i32 - 6).clamp(0, 31);
+    for ((b, m), s) in bias.iter_mut().zip(mult.iter_mut()).zip(shift.iter_mut()) {
+        *b = rng.range(-4096, 4096);
+        *m = rng.range(1 << 30, i32::MAX);
+        *s = (base + rng.range(-1, 1)).clamp(-31, 0) as i8;
+    }
+}
+
+/// The first index where `a` and `b` differ.
+fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ConvCase {
+    height: usize,
+    width: usize,
+    in_channels: usize,
+    out_channels: usize,
+    fill: Fill,
+}
+
+const CONV_CASES: &[ConvCase] = &{
+    const fn c(h: usize, w: usize, ci: usize, co: usize, fill: Fill) -> ConvCase {
+        ConvCase {
+            height: h,
+            width: w,
+            in_channels: ci,
+            out_channels: co,
+            fill,
+        }
+    }
+    use Fill::{Corners, Extreme, Random};
+    [
+        // conv1 shapes: K = 9 and 27, not multiples of 4.
+        c(7, 5, 1, 8, Random),
+        c(9, 9, 1, 32, Random),
+        c(5, 7, 3, 32, Random),
+        c(8, 6, 3, 16, Random),
+        c(1, 1, 1, 3, Random),
+        c(1, 9, 3, 5, Random),
+        c(9, 1, 1, 4, Random),
+        c(3, 3, 3, 7, Extreme),
+        c(4, 5, 1, 9, Extreme),
+        c(6, 3, 3, 2, Corners),
+        // conv2/conv3 shapes: C_in 32 and 64.
+        c(7, 7, 32, 32, Random),
+        c(6, 8, 32, 16, Random),
+        c(5, 3, 64, 32, Random),
+        c(9, 9, 64, 32, Random),
+        c(2, 2, 64, 1, Random),
+        c(3, 5, 32, 3, Extreme),
+        c(5, 5, 64, 8, Extreme),
+        c(3, 3, 32, 5, Corners),
+        // Other widths: C_in % 4 = 1, 2, 3, 0 on the generic and the word-run gathers.
+        c(5, 4, 2, 6, Random),
+        c(4, 7, 5, 11, Random),
+        c(3, 6, 8, 4, Random),
+        c(5, 5, 17, 6, Corners),
+        c(3, 3, 63, 5, Random),
+        // Rows too wide for the padded-row copies of C_in <= 3: the generic gather.
+        c(2, 341, 3, 4, Random),
+        c(2, 1023, 1, 2, Corners),
+        // More than 64 output channels: output stages in two blocks.
+        c(3, 5, 3, 70, Random),
+        c(3, 3, 32, 72, Random),
+    ]
+};
+
+fn conv_case(index: usize, case: &ConvCase, rng: &mut Rng) -> bool {
+    let shape = ConvShape {
+        height: case.height,
+        width: case.width,
+        in_channels: case.in_channels,
+        out_channels: case.out_channels,
+    };
+    let (input_len, weight_len, pooled_len) =
+        (shape.input_len(), shape.weight_len(), shape.pooled_len());
+    let full_len = case.height * case.width * case.out_channels;
+    let co = case.out_channels;
+
+    let zp: i8 = match case.fill {
+        Fill::Extreme if index % 2 == 0 => -128,
+        Fill::Extreme => 127,
+        _ => rng.range(-128, 127) as i8,
+    };
+    let sign = if index % 4 < 2 { 1 } else { -1 };
+    let mut input = [0i8; MAX_INPUT];
+    let mut weights = [0i8; MAX_WEIGHTS];
+    fill_activations(rng, case.fill, zp, &mut input[..input_len]);
+    fill_weights(rng, case.fill, sign, &mut weights[..weight_len]);
+    let (input, weights) = (&input[..input_len], &weights[..weight_len]);
+
+    let mut bias = [0i32; MAX_CO];
+    let mut mult = [0i32; MAX_CO];
+    let mut shift = [0i8; MAX_CO];
+    let taps = 9 * case.in_channels as u32;
+    let scale = match case.fill {
+        Fill::Extreme => 255 * 127 * taps,
+        _ => 100 * 70 * taps.isqrt() + 1,
+    };
+    fill_params(
+        rng,
+        scale,
+        &mut bias[..co],
+        &mut mult[..co],
+        &mut shift[..co],
+    );
+    let params = ChannelSlices {
+        bias: &bias[..co],
+        multiplier: &mult[..co],
+        shift: &shift[..co],
+    };
+    let rq = Requant {
+        params: &params,
+        input_zero_point: zp,
+        output_zero_point: rng.range(-128, 20) as i8,
+        relu: index % 3 != 2,
+    };
+
+    let row = shape.row();
+    let pooled_h = case.height.div_ceil(2);
+    let mut dsp = [0i8; MAX_POOLED];
+    let mut portable = [0i8; MAX_POOLED];
+    let mut dispatched = [0i8; MAX_POOLED];
+    let mut reference_out = [0i8; MAX_POOLED];
+    let mut full = [0i8; MAX_FULL];
+    let row_len = row.pooled_row_len();
+    for py in 0..pooled_h {
+        let rows = pool_rows(input, case.height, row.input_row_len(), py);
+        let out = &mut dsp[py * row_len..][..row_len];
+        if !conv3x3_pool_row_s8_dsp(rows, row, weights, &rq, out) {
+            println!(
+                "conv case {index} {case:?}: the DSP kernel declined C_in {}",
+                case.in_channels
+            );
+            return false;
+        }
+        let out = &mut portable[py * row_len..][..row_len];
+        conv3x3_pool_row_s8_portable(rows, row, weights, &rq, out);
+    }
+    conv3x3_pool_s8(input, shape, weights, &rq, &mut dispatched[..pooled_len]);
+    reference::conv3x3_pool_s8(
+        input,
+        shape,
+        weights,
+        &rq,
+        &mut full[..full_len],
+        &mut reference_out[..pooled_len],
+    );
+
+    let (ow, reference_out) = (case.width.div_ceil(2), &reference_out[..pooled_len]);
+    for (name, got) in [
+        ("dsp", &dsp[..pooled_len]),
+        ("portable", &portable[..pooled_len]),
+        ("conv3x3_pool_s8", &dispatched[..pooled_len]),
+    ] {
+        if let Some(i) = first_difference(got, reference_out) {
+            let (pixel, c) = (i / co, i % co);
+            println!(
+                "FAIL conv case {index} {case:?} zp={zp}: {name} differs from reference first at \
+                 index {i} (y={} x={} channel={c}): {} != {}",
+                pixel / ow,
+                pixel % ow,
+                got[i],
+                reference_out[i]
+            );
+            return false;
+        }
+    }
+    let distinct = count_distinct(reference_out);
+    println!(
+        "ok conv case {index}: {}x{}x{} -> {} {:?} zp={zp}, {pooled_len} outputs ({distinct} distinct)",
+        case.height,
+        case.width,
+        case.in_channels,
+        co,
+        case.fill
+    );
+    true
+}
+
+fn count_distinct(values: &[i8]) -> usize {
+    let mut seen = [false; 256];
+    for &v in values {
+        seen[(v as i32 + 128) as usize] = true;
+    }
+    seen.iter().filter(|&&s| s).count()
+}
+
+#[derive(Clone, Copy, Debug)]
+struct DenseCase {
+    inputs: usize,
+    stride_extra: usize,
+    outputs: usize,
+    fill: Fill,
+}
+
+const DENSE_CASES: &[DenseCase] = &{
+    const fn d(n: usize, extra: usize, out: usize, fill: Fill) -> DenseCase {
+        DenseCase {
+            inputs: n,
+            stride_extra: extra,
+            outputs: out,
+            fill,
+        }
+    }
+    use Fill::{Corners, Extreme, Random};
+    [
+        d(1, 0, 2, Random),
+        d(3, 0, 1, Random),
+        d(4, 0, 3, Random),
+        d(5, 1, 2, Random),
+        d(9, 0, 16, Random),
+        d(27, 3, 5, Random),
+        d(64, 0, 16, Random),
+        d(127, 2, 17, Random),
+        d(128, 0, 10, Random),
+        d(1024, 0, 16, Random),
+        d(1029, 3, 7, Random),
+        d(2051, 9, 4, Random),
+        d(256, 0, 16, Extreme),
+        d(255, 1, 3, Extreme),
+        d(2048, 0, 2, Extreme),
+        d(97, 5, 9, Corners),
+    ]
+};
+
+fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
+    let (n, out) = (case.inputs, case.outputs);
+    let stride = n + case.stride_extra;
+    let zp: i8 = match case.fill {
+        Fill::Extreme if index % 2 == 0 => -128,
+        Fill::Extreme => 127,
+        _ => rng.range(-128, 127) as i8,
+    };
+    let sign = if index % 4 < 2 { 1 } else { -1 };
+    let mut input = [0i8; MAX_N];
+    let mut weights = [0i8; MAX_OUT * MAX_STRIDE];
+    fill_activations(rng, case.fill, zp, &mut input[..n]);
+    let weight_len = (out - 1) * stride + n;
+    fill_weights(rng, case.fill, sign, &mut weights[..weight_len]);
+    let (input, weights) = (&input[..n], &weights[..weight_len]);
+
+    // Accumulate on top of a starting value, as fc1 does run by run.
+    let mut start = [0i32; MAX_OUT];
+    for s in start[..out].iter_mut() {
+        *s = rng.range(-1 << 20, 1 << 20);
+    }
+    let mut dsp = start;
+    let mut portable = start;
+    dense_acc_s8_dsp(input, weights, stride, zp as i32, &mut dsp[..out]);
+    dense_acc_s8_portable(input, weights, stride, zp as i32, &mut portable[..out]);
+    let mut expected = [0i32; MAX_OUT];
+    for (o, e) in expected[..out].iter_mut().enumerate() {
+        let row = &weights[o * stride..][..n];
+        let sum: i64 = input
+            .iter()
+            .zip(row)
+            .map(|(&x, &w)| (x as i64 - zp as i64) * w as i64)
+            .sum();
+        *e = i32::try_from(start[o] as i64 + sum).expect("accumulator bound");
+    }
+    for (name, got) in [("dsp", &dsp[..out]), ("portable", &portable[..out])] {
+        if let Some(i) = first_difference(got, &expected[..out]) {
+            println!(
+                "FAIL dense case {index} {case:?} zp={zp}: {name} accumulator differs from the \
+                 i64 sum first at output {i}: {} != {}",
+                got[i], expected[i]
+            );
+            return false;
+        }
+    }
+
+    // The whole layer (dense_s8 runs the dispatched dense_acc_s8) against the reference.
+    if case.stride_extra == 0 {
+        let mut bias = [0i32; MAX_OUT];
+        let mut mult = [0i32; MAX_OUT];
+        let mut shift = [0i8; MAX_OUT];
+        let scale = match case.fill {
+            Fill::Extreme => 255 * 127 * n as u32,
+            _ => 100 * 70 * (n as u32).isqrt() + 1,
+        };
+        fill_params(
+            rng,
+            scale,
+            &mut bias[..out],
+            &mut mult[..out],
+            &mut shift[..out],
+        );
+        let params = ChannelSlices {
+            bias: &bias[..out],
+            multiplier: &mult[..out],
+            shift: &shift[..out],
+        };
+        let rq = Requant {
+            params: &params,
+            input_zero_point: zp,
+            output_zero_point: rng.range(-128, 127) as i8,
+            relu: index % 2 == 0,
+        };
+        let mut got = [0i8; MAX_OUT];
+        let mut want = [0i8; MAX_OUT];
+        dense_s8(input, weights, &rq, &mut got[..out]);
+        reference::dense_s8(input, weights, &rq, &mut want[..out]);
+        if let Some(i) = first_difference(&got[..out], &want[..out]) {
+            println!(
+                "FAIL dense case {index} {case:?} zp={zp}: dense_s8 differs from reference first \
+                 at output {i}: {} != {}",
+                got[i], want[i]
+            );
+            return false;
+        }
+    }
+    println!(
+        "ok dense case {index}: {n} -> {out} (stride {stride}) {:?} zp={zp}",
+        case.fill
+    );
+    true
+}
+
+/// Random draws per round of the requantization comparison.
+const REQUANT_DRAWS: u32 = 20_000;
+
+/// The DSP kernels' output stage against `quant::requantize` (the definition): random and
+/// edge accumulators, multipliers (0, 1, 2^30, i32::MAX, negative, i32::MIN), every shift, ReLU on/off.
+fn requant_case(rng: &mut Rng) -> bool {
+    const ACC_EDGES: [i32; 9] = [
+        0,
+        1,
+        -1,
+        i32::MAX,
+        i32::MIN,
+        1 << 30,
+        -(1 << 30),
+        12345,
+        -54321,
+    ];
+    const MULT_EDGES: [i32; 7] = [0, 1, 1 << 30, i32::MAX, (1 << 30) + 1, -(1 << 30), i32::MIN];
+    for draw in 0..REQUANT_DRAWS {
+        let acc = if draw % 4 == 0 {
+            ACC_EDGES[rng.range(0, ACC_EDGES.len() as i32 - 1) as usize]
+        } else {
+            let bits = rng.range(0, 31);
+            (rng.next() as i32) >> bits
+        };
+        let multiplier = if draw % 3 == 0 {
+            MULT_EDGES[rng.range(0, MULT_EDGES.len() as i32 - 1) as usize]
+        } else {
+            rng.range(1 << 30, i32::MAX)
+        };
+        let shift = rng.range(MIN_SHIFT, MAX_SHIFT);
+        let zero_point = rng.range(-128, 127) as i8;
+        let relu = draw % 2 == 0;
+        let got = requantize_dsp(acc, multiplier, shift, zero_point, relu);
+        let want = requantize(acc, multiplier, shift, zero_point, relu);
+        if got != want {
+            println!(
+                "FAIL requantize_dsp(acc={acc}, multiplier={multiplier}, shift={shift}, \
+                 zero_point={zero_point}, relu={relu}) = {got}, requantize gives {want}"
+            );
+            return false;
+        }
+    }
+    println!("ok requantize: {REQUANT_DRAWS} draws");
+    true
+}
+
+#[entry]
+fn main() -> ! {
+    /// Seeded rounds: every case runs this many times with fresh random data.
+    const ROUNDS: u64 = 3;
+    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut tally = |ok: bool| {
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    };
+    for round in 0..ROUNDS {
+        let mut rng = Rng(0x7153_0dd5 + round);
+        println!("round {round} (seed {:#x})", rng.0);
+        for (i, case) in CONV_CASES.iter().enumerate() {
+            tally(conv_case(i, case, &mut rng));
+        }
+        for (i, case) in DENSE_CASES.iter().enumerate() {
+            tally(dense_case(i, case, &mut rng));
+        }
+        tally(requant_case(&mut rng));
+    }
+    // libtest's summary line, which `cargo xtask test` adds to its totals.
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    println!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored");
+    semihosting::process::exit(if failed == 0 { 0 } else { 1 })
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("panic: {info}");
+    semihosting::process::exit(1)
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    println!(
+        "HardFault at pc={:#010x} lr={:#010x}",
+        frame.pc(),
+        frame.lr()
+    );
+    semihosting::process::exit(1)
+}
