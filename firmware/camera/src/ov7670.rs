@@ -107,6 +107,7 @@ pub struct Ov7670<I2C, D> {
 }
 
 impl<I2C: I2c, D: DelayNs> Ov7670<I2C, D> {
+    /// Takes the bus and a delay; touches nothing until [`Self::init`] or a register call.
     pub fn new(i2c: I2C, delay: D) -> Self {
         Self { i2c, delay }
     }

@@ -71,9 +71,13 @@ pub const QVGA_WINDOW: Window = Window {
 /// A sensor window: start and size, horizontally in pixels and vertically in lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// First pixel of a line (10 bits).
     pub h_start: u16,
+    /// Pixels per line (10 bits).
     pub h_size: u16,
+    /// First line (9 bits).
     pub v_start: u16,
+    /// Lines (9 bits).
     pub v_size: u16,
 }
 
@@ -101,6 +105,7 @@ pub struct Ov7725<I2C, D> {
 }
 
 impl<I2C: I2c, D: DelayNs> Ov7725<I2C, D> {
+    /// Takes the bus and a delay; touches nothing until [`Self::init`] or a register call.
     pub fn new(i2c: I2C, delay: D) -> Self {
         Self { i2c, delay }
     }
