@@ -7,9 +7,10 @@
 //! HSTART/HSIZE/VSTART/VSIZE with their low bits in HREF, and the output size is
 //! HOUTSIZE/VOUTSIZE with their low bits in EXHCH.
 //!
-//! With COM3 = 0 pixel data leaves the sensor high byte first (`RRRRRGGG`, `GGGBBBBB`), so an
-//! 8-bit DCMI stores frames as RGB565 big-endian, as with the OV7670. Exposure, gain and white
-//! balance stay automatic (COM8's reset value).
+//! With COM3 = 0 pixel data leaves the sensor high byte first (`RRRRRGGG`, `GGGBBBBB`; the Linux
+//! `ov772x` driver's RGB565 big-endian setting), so an 8-bit DCMI stores frames as RGB565
+//! big-endian, as with the OV7670. The QVGA window is the one that driver uses (252, 6).
+//! Exposure, gain and white balance are automatic (COM8).
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
@@ -32,6 +33,7 @@ pub mod reg {
     pub const COM4: u8 = 0x0d;
     pub const CLKRC: u8 = 0x11;
     pub const COM7: u8 = 0x12;
+    pub const COM8: u8 = 0x13;
     pub const COM10: u8 = 0x15;
     pub const HSTART: u8 = 0x17;
     pub const HSIZE: u8 = 0x18;
@@ -86,13 +88,17 @@ pub struct Window {
 /// [`Ov7725::set_window`] and [`Ov7725::set_output_size`].
 pub const QVGA_RGB565: &[(u8, u8)] = &[
     (reg::COM7, COM7_QVGA_RGB565),
-    // Internal clock = XCLK x PLL / ((CLKRC[5:0] + 1) x 2): PLL x4 (COM4 bits 7:6 = 01, full AEC
-    // window, reserved bits at their reset value 0001) and CLKRC 1 give internal = XCLK, 30 fps
-    // VGA timing at a 24 MHz XCLK.
+    // Pixel clock: XCLK x PLL / (CLKRC[5:0] + 1), halved again by the datasheet's formula. PLL x4
+    // (COM4 bits 7:6 = 01, full AEC window, reserved bit 0 written as 1) and CLKRC[5:0] = 3
+    // (reserved bit 7 written as 1) make PCLK at most XCLK, 24 MHz: within the DCMI's range
+    // and gentler on jumper wires than the sensor's fastest timing.
     (reg::COM4, 0x41),
-    (reg::CLKRC, 0x01),
+    (reg::CLKRC, 0x83),
     // No flip or mirror, RGB (not BGR) order, high byte first, no test pattern.
     (reg::COM3, 0x00),
+    // Fast AGC/AEC, unlimited AEC steps, fine AEC, and automatic gain, white balance and exposure;
+    // the banding filter stays off (it needs the mains frequency).
+    (reg::COM8, 0xcf),
     // VSYNC high during vertical blanking, HREF high during active pixels, data changes on the
     // PCLK falling edge (sample on rising): the DCMI polarities the boards configure.
     (reg::COM10, 0x00),
@@ -226,12 +232,14 @@ mod tests {
         let mut expected = vec![write(0x12, 0x80)];
         expected.extend(read(0x0a, 0x77));
         expected.extend(read(0x0b, 0x21));
-        // COM7 QVGA RGB565, COM4 PLL x4, CLKRC 1, COM3 0, COM10 0.
+        // COM7 QVGA RGB565, COM4 PLL x4, CLKRC 0x80 | 3, COM3 0, COM8 0x80|0x40|0x08|0x07,
+        // COM10 0.
         expected.extend([
             write(0x12, 0x46),
             write(0x0d, 0x41),
-            write(0x11, 0x01),
+            write(0x11, 0x83),
             write(0x0c, 0x00),
+            write(0x13, 0xcf),
             write(0x15, 0x00),
         ]);
         // Window 252 + 320, 6 + 240: HSTART 252>>2 = 0x3f, HSIZE 320>>2 = 0x50, VSTART 6>>1 = 3,
