@@ -8,7 +8,9 @@
 //!   NUCLEO boards supply VCORE from the internal LDO, which is what `embassy-stm32` sets for
 //!   this part (PWR_CR3 LDOEN + SCUEN); there is no `supply_config` to choose.
 //! - I- and D-cache on. The frame buffer is kept coherent by cache maintenance around each
-//!   capture ([`DcmiCamera::capture`]); no other buffer is touched by DMA.
+//!   capture ([`DcmiCamera::capture`]); no other buffer is touched by DMA. The RTT window (the
+//!   first 2 KiB of AXI SRAM, `boards/stm32h743/memory.x`) is made non-cacheable with the MPU,
+//!   because the debugger reads and writes it behind the core's back.
 //! - Camera: XCLK 24 MHz from MCO1 (PLL1 Q / 5) on PA8; SCCB on I2C1 (PB8 SCL, PB9 SDA) at
 //!   100 kHz, blocking; frames by DCMI + DMA1 stream 0 in snapshot mode, 8-bit, VSYNC high and
 //!   HREF low while data is invalid, sampled on the PIXCLK rising edge. The sensor is the OV7670
@@ -79,15 +81,55 @@ pub fn clock_config() -> embassy_stm32::Config {
     config
 }
 
-/// Turns the caches on, sets the clocks to 480 MHz and hands out the peripherals: the chip's
-/// (for [`DcmiCamera::new`]) and the core's (SCB for cache maintenance, DCB/DWT for
-/// [`DwtCycleCounter::new`]).
+/// Makes the RTT window uncached, turns the caches on, sets the clocks to 480 MHz and hands out
+/// the peripherals: the chip's (for [`DcmiCamera::new`]) and the core's (SCB for cache
+/// maintenance, DCB/DWT for [`DwtCycleCounter::new`]).
 pub fn init() -> (Peripherals, cortex_m::Peripherals) {
     let mut core = defmt::unwrap!(cortex_m::Peripherals::take());
+    rtt_uncached(&mut core.MPU);
     core.SCB.enable_icache();
     core.SCB.enable_dcache(&mut core.CPUID);
     let chip = embassy_stm32::init(clock_config());
     (chip, core)
+}
+
+/// Size of the RTT window; `memory.x` checks that defmt-rtt's buffer and `.data` fit in it.
+const RTT_WINDOW_BYTES: u32 = 2048;
+
+extern "C" {
+    /// Start of the RTT window (`memory.x`).
+    static _rtt_window_start: u8;
+}
+
+/// MPU region 0 over the RTT window: Normal memory, not cacheable (TEX 001, C 0, B 0), read-write
+/// (AP 011), never executed (XN), SIZE field n for 2^(n+1) bytes, enabled.
+const RTT_REGION_RASR: u32 =
+    (1 << 28) | (0b011 << 24) | (0b001 << 19) | ((RTT_WINDOW_BYTES.trailing_zeros() - 1) << 1) | 1;
+const _: () = assert!(RTT_WINDOW_BYTES.is_power_of_two() && RTT_WINDOW_BYTES >= 32);
+/// MPU_CTRL: enabled, with the default memory map as background for privileged code
+/// (PRIVDEFENA), so every address outside region 0 keeps its usual attributes.
+const MPU_CTRL_ENABLE_PRIVDEFENA: u32 = (1 << 2) | 1;
+
+/// Makes the RTT window Normal non-cacheable memory. Call before the D-cache is enabled.
+fn rtt_uncached(mpu: &mut cortex_m::peripheral::MPU) {
+    let start = core::ptr::addr_of!(_rtt_window_start) as u32;
+    // An MPU region's base is aligned to its size.
+    defmt::assert!(start % RTT_WINDOW_BYTES == 0);
+    cortex_m::asm::dmb();
+    // SAFETY: the firmware owns the MPU (taken from `cortex_m::Peripherals`) and nothing else
+    // has programmed it. Region 0 only removes cacheability from the RTT window, which the
+    // D-cache has never held (it is still off); PRIVDEFENA keeps the default map everywhere
+    // else, so no access that worked before can fault.
+    unsafe {
+        mpu.ctrl.write(0);
+        mpu.rnr.write(0);
+        mpu.rbar.write(start);
+        mpu.rasr.write(RTT_REGION_RASR);
+        mpu.ctrl.write(MPU_CTRL_ENABLE_PRIVDEFENA);
+    }
+    // The new attributes apply to every access after these.
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
 }
 
 /// The sensor set-up's error: the SCCB bus, or a chip that is not the selected sensor.
