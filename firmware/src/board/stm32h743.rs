@@ -205,6 +205,14 @@ impl DcmiCamera {
         let sccb = I2c::new_blocking(p.I2C1, p.PB8, p.PB9, i2c_config);
         let mut sensor = sensor::Driver::new(sccb, Delay);
         sensor.init()?;
+        let (width, height) = sensor::QVGA;
+        defmt::println!(
+            "camera={=str} frame={=u16}x{=u16} rgb565be core_hz={=u32}",
+            SENSOR,
+            width,
+            height,
+            CORE_HZ
+        );
 
         let dcmi = Dcmi::new_8bit(
             p.DCMI,
