@@ -147,8 +147,8 @@ impl<I2C: I2c, D: DelayNs> Ov7725<I2C, D> {
     }
 
     /// Sets the sensor window. HSTART/HSIZE hold bits 9..2 of the horizontal start and size and
-    /// VSTART/VSIZE bits 8..1 of the vertical ones; HREF holds the low bits: bit 6 v_start[0],
-    /// bits 5:4 h_start[1:0], bit 2 v_size[0], bits 1:0 h_size[1:0].
+    /// VSTART/VSIZE bits 8..1 of the vertical ones; HREF holds the low bits: bit 6 `v_start[0]`,
+    /// bits 5:4 `h_start[1:0]`, bit 2 `v_size[0]`, bits 1:0 `h_size[1:0]`.
     pub fn set_window(&mut self, window: Window) -> Result<(), Error<I2C::Error>> {
         let Window {
             h_start,
@@ -168,7 +168,7 @@ impl<I2C: I2c, D: DelayNs> Ov7725<I2C, D> {
     }
 
     /// Sets the output frame size. HOUTSIZE holds bits 9..2 of the width and VOUTSIZE bits 8..1
-    /// of the height; EXHCH holds the low bits: bit 2 height[0], bits 1:0 width[1:0] (its dummy
+    /// of the height; EXHCH holds the low bits: bit 2 `height[0]`, bits 1:0 `width[1:0]` (its dummy
     /// pixel bits 7:4 are cleared).
     pub fn set_output_size(&mut self, width: u16, height: u16) -> Result<(), Error<I2C::Error>> {
         self.write_register(reg::HOUTSIZE, (width >> 2) as u8)?;

@@ -172,7 +172,7 @@ pub enum CameraError {
     Buffer { len: usize, address: usize },
     /// The DCMI reported an overrun or a synchronisation error.
     Capture(dcmi::Error),
-    /// No complete frame within [`CAPTURE_TIMEOUT`]: check PIXCLK, HREF, VSYNC and D0..D7.
+    /// No complete frame within 1 s: check PIXCLK, HREF, VSYNC and D0..D7.
     Timeout,
 }
 
