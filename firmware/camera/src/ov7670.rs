@@ -11,6 +11,8 @@
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
+/// The sensor's name, for logs.
+pub const NAME: &str = "OV7670";
 /// 7-bit SCCB address (0x42 write / 0x43 read on the wire).
 pub const ADDRESS: u8 = 0x21;
 /// Frame width and height after [`Ov7670::init`].
@@ -96,21 +98,7 @@ pub const QVGA_RGB565: &[(u8, u8)] = &[
     (reg::COM13, 0xc0),
 ];
 
-/// What went wrong talking to the sensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Error<E> {
-    /// The SCCB (I2C) bus failed: check wiring, pull-ups, the sensor's power and XCLK.
-    Bus(E),
-    /// A chip answered with another product ID than the OV7670's (0x76, 0x73).
-    WrongChip { pid: u8, ver: u8 },
-}
-
-impl<E> From<E> for Error<E> {
-    fn from(e: E) -> Self {
-        Error::Bus(e)
-    }
-}
+pub use crate::Error;
 
 /// An OV7670 on an SCCB bus.
 pub struct Ov7670<I2C, D> {
@@ -119,6 +107,7 @@ pub struct Ov7670<I2C, D> {
 }
 
 impl<I2C: I2c, D: DelayNs> Ov7670<I2C, D> {
+    /// Takes the bus and a delay; touches nothing until [`Self::init`] or a register call.
     pub fn new(i2c: I2C, delay: D) -> Self {
         Self { i2c, delay }
     }

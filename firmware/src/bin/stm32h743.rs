@@ -1,19 +1,19 @@
-//! STM32H743 + OV7670: classifies camera frames forever, logging over defmt-rtt.
+//! STM32H743 + OV7670 (or OV7725): classifies camera frames forever, logging over defmt-rtt.
 #![no_std]
 #![no_main]
 
-use tinycnn_firmware::board::stm32h743::{DcmiCamera, DwtCycleCounter};
+use tinycnn_firmware::board::stm32h743::{self, DcmiCamera, DwtCycleCounter};
 use tinycnn_firmware::{classify, exit, ExitCode};
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
+    let (chip, core) = stm32h743::init();
     let model = classify::load_model();
-    let core = defmt::unwrap!(cortex_m::Peripherals::take());
     let mut counter = DwtCycleCounter::new(core.DCB, core.DWT);
-    let mut camera = match DcmiCamera::new() {
+    let mut camera = match DcmiCamera::new(chip, core.SCB) {
         Ok(camera) => camera,
         Err(e) => {
-            defmt::error!("camera set-up failed: {}", e);
+            stm32h743::log_sensor_error(&e);
             exit(ExitCode::BadFrame)
         }
     };

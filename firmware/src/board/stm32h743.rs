@@ -1,343 +1,298 @@
-//! STM32H743ZI (e.g. NUCLEO-H743ZI2) with an OV7670 camera module on the DCMI.
+//! STM32H743ZI (NUCLEO-H743ZI / NUCLEO-H743ZI2) with an OV7670 or OV7725 camera module on the
+//! DCMI, on `embassy-stm32`. Not yet run on hardware: `firmware/README.md` lists what a first
+//! bring-up checks.
 //!
-//! Runs on the reset clock (HSI, 64 MHz), which keeps the set-up short; the forward pass is
-//! timed with DWT CYCCNT. Wiring (all pins on the Nucleo-144 Zio/morpho headers):
-//!
-//! | signal | pin | AF |     | signal | pin | AF |
-//! |---|---|---|---|---|---|---|
-//! | DCMI_HSYNC (HREF) | PA4 | 13 | | DCMI_D4 | PC11 | 13 |
-//! | DCMI_PIXCLK | PA6 | 13 | | DCMI_D5 | PD3 | 13 |
-//! | DCMI_VSYNC | PB7 | 13 | | DCMI_D6 | PB8 | 13 |
-//! | DCMI_D0..D3 | PC6..PC9 | 13 | | DCMI_D7 | PB9 | 13 |
-//! | I2C2_SCL (SIO_C) | PF1 | 4 | | I2C2_SDA (SIO_D) | PF0 | 4 |
-//! | MCO1 (XCLK, 16 MHz) | PA8 | 0 | | | | |
-//!
-//! Register addresses and bit fields are from RM0433 (rev 7). Every register access is a
-//! volatile 32-bit access to a fixed peripheral address through [`reg`].
-use embedded_hal::delay::DelayNs;
-use embedded_hal::i2c::{
-    ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress,
-};
+//! - Clocks: HSI 64 MHz / 4 x 60 = PLL1 VCO 960 MHz; P / 2 = 480 MHz core, Q / 8 = 120 MHz;
+//!   AXI/AHB 240 MHz, APB1..4 120 MHz. 480 MHz needs voltage scale 0 (VOS0), which exists on
+//!   revision V silicon only (revision Y stops at 400 MHz, VOS1). The STM32H743 has no SMPS: the
+//!   NUCLEO boards supply VCORE from the internal LDO, which is what `embassy-stm32` sets for
+//!   this part (PWR_CR3 LDOEN + SCUEN); there is no `supply_config` to choose.
+//! - I- and D-cache on. The frame buffer is kept coherent by cache maintenance around each
+//!   capture ([`DcmiCamera::capture`]); no other buffer is touched by DMA. The RTT window (the
+//!   first 2 KiB of AXI SRAM, `boards/stm32h743/memory.x`) is made non-cacheable with the MPU,
+//!   because the debugger reads and writes it behind the core's back.
+//! - Camera: XCLK 24 MHz from MCO1 (PLL1 Q / 5) on PA8; SCCB on I2C1 (PB8 SCL, PB9 SDA) at
+//!   100 kHz, blocking; frames by DCMI + DMA1 stream 0 in snapshot mode, 8-bit, VSYNC high and
+//!   HREF low while data is invalid, sampled on the PIXCLK rising edge. The sensor is the OV7670
+//!   unless the `camera-ov7725` feature selects the OV7725. Wiring: `firmware/README.md`.
+//! - defmt over RTT (`defmt-rtt`, selected in `lib.rs`); forward-pass cycles from DWT CYCCNT.
+use embassy_futures::block_on;
+use embassy_stm32::dcmi::{self, Dcmi};
+use embassy_stm32::gpio::Speed;
+use embassy_stm32::i2c::{self, I2c};
+use embassy_stm32::mode::Blocking;
+use embassy_stm32::rcc::{self, Mco, Mco1Source, McoConfig, McoPrescaler};
+use embassy_stm32::time::Hertz;
+use embassy_stm32::{bind_interrupts, dma, peripherals, Peripherals};
+use embassy_time::{with_timeout, Delay, Duration};
 use tinycnn::PixelFormat;
-use tinycnn_camera::ov7670::{self, Ov7670};
 
 use super::{Counter, FrameInfo, FrameSource};
 
-/// Core clock after reset: HSI at 64 MHz.
-pub const CORE_HZ: u32 = 64_000_000;
-
-/// Volatile access to memory-mapped registers.
-mod reg {
-    /// Reads the 32-bit register at `address`.
-    pub fn read(address: usize) -> u32 {
-        // SAFETY: callers pass addresses of STM32H743 peripheral registers (RM0433 memory map),
-        // which are always mapped, 4-byte aligned, and read with 32-bit accesses.
-        unsafe { core::ptr::read_volatile(address as *const u32) }
-    }
-
-    /// Writes the 32-bit register at `address`.
-    pub fn write(address: usize, value: u32) {
-        // SAFETY: as in `read`; the firmware is single-threaded and owns these peripherals.
-        unsafe { core::ptr::write_volatile(address as *mut u32, value) }
-    }
-
-    /// Clears the bits of `clear`, then sets those of `set`.
-    pub fn modify(address: usize, clear: u32, set: u32) {
-        write(address, (read(address) & !clear) | set);
-    }
+#[cfg(not(feature = "camera-ov7725"))]
+mod sensor {
+    pub use tinycnn_camera::ov7670::{Ov7670 as Driver, NAME, QVGA, QVGA_RGB565_BYTES};
+}
+#[cfg(feature = "camera-ov7725")]
+mod sensor {
+    pub use tinycnn_camera::ov7725::{Ov7725 as Driver, NAME, QVGA, QVGA_RGB565_BYTES};
 }
 
-const RCC: usize = 0x5802_4400;
-const RCC_CFGR: usize = RCC + 0x10;
-const RCC_AHB1ENR: usize = RCC + 0xd8;
-const RCC_AHB2ENR: usize = RCC + 0xdc;
-const RCC_AHB4ENR: usize = RCC + 0xe0;
-const RCC_APB1LENR: usize = RCC + 0xe8;
+/// The camera module this image drives (`camera-ov7725` feature: OV7725, else OV7670).
+pub const SENSOR: &str = sensor::NAME;
+/// Core clock (PLL1 P).
+pub const CORE_HZ: u32 = 480_000_000;
+/// Bytes of one captured frame: QVGA RGB565.
+pub const FRAME_BYTES: usize = sensor::QVGA_RGB565_BYTES;
+/// Cortex-M7 D-cache line.
+const CACHE_LINE: usize = 32;
+const _: () = assert!(FRAME_BYTES % CACHE_LINE == 0);
+/// A frame takes 33 ms at 30 fps; no frame within this means no PIXCLK, HREF or VSYNC.
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(1);
 
-const GPIOA: usize = 0x5802_0000;
-const GPIOB: usize = 0x5802_0400;
-const GPIOC: usize = 0x5802_0800;
-const GPIOD: usize = 0x5802_0c00;
-const GPIOF: usize = 0x5802_1400;
+bind_interrupts!(struct Irqs {
+    DCMI => dcmi::InterruptHandler<peripherals::DCMI>;
+    DMA1_STREAM0 => dma::InterruptHandler<peripherals::DMA1_CH0>;
+});
 
-const I2C2: usize = 0x4000_5800;
-const I2C_CR1: usize = 0x00;
-const I2C_CR2: usize = 0x04;
-const I2C_TIMINGR: usize = 0x10;
-const I2C_ISR: usize = 0x18;
-const I2C_ICR: usize = 0x1c;
-const I2C_RXDR: usize = 0x24;
-const I2C_TXDR: usize = 0x28;
-
-const DCMI: usize = 0x4802_0000;
-const DCMI_CR: usize = DCMI;
-const DCMI_RIS: usize = DCMI + 0x08;
-const DCMI_ICR: usize = DCMI + 0x14;
-const DCMI_DR: usize = DCMI + 0x28;
-
-const DMA1: usize = 0x4002_0000;
-const DMA1_LISR: usize = DMA1;
-const DMA1_LIFCR: usize = DMA1 + 0x08;
-const DMA1_S0CR: usize = DMA1 + 0x10;
-const DMA1_S0NDTR: usize = DMA1 + 0x14;
-const DMA1_S0PAR: usize = DMA1 + 0x18;
-const DMA1_S0M0AR: usize = DMA1 + 0x1c;
-const DMA1_S0FCR: usize = DMA1 + 0x24;
-/// DMAMUX1 channel 0 feeds DMA1 stream 0.
-const DMAMUX1_C0CR: usize = 0x4002_0800;
-/// DMAMUX1 request line of the DCMI (RM0433 table 121).
-const DMAMUX_REQ_DCMI: u32 = 75;
-
-/// Puts `pin` of the GPIO port at `port` into alternate function `af`, very high speed;
-/// `open_drain` with pull-up for I2C.
-fn alternate(port: usize, pin: usize, af: u32, open_drain: bool) {
-    reg::modify(port, 0b11 << (2 * pin), 0b10 << (2 * pin));
-    reg::modify(port + 0x08, 0, 0b11 << (2 * pin));
-    if open_drain {
-        reg::modify(port + 0x04, 0, 1 << pin);
-        reg::modify(port + 0x0c, 0b11 << (2 * pin), 0b01 << (2 * pin));
-    }
-    let (afr, shift) = if pin < 8 {
-        (port + 0x20, 4 * pin)
-    } else {
-        (port + 0x24, 4 * (pin - 8))
-    };
-    reg::modify(afr, 0xf << shift, af << shift);
+/// The clock tree above: 480 MHz core at VOS0.
+pub fn clock_config() -> embassy_stm32::Config {
+    let mut config = embassy_stm32::Config::default();
+    let rcc = &mut config.rcc;
+    rcc.hsi = Some(rcc::HSIPrescaler::DIV1);
+    rcc.pll1 = Some(rcc::Pll {
+        source: rcc::PllSource::HSI,
+        // 16 MHz reference (PLL input range 8..16 MHz), VCO 960 MHz (wide range, at most 960).
+        prediv: rcc::PllPreDiv::DIV4,
+        mul: rcc::PllMul::MUL60,
+        fracn: None,
+        divp: Some(rcc::PllDiv::DIV2),
+        divq: Some(rcc::PllDiv::DIV8),
+        divr: None,
+    });
+    rcc.sys = rcc::Sysclk::PLL1_P;
+    rcc.d1c_pre = rcc::AHBPrescaler::DIV1;
+    rcc.ahb_pre = rcc::AHBPrescaler::DIV2;
+    rcc.apb1_pre = rcc::APBPrescaler::DIV2;
+    rcc.apb2_pre = rcc::APBPrescaler::DIV2;
+    rcc.apb3_pre = rcc::APBPrescaler::DIV2;
+    rcc.apb4_pre = rcc::APBPrescaler::DIV2;
+    rcc.voltage_scale = rcc::VoltageScale::Scale0;
+    config
 }
 
-/// Busy-wait delay on the core clock.
-pub struct CycleDelay;
-
-impl DelayNs for CycleDelay {
-    fn delay_ns(&mut self, ns: u32) {
-        let cycles = (u64::from(ns) * u64::from(CORE_HZ)).div_ceil(1_000_000_000);
-        cortex_m::asm::delay(cycles.min(u64::from(u32::MAX)) as u32);
-    }
+/// Makes the RTT window uncached, turns the caches on, sets the clocks to 480 MHz and hands out
+/// the peripherals: the chip's (for [`DcmiCamera::new`]) and the core's (SCB for cache
+/// maintenance, DCB/DWT for [`DwtCycleCounter::new`]).
+pub fn init() -> (Peripherals, cortex_m::Peripherals) {
+    let mut core = defmt::unwrap!(cortex_m::Peripherals::take());
+    rtt_uncached(&mut core.MPU);
+    core.SCB.enable_icache();
+    core.SCB.enable_dcache(&mut core.CPUID);
+    let chip = embassy_stm32::init(clock_config());
+    (chip, core)
 }
 
-/// I2C2 as an SCCB master at 100 kHz. Every operation of a transaction ends with a STOP:
-/// SCCB has no repeated start, so a register read is a write transaction, then a read one.
-pub struct Sccb;
+/// Size of the RTT window; `memory.x` checks that defmt-rtt's buffer and `.data` fit in it.
+const RTT_WINDOW_BYTES: u32 = 2048;
 
-/// I2C failures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
-pub enum SccbError {
-    /// The sensor did not acknowledge (wrong address, no power or no XCLK).
-    Nack,
-    /// Misplaced START/STOP or lost arbitration: check the wiring and pull-ups.
-    Bus,
-    /// The transfer did not finish in time.
-    Timeout,
+extern "C" {
+    /// Start of the RTT window (`memory.x`).
+    static _rtt_window_start: u8;
 }
 
-impl embedded_hal::i2c::Error for SccbError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            SccbError::Nack => ErrorKind::NoAcknowledge(NoAcknowledgeSource::Unknown),
-            SccbError::Bus => ErrorKind::Bus,
-            SccbError::Timeout => ErrorKind::Other,
-        }
+/// MPU region 0 over the RTT window: Normal memory, not cacheable (TEX 001, C 0, B 0), read-write
+/// (AP 011), never executed (XN), SIZE field n for 2^(n+1) bytes, enabled.
+const RTT_REGION_RASR: u32 =
+    (1 << 28) | (0b011 << 24) | (0b001 << 19) | ((RTT_WINDOW_BYTES.trailing_zeros() - 1) << 1) | 1;
+const _: () = assert!(RTT_WINDOW_BYTES.is_power_of_two() && RTT_WINDOW_BYTES >= 32);
+/// MPU_CTRL: enabled, with the default memory map as background for privileged code
+/// (PRIVDEFENA), so every address outside region 0 keeps its usual attributes.
+const MPU_CTRL_ENABLE_PRIVDEFENA: u32 = (1 << 2) | 1;
+
+/// Makes the RTT window Normal non-cacheable memory. Call before the D-cache is enabled.
+fn rtt_uncached(mpu: &mut cortex_m::peripheral::MPU) {
+    let start = core::ptr::addr_of!(_rtt_window_start) as u32;
+    // An MPU region's base is aligned to its size.
+    defmt::assert!(start % RTT_WINDOW_BYTES == 0);
+    cortex_m::asm::dmb();
+    // SAFETY: the firmware owns the MPU (taken from `cortex_m::Peripherals`) and nothing else
+    // has programmed it. Region 0 only removes cacheability from the RTT window, which the
+    // D-cache has never held (it is still off); PRIVDEFENA keeps the default map everywhere
+    // else, so no access that worked before can fault.
+    unsafe {
+        mpu.ctrl.write(0);
+        mpu.rnr.write(0);
+        mpu.rbar.write(start);
+        mpu.rasr.write(RTT_REGION_RASR);
+        mpu.ctrl.write(MPU_CTRL_ENABLE_PRIVDEFENA);
     }
+    // The new attributes apply to every access after these.
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
 }
 
-impl ErrorType for Sccb {
-    type Error = SccbError;
-}
+/// The sensor set-up's error: the SCCB bus, or a chip that is not the selected sensor.
+pub type SensorError = tinycnn_camera::Error<i2c::Error>;
 
-const I2C_TIMEOUT_SPINS: u32 = 1_000_000;
-
-impl Sccb {
-    /// Enables I2C2 on PF0/PF1 with the 64 MHz kernel clock (rcc_pclk1 after reset).
-    pub fn new() -> Self {
-        reg::modify(RCC_AHB4ENR, 0, 1 << 5);
-        reg::modify(RCC_APB1LENR, 0, 1 << 22);
-        alternate(GPIOF, 0, 4, true);
-        alternate(GPIOF, 1, 4, true);
-        reg::write(I2C2 + I2C_CR1, 0);
-        // 100 kHz standard mode from a 64 MHz kernel clock: PRESC 1, SCLDEL 7, SDADEL 0,
-        // SCLH 0x7d, SCLL 0xbc (RM0433 section 47.4.10, as computed by STM32CubeMX).
-        reg::write(I2C2 + I2C_TIMINGR, 0x1070_7dbc);
-        reg::write(I2C2 + I2C_CR1, 1);
-        Sccb
-    }
-
-    /// Waits until `ISR & mask` is set, failing on NACK, bus error or timeout.
-    fn wait(mask: u32) -> Result<(), SccbError> {
-        for _ in 0..I2C_TIMEOUT_SPINS {
-            let isr = reg::read(I2C2 + I2C_ISR);
-            if isr & (1 << 4) != 0 {
-                // NACKF: the hardware sends STOP itself (AUTOEND); clear both flags.
-                Self::wait_stop();
-                reg::write(I2C2 + I2C_ICR, (1 << 4) | (1 << 5));
-                return Err(SccbError::Nack);
-            }
-            if isr & ((1 << 8) | (1 << 9)) != 0 {
-                reg::write(I2C2 + I2C_ICR, (1 << 8) | (1 << 9));
-                return Err(SccbError::Bus);
-            }
-            if isr & mask != 0 {
-                return Ok(());
-            }
-        }
-        Err(SccbError::Timeout)
-    }
-
-    fn wait_stop() {
-        for _ in 0..I2C_TIMEOUT_SPINS {
-            if reg::read(I2C2 + I2C_ISR) & (1 << 5) != 0 {
-                return;
-            }
-        }
-    }
-
-    /// One START .. STOP transfer of up to 255 bytes.
-    fn transfer(address: u8, read: bool, len: usize) -> Result<(), SccbError> {
-        let len = u32::try_from(len)
-            .ok()
-            .filter(|&n| n <= 255)
-            .ok_or(SccbError::Bus)?;
-        let cr2 = (u32::from(address) << 1)
-            | (u32::from(read) << 10)
-            | (1 << 13) // START
-            | (len << 16)
-            | (1 << 25); // AUTOEND: STOP after the last byte
-        reg::write(I2C2 + I2C_CR2, cr2);
-        Ok(())
-    }
-}
-
-impl Default for Sccb {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl I2c<SevenBitAddress> for Sccb {
-    fn transaction(
-        &mut self,
-        address: u8,
-        operations: &mut [Operation<'_>],
-    ) -> Result<(), SccbError> {
-        for operation in operations {
-            match operation {
-                Operation::Write(bytes) => {
-                    Self::transfer(address, false, bytes.len())?;
-                    for &byte in bytes.iter() {
-                        Self::wait(1 << 1)?; // TXIS
-                        reg::write(I2C2 + I2C_TXDR, u32::from(byte));
-                    }
+/// Logs why the sensor set-up failed and what to do about it.
+pub fn log_sensor_error(error: &SensorError) {
+    match *error {
+        SensorError::Bus(e) => defmt::error!(
+            "the {=str} does not answer on SCCB ({}): check its 3.3 V and GND, SIOC on PB8 and \
+             SIOD on PB9 with pull-ups, and XCLK on PA8",
+            SENSOR,
+            e
+        ),
+        SensorError::WrongChip { pid, ver } => match tinycnn_camera::identify(pid, ver) {
+            Some(found) => defmt::error!(
+                "the camera is an {=str}, but this firmware drives the {=str}: rebuild {=str}",
+                found,
+                SENSOR,
+                if cfg!(feature = "camera-ov7725") {
+                    "without `camera-ov7725`"
+                } else {
+                    "with `--features board-stm32h743,camera-ov7725`"
                 }
-                Operation::Read(buffer) => {
-                    Self::transfer(address, true, buffer.len())?;
-                    for byte in buffer.iter_mut() {
-                        Self::wait(1 << 2)?; // RXNE
-                        *byte = reg::read(I2C2 + I2C_RXDR) as u8;
-                    }
-                }
-            }
-            Self::wait(1 << 5)?; // STOPF
-            reg::write(I2C2 + I2C_ICR, 1 << 5);
-        }
-        Ok(())
+            ),
+            None => defmt::error!(
+                "unknown camera (PID {=u8:#04x}, VER {=u8:#04x}): this firmware drives the OV7670 \
+                 (default) and the OV7725 (feature camera-ov7725)",
+                pid,
+                ver
+            ),
+        },
     }
 }
 
-/// Camera failures.
+/// Capture failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
 pub enum CameraError {
-    /// The buffer cannot hold a QVGA RGB565 frame or is not 4-byte aligned.
-    Buffer,
-    /// DMA transfer error or DCMI overrun/sync error.
-    Capture,
-    /// No frame within a second: check PIXCLK, HREF and VSYNC.
+    /// The capture buffer is shorter than a frame or not aligned to a cache line.
+    Buffer { len: usize, address: usize },
+    /// The DCMI reported an overrun or a synchronisation error.
+    Capture(dcmi::Error),
+    /// No complete frame within 1 s: check PIXCLK, HREF, VSYNC and D0..D7.
     Timeout,
 }
 
-/// OV7670 frames over DCMI + DMA1 stream 0, snapshot mode, RGB565 (big-endian in memory).
-pub struct DcmiCamera;
+/// Frames from the sensor over DCMI + DMA1 stream 0, one snapshot per [`FrameSource::capture`].
+pub struct DcmiCamera {
+    dcmi: Dcmi<'static, peripherals::DCMI>,
+    scb: cortex_m::peripheral::SCB,
+    /// Kept so SCCB stays configured for the sensor's lifetime.
+    _sensor: sensor::Driver<I2c<'static, Blocking, i2c::Master>, Delay>,
+    /// XCLK: the sensor stops without it.
+    _xclk: Mco<'static, peripherals::MCO1>,
+}
 
 impl DcmiCamera {
-    /// Clocks the sensor from MCO1, sets it up over SCCB and configures the DCMI.
-    pub fn new() -> Result<Self, ov7670::Error<SccbError>> {
-        reg::modify(RCC_AHB4ENR, 0, 0b1111); // GPIOA..GPIOD
-        reg::modify(RCC_AHB1ENR, 0, 1); // DMA1 (and DMAMUX1)
-        reg::modify(RCC_AHB2ENR, 0, 1); // DCMI
-                                        // XCLK: MCO1 = HSI / 4 = 16 MHz on PA8.
-        reg::modify(RCC_CFGR, (0b111 << 22) | (0b1111 << 18), 4 << 18);
-        alternate(GPIOA, 8, 0, false);
-        for (port, pin) in [
-            (GPIOA, 4),
-            (GPIOA, 6),
-            (GPIOB, 7),
-            (GPIOC, 6),
-            (GPIOC, 7),
-            (GPIOC, 8),
-            (GPIOC, 9),
-            (GPIOC, 11),
-            (GPIOD, 3),
-            (GPIOB, 8),
-            (GPIOB, 9),
-        ] {
-            alternate(port, pin, 13, false);
-        }
-        let mut delay = CycleDelay;
-        // The sensor needs XCLK running before it answers on SCCB.
-        delay.delay_ms(10);
-        Ov7670::new(Sccb::new(), CycleDelay).init()?;
-        // Snapshot, 8-bit data, PIXCLK rising edge, VSYNC active high, HREF active low.
-        reg::write(DCMI_CR, (1 << 1) | (1 << 5) | (1 << 7));
-        reg::write(DMAMUX1_C0CR, DMAMUX_REQ_DCMI);
-        Ok(DcmiCamera)
+    /// Starts XCLK, sets the sensor up over SCCB and configures the DCMI and its DMA stream.
+    pub fn new(p: Peripherals, scb: cortex_m::peripheral::SCB) -> Result<Self, SensorError> {
+        let mut xclk_config = McoConfig::default();
+        xclk_config.prescaler = McoPrescaler::DIV5;
+        xclk_config.speed = Speed::VeryHigh;
+        let xclk = Mco::new(p.MCO1, p.PA8, Mco1Source::PLL1_Q, xclk_config);
+        // The sensor needs XCLK running for a while before it answers on SCCB.
+        embedded_hal::delay::DelayNs::delay_ms(&mut Delay, 10);
+
+        let mut i2c_config = i2c::Config::default();
+        i2c_config.frequency = Hertz::khz(100);
+        // Weak (about 40 kOhm) but enough at 100 kHz over short wires; many camera modules have
+        // no pull-ups of their own.
+        i2c_config.scl_pullup = true;
+        i2c_config.sda_pullup = true;
+        let sccb = I2c::new_blocking(p.I2C1, p.PB8, p.PB9, i2c_config);
+        let mut sensor = sensor::Driver::new(sccb, Delay);
+        sensor.init()?;
+        let (width, height) = sensor::QVGA;
+        defmt::println!(
+            "camera={=str} frame={=u16}x{=u16} rgb565be core_hz={=u32}",
+            SENSOR,
+            width,
+            height,
+            CORE_HZ
+        );
+
+        let dcmi = Dcmi::new_8bit(
+            p.DCMI,
+            p.DMA1_CH0,
+            Irqs,
+            p.PC6,
+            p.PC7,
+            p.PC8,
+            p.PC9,
+            p.PE4,
+            p.PB6,
+            p.PE5,
+            p.PE6,
+            p.PG9,
+            p.PA4,
+            p.PA6,
+            dcmi::Config::default(),
+        );
+        Ok(Self {
+            dcmi,
+            scb,
+            _sensor: sensor,
+            _xclk: xclk,
+        })
     }
 }
 
 impl FrameSource for DcmiCamera {
     type Error = CameraError;
 
+    /// Captures one frame into the first [`FRAME_BYTES`] of `buffer`, which must start on a
+    /// cache line (the frame buffer of `classify.rs` is 32-byte aligned) in memory DMA1 reaches
+    /// (AXI SRAM, `boards/stm32h743/memory.x`).
     fn capture(&mut self, buffer: &mut [u8]) -> Result<Option<FrameInfo>, CameraError> {
-        let len = ov7670::QVGA_RGB565_BYTES;
-        if buffer.len() < len || buffer.as_ptr() as usize % 4 != 0 {
-            return Err(CameraError::Buffer);
+        let (len, address) = (buffer.len(), buffer.as_ptr() as usize);
+        let bad_buffer = CameraError::Buffer { len, address };
+        if address % CACHE_LINE != 0 {
+            return Err(bad_buffer);
         }
-        reg::modify(DMA1_S0CR, 1, 0);
-        while reg::read(DMA1_S0CR) & 1 != 0 {}
-        reg::write(DMA1_LIFCR, 0b11_1101); // clear stream 0 flags
-        reg::write(DMA1_S0PAR, DCMI_DR as u32);
-        reg::write(DMA1_S0M0AR, buffer.as_mut_ptr() as u32);
-        reg::write(DMA1_S0NDTR, (len / 4) as u32);
-        reg::write(DMA1_S0FCR, (1 << 2) | 0b11); // FIFO on, full threshold
-                                                 // Peripheral to memory, word to word, memory increment, very high priority, enable.
-        reg::write(
-            DMA1_S0CR,
-            (0b11 << 16) | (0b10 << 13) | (0b10 << 11) | (1 << 10) | 1,
-        );
-        reg::write(DCMI_ICR, 0b1_1111);
-        reg::modify(DCMI_CR, 0, (1 << 14) | 1); // ENABLE, CAPTURE
-        let timeout_spins = CORE_HZ / 4;
-        for _ in 0..timeout_spins {
-            let dma = reg::read(DMA1_LISR);
-            let dcmi = reg::read(DCMI_RIS);
-            if dma & (1 << 3) != 0 || dcmi & 0b110 != 0 {
-                reg::modify(DCMI_CR, 1 << 14, 0);
-                return Err(CameraError::Capture);
-            }
-            if dma & (1 << 5) != 0 {
-                reg::modify(DCMI_CR, 1 << 14, 0);
-                let (width, height) = ov7670::QVGA;
-                return Ok(Some(FrameInfo {
+        let frame = buffer.get_mut(..FRAME_BYTES).ok_or(bad_buffer)?;
+        let words: &mut [u32] = bytemuck::try_cast_slice_mut(frame).map_err(|_| bad_buffer)?;
+
+        // Coherence with the D-cache on. The frame covers whole cache lines, so no other data
+        // shares them. Before the transfer: write back and drop every line of the frame, so no
+        // dirty line can later be evicted on top of DMA data.
+        self.scb
+            .clean_invalidate_dcache_by_address(address, FRAME_BYTES);
+        let result = block_on(with_timeout(CAPTURE_TIMEOUT, self.dcmi.capture(words)));
+        // The capture future is gone: the stream completed, or dropping it stopped the stream
+        // (embassy waits for it to stop, then fences), so DMA no longer writes the frame. The CPU
+        // has not written the frame since the maintenance above, so no line is dirty and this
+        // only drops lines the core fetched speculatively during the transfer. The cache
+        // operations end with DSB + ISB: the reads that follow see the DMA's data.
+        self.scb
+            .clean_invalidate_dcache_by_address(address, FRAME_BYTES);
+        match result {
+            Ok(Ok(())) => {
+                let (width, height) = sensor::QVGA;
+                Ok(Some(FrameInfo {
                     width,
                     height,
                     format: PixelFormat::Rgb565Be,
-                    len,
-                }));
+                    len: FRAME_BYTES,
+                }))
+            }
+            Ok(Err(e)) => Err(CameraError::Capture(e)),
+            Err(_) => {
+                // A dropped capture leaves the DCMI armed (embassy disables it only when the
+                // capture completes); stop it so the next capture starts at a frame boundary.
+                embassy_stm32::pac::DCMI.cr().modify(|w| {
+                    w.set_capture(false);
+                    w.set_enable(false);
+                });
+                Err(CameraError::Timeout)
             }
         }
-        reg::modify(DCMI_CR, 1 << 14, 0);
-        Err(CameraError::Timeout)
     }
 }
 
-/// Core cycles of a code section from DWT CYCCNT (32 bits: wraps after 67 s at 64 MHz).
+/// Core cycles of a code section from DWT CYCCNT (32 bits: wraps after 8.9 s at 480 MHz).
 pub struct DwtCycleCounter {
     started_at: u32,
 }
