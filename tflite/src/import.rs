@@ -370,7 +370,28 @@ impl<'g, 'a> Walker<'g, 'a> {
         }
     }
 
-    fn peek(&self) -> Option<fb::BuiltinOperator> {
+    /// Skips the operators that only compute a shape for RESHAPE (what the converter emits for
+    /// Keras' `Flatten` with a dynamic batch: SHAPE, STRIDED_SLICE, PACK): every output is an
+    /// INT32 tensor, so they cannot change an activation, and RESHAPE's output shape is checked
+    /// on its own.
+    fn skip_shape_ops(&mut self) {
+        use fb::BuiltinOperator as B;
+        while let Some(op) = self.g.ops.get(self.next) {
+            let shape_op = matches!(op.code, B::SHAPE | B::STRIDED_SLICE | B::PACK)
+                && !op.outputs.is_empty()
+                && op.outputs.iter().all(|&o| {
+                    self.tensor(o)
+                        .is_some_and(|t| t.ty == fb::TensorType::INT32)
+                });
+            if !shape_op {
+                break;
+            }
+            self.next += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<fb::BuiltinOperator> {
+        self.skip_shape_ops();
         self.g.ops.get(self.next).map(|o| o.code)
     }
 
@@ -381,6 +402,7 @@ impl<'g, 'a> Walker<'g, 'a> {
         code: fb::BuiltinOperator,
         what: &str,
     ) -> Result<(usize, &'g Op), ImportError> {
+        self.skip_shape_ops();
         let index = self.next;
         let x_name = self.g.tensors[self.x].name.clone();
         let Some(op) = self.g.ops.get(index) else {
@@ -868,6 +890,7 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
     if w.peek() == Some(B::DEQUANTIZE) {
         w.take(B::DEQUANTIZE, "DEQUANTIZE")?;
     }
+    w.skip_shape_ops();
     if w.next != g.ops.len() {
         let name = g.tensors[w.x].name.clone();
         return Err(w.unsupported(
