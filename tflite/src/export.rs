@@ -104,24 +104,36 @@ fn check_multipliers(model: &Model) -> Result<(), ExportError> {
     Ok(())
 }
 
-struct Quant {
-    scale: Vec<f32>,
-    zero_point: Vec<i64>,
+pub(crate) struct Quant {
+    pub(crate) scale: Vec<f32>,
+    pub(crate) zero_point: Vec<i64>,
 }
 
-struct TensorSpec {
-    name: String,
-    shape: Vec<i32>,
-    ty: fb::TensorType,
-    buffer: u32,
-    quant: Option<Quant>,
+pub(crate) struct TensorSpec {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<i32>,
+    pub(crate) ty: fb::TensorType,
+    pub(crate) buffer: u32,
+    pub(crate) quant: Option<Quant>,
 }
 
-enum Options {
-    Conv { relu: bool },
-    Pool,
-    Reshape { new_shape: Vec<i32> },
-    FullyConnected { relu: bool },
+pub(crate) enum Options {
+    Conv {
+        relu: bool,
+        stride: i32,
+    },
+    Pool {
+        relu: bool,
+    },
+    Reshape {
+        new_shape: Vec<i32>,
+    },
+    FullyConnected {
+        relu: bool,
+    },
+    /// An operator without options (tests build such graphs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    None,
 }
 
 /// Operator codes in the file, with the lowest version that has int8 (per-channel) kernels.
@@ -132,18 +144,25 @@ const OP_CODES: [(fb::BuiltinOperator, i32); 4] = [
     (fb::BuiltinOperator::FULLY_CONNECTED, 4),
 ];
 
-struct OpSpec {
-    code: u32,
-    inputs: Vec<i32>,
-    outputs: Vec<i32>,
-    options: Options,
+pub(crate) struct OpSpec {
+    /// Index into [`Graph::codes`].
+    pub(crate) code: u32,
+    pub(crate) inputs: Vec<i32>,
+    pub(crate) outputs: Vec<i32>,
+    pub(crate) options: Options,
 }
 
 /// The graph before serialization. Buffer 0 is TFLite's empty sentinel.
-struct Graph {
-    tensors: Vec<TensorSpec>,
-    buffers: Vec<Vec<u8>>,
-    ops: Vec<OpSpec>,
+pub(crate) struct Graph {
+    pub(crate) tensors: Vec<TensorSpec>,
+    pub(crate) buffers: Vec<Vec<u8>>,
+    pub(crate) ops: Vec<OpSpec>,
+    /// Operator codes and versions.
+    pub(crate) codes: Vec<(fb::BuiltinOperator, i32)>,
+    pub(crate) inputs: Vec<i32>,
+    pub(crate) outputs: Vec<i32>,
+    /// Buffer of the labels metadata (none: no metadata).
+    pub(crate) labels_buffer: Option<u32>,
 }
 
 fn dim(n: usize) -> i32 {
@@ -152,7 +171,7 @@ fn dim(n: usize) -> i32 {
 }
 
 impl Graph {
-    fn tensor(
+    pub(crate) fn tensor(
         &mut self,
         name: String,
         shape: &[usize],
@@ -178,7 +197,12 @@ impl Graph {
     }
 
     /// An int8 activation tensor with per-tensor quantization.
-    fn activation(&mut self, name: String, shape: &[usize], q: tinycnn::QuantParams) -> i32 {
+    pub(crate) fn activation(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        q: tinycnn::QuantParams,
+    ) -> i32 {
         let quant = Quant {
             scale: vec![q.scale],
             zero_point: vec![q.zero_point as i64],
@@ -253,7 +277,7 @@ impl Graph {
 /// Refuses a model whose multipliers TFLite would not re-derive exactly from its scales, or
 /// whose labels contain a line break.
 pub fn to_tflite(model: &Model) -> Result<Vec<u8>, ExportError> {
-    export(model, false)
+    Ok(serialize(&build_graph(model, false)?))
 }
 
 /// [`to_tflite`] with every layer output as a subgraph output, in the order of
@@ -261,10 +285,11 @@ pub fn to_tflite(model: &Model) -> Result<Vec<u8>, ExportError> {
 /// checks: a runtime that fuses or delegates operators (XNNPACK) still materializes subgraph
 /// outputs.
 pub fn to_tflite_traced(model: &Model) -> Result<Vec<u8>, ExportError> {
-    export(model, true)
+    Ok(serialize(&build_graph(model, true)?))
 }
 
-fn export(model: &Model, traced: bool) -> Result<Vec<u8>, ExportError> {
+/// The graph [`to_tflite`] (or, `traced`, [`to_tflite_traced`]) writes.
+pub(crate) fn build_graph(model: &Model, traced: bool) -> Result<Graph, ExportError> {
     check_multipliers(model)?;
     for (index, label) in model.labels.iter().enumerate() {
         if label.contains(['\n', '\r']) {
@@ -279,6 +304,10 @@ fn export(model: &Model, traced: bool) -> Result<Vec<u8>, ExportError> {
         tensors: Vec::new(),
         buffers: vec![Vec::new()],
         ops: Vec::new(),
+        codes: OP_CODES.to_vec(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        labels_buffer: None,
     };
     let (h, w, ch) = (
         arch.height as usize,
@@ -302,14 +331,22 @@ fn export(model: &Model, traced: bool) -> Result<Vec<u8>, ExportError> {
             &[1, block.height, block.width, block.out_channels],
             out_q,
         );
-        g.op(0, vec![x, wt, bias], conv, Options::Conv { relu: true });
+        g.op(
+            0,
+            vec![x, wt, bias],
+            conv,
+            Options::Conv {
+                relu: true,
+                stride: 1,
+            },
+        );
         let (ph, pw) = block.pooled_hw();
         let pooled = g.activation(
             format!("block{}", b + 1),
             &[1, ph, pw, block.out_channels],
             out_q,
         );
-        g.op(1, vec![conv], pooled, Options::Pool);
+        g.op(1, vec![conv], pooled, Options::Pool { relu: false });
         traces.push(pooled);
         x = pooled;
         input_scale = out_q.scale;
@@ -344,9 +381,10 @@ fn export(model: &Model, traced: bool) -> Result<Vec<u8>, ExportError> {
     }
     let labels: Vec<&str> = model.labels.iter().map(|l| l.as_str()).collect();
     g.buffers.push(labels.join("\n").into_bytes());
-    let labels_buffer = (g.buffers.len() - 1) as u32;
-    let outputs = if traced { traces } else { vec![x] };
-    Ok(serialize(&g, 0, &outputs, labels_buffer))
+    g.labels_buffer = Some((g.buffers.len() - 1) as u32);
+    g.inputs = vec![0];
+    g.outputs = if traced { traces } else { vec![x] };
+    Ok(g)
 }
 
 /// Pushes unreferenced zero bytes so that the next `n` bytes written end 16-byte aligned,
@@ -369,7 +407,8 @@ fn aligned_bytes<'a>(
     fbb.create_vector(data)
 }
 
-fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<u8> {
+/// Writes `g` as a finished `.tflite` flatbuffer.
+pub(crate) fn serialize(g: &Graph) -> Vec<u8> {
     let capacity = g.buffers.iter().map(|b| b.len() + 32).sum::<usize>() + 16 * 1024;
     let mut fbb = FlatBufferBuilder::with_capacity(capacity);
     let buffers: Vec<_> = g
@@ -431,23 +470,24 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
                 }
             };
             let (options_type, options) = match &op.options {
-                Options::Conv { relu } => (
+                Options::Conv { relu, stride } => (
                     fb::BuiltinOptions::Conv2DOptions,
                     fb::Conv2DOptions::create(
                         &mut fbb,
                         &fb::Conv2DOptionsArgs {
                             padding: fb::Padding::SAME,
-                            stride_w: 1,
-                            stride_h: 1,
+                            stride_w: *stride,
+                            stride_h: *stride,
                             dilation_w_factor: 1,
                             dilation_h_factor: 1,
                             fused_activation_function: act(*relu),
                             ..Default::default()
                         },
                     )
-                    .as_union_value(),
+                    .as_union_value()
+                    .into(),
                 ),
-                Options::Pool => (
+                Options::Pool { relu } => (
                     fb::BuiltinOptions::Pool2DOptions,
                     fb::Pool2DOptions::create(
                         &mut fbb,
@@ -457,10 +497,11 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
                             stride_h: 2,
                             filter_width: 2,
                             filter_height: 2,
-                            fused_activation_function: fb::ActivationFunctionType::NONE,
+                            fused_activation_function: act(*relu),
                         },
                     )
-                    .as_union_value(),
+                    .as_union_value()
+                    .into(),
                 ),
                 Options::Reshape { new_shape } => {
                     let new_shape = fbb.create_vector(new_shape);
@@ -472,7 +513,8 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
                                 new_shape: Some(new_shape),
                             },
                         )
-                        .as_union_value(),
+                        .as_union_value()
+                        .into(),
                     )
                 }
                 Options::FullyConnected { relu } => (
@@ -484,8 +526,10 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
                             ..Default::default()
                         },
                     )
-                    .as_union_value(),
+                    .as_union_value()
+                    .into(),
                 ),
+                Options::None => (fb::BuiltinOptions::NONE, None),
             };
             let inputs = fbb.create_vector(&op.inputs);
             let outputs = fbb.create_vector(&op.outputs);
@@ -496,7 +540,7 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
                     inputs: Some(inputs),
                     outputs: Some(outputs),
                     builtin_options_type: options_type,
-                    builtin_options: Some(options),
+                    builtin_options: options,
                     ..Default::default()
                 },
             )
@@ -504,8 +548,8 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
         .collect();
     let tensors = fbb.create_vector(&tensors);
     let operators = fbb.create_vector(&operators);
-    let sg_inputs = fbb.create_vector(&[input]);
-    let sg_outputs = fbb.create_vector(outputs);
+    let sg_inputs = fbb.create_vector(&g.inputs);
+    let sg_outputs = fbb.create_vector(&g.outputs);
     let sg_name = fbb.create_string("main");
     let subgraph = fb::SubGraph::create(
         &mut fbb,
@@ -518,14 +562,15 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
             ..Default::default()
         },
     );
-    let codes: Vec<_> = OP_CODES
+    let codes: Vec<_> = g
+        .codes
         .iter()
         .map(|&(code, version)| {
             fb::OperatorCode::create(
                 &mut fbb,
                 &fb::OperatorCodeArgs {
-                    // Every code used here is below 127, so both fields hold it.
-                    deprecated_builtin_code: code.0 as i8,
+                    // The old field saturates at 127 (PLACEHOLDER_FOR_GREATER_OP_CODES).
+                    deprecated_builtin_code: code.0.min(127) as i8,
                     custom_code: None,
                     version,
                     builtin_code: code,
@@ -536,15 +581,17 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
     let codes = fbb.create_vector(&codes);
     let subgraphs = fbb.create_vector(&[subgraph]);
     let buffers = fbb.create_vector(&buffers);
-    let meta_name = fbb.create_string(LABELS_METADATA);
-    let meta = fb::Metadata::create(
-        &mut fbb,
-        &fb::MetadataArgs {
-            name: Some(meta_name),
-            buffer: labels_buffer,
-        },
-    );
-    let metadata = fbb.create_vector(&[meta]);
+    let metadata = g.labels_buffer.map(|buffer| {
+        let name = fbb.create_string(LABELS_METADATA);
+        let meta = fb::Metadata::create(
+            &mut fbb,
+            &fb::MetadataArgs {
+                name: Some(name),
+                buffer,
+            },
+        );
+        fbb.create_vector(&[meta])
+    });
     let description = fbb.create_string("tinycnn");
     let root = fb::Model::create(
         &mut fbb,
@@ -554,7 +601,7 @@ fn serialize(g: &Graph, input: i32, outputs: &[i32], labels_buffer: u32) -> Vec<
             subgraphs: Some(subgraphs),
             description: Some(description),
             buffers: Some(buffers),
-            metadata: Some(metadata),
+            metadata,
             ..Default::default()
         },
     );

@@ -33,6 +33,9 @@ pub enum ImportError {
     /// Not exactly one subgraph.
     #[error("the model has {0} subgraphs; {SUPPORTED}, in one subgraph")]
     Subgraphs(usize),
+    /// The subgraph does not have one input and one output.
+    #[error("{0}; {SUPPORTED}, with one input and one output")]
+    Subgraph(String),
     /// An operator, tensor or option outside the supported family.
     #[error("operator {index} ({op}, tensor `{tensor}`): {problem}. {SUPPORTED}")]
     Unsupported {
@@ -281,12 +284,10 @@ fn read_graph(bytes: &[u8]) -> Result<Graph<'_>, ImportError> {
         let v: Vec<i32> = v.map(|v| v.iter().collect()).unwrap_or_default();
         match v[..] {
             [i] => Ok(check_index(i, false)? as usize),
-            _ => Err(ImportError::Unsupported {
-                index: 0,
-                op: "subgraph".into(),
-                tensor: format!("{} {what}s", v.len()),
-                problem: format!("the subgraph has {} {what}s, not 1", v.len()),
-            }),
+            _ => Err(ImportError::Subgraph(format!(
+                "the subgraph has {} {what}s",
+                v.len()
+            ))),
         }
     };
     let input = one(sg.inputs(), "input")?;
@@ -668,6 +669,15 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
     }
     let mut index = 0;
     if input_t.ty == fb::TensorType::FLOAT32 {
+        if w.peek() != Some(B::QUANTIZE) {
+            return Err(w.unsupported(
+                0,
+                &input_t.name,
+                "the input is FLOAT32 and no QUANTIZE follows it: this is a float model; convert \
+                 it with full-integer quantization (a representative dataset), or import the \
+                 float ONNX with --calibrate",
+            ));
+        }
         index = w.take(B::QUANTIZE, "QUANTIZE of the float input")?.0;
     }
     let input = w.activation(index, &[h, wd, ch])?;
@@ -795,7 +805,7 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         }
         if !relu {
             let name = w.x_tensor().name.clone();
-            return Err(w.unsupported(w.next, &name, format!("conv block {block} has no ReLU")));
+            return Err(w.unsupported(pi, &name, format!("conv block {block} has no ReLU")));
         }
         q = conv_q;
         filters.push(cc as usize);

@@ -20,6 +20,8 @@
 
 mod export;
 mod import;
+#[cfg(test)]
+mod tests;
 
 #[allow(
     unsafe_code,
