@@ -341,6 +341,8 @@ struct Walker<'g, 'a> {
     next: usize,
     /// The tensor the chain has reached.
     x: usize,
+    /// Layers read with per-tensor weight scales.
+    per_tensor: std::cell::Cell<usize>,
 }
 
 impl<'g, 'a> Walker<'g, 'a> {
@@ -540,7 +542,10 @@ impl<'g, 'a> Walker<'g, 'a> {
             ));
         }
         let weight_scales: Vec<f32> = match w.scale.len() {
-            1 => vec![w.scale[0]; out],
+            1 => {
+                self.per_tensor.set(self.per_tensor.get() + 1);
+                vec![w.scale[0]; out]
+            }
             n if n == out && w.quantized_dimension == 0 => w.scale.clone(),
             n => {
                 return Err(self.unsupported(
@@ -645,6 +650,22 @@ fn act_name(a: fb::ActivationFunctionType) -> &'static str {
 /// Never panics: malformed bytes give [`ImportError::Malformed`] (the flatbuffer verifier runs
 /// first), anything outside the family gives an error naming the operator and the tensor.
 pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
+    import_tflite(bytes).map(|i| i.model)
+}
+
+/// A model [`import_tflite`] read, and what the import changed or assumed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Imported {
+    /// The model.
+    pub model: tinycnn::OwnedModel,
+    /// One sentence per thing a user may want to know: a dropped SOFTMAX, a float input that
+    /// the blob takes as int8, labels that were not in the file, per-tensor weights.
+    pub notes: Vec<String>,
+}
+
+/// [`from_tflite`], also returning notes for the user (for `tinycnn import` to print).
+pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
+    let mut notes = Vec::new();
     use fb::ActivationFunctionType as Act;
     use fb::BuiltinOperator as B;
     let g = read_graph(bytes)?;
@@ -652,6 +673,7 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         g: &g,
         next: 0,
         x: g.input,
+        per_tensor: std::cell::Cell::new(0),
     };
     let input_t = &g.tensors[g.input];
     let [1, h, wd, ch] = input_t.shape[..] else {
@@ -679,6 +701,11 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
             ));
         }
         index = w.take(B::QUANTIZE, "QUANTIZE of the float input")?.0;
+        notes.push(
+            "the file takes float pixels p / 255 and quantizes them; the blob takes int8 p - 128, \
+             the same values"
+                .to_owned(),
+        );
     }
     let input = w.activation(index, &[h, wd, ch])?;
     let name = w.x_tensor().name.clone();
@@ -855,7 +882,11 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         };
         let out_t = w.x_tensor();
         let out_q = activation_q(out_t).map_err(|p| w.unsupported(fi, &out_t.name, p))?;
-        if out_t.shape.iter().product::<i64>() != out || out_t.shape.first() != Some(&1) {
+        let elements = out_t
+            .shape
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d));
+        if elements != Some(out) || out_t.shape.first() != Some(&1) {
             return Err(w.unsupported(
                 fi,
                 &out_t.name,
@@ -893,9 +924,20 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         }
     }
     let classes = fan_in as usize;
+    if w.per_tensor.get() > 0 {
+        notes.push(format!(
+            "{} layers have per-tensor weight scales; the blob stores them per channel",
+            w.per_tensor.get()
+        ));
+    }
     let logits = w.x;
     if w.peek() == Some(B::SOFTMAX) {
         w.take(B::SOFTMAX, "SOFTMAX")?;
+        notes.push(
+            "dropped the trailing SOFTMAX: the blob's logits are its input \
+             (tinycnn::probabilities computes the softmax)"
+                .to_owned(),
+        );
     }
     if w.peek() == Some(B::DEQUANTIZE) {
         w.take(B::DEQUANTIZE, "DEQUANTIZE")?;
@@ -917,7 +959,13 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         ));
     }
     let labels = match g.labels {
-        None => (0..classes).map(|i| format!("class{i}")).collect(),
+        None => {
+            notes.push(format!(
+                "the file has no `{LABELS_METADATA}` metadata: the labels are class0 .. class{}",
+                classes - 1
+            ));
+            (0..classes).map(|i| format!("class{i}")).collect()
+        }
         Some(bytes) => {
             let text = std::str::from_utf8(bytes)
                 .map_err(|e| ImportError::Labels(format!("not UTF-8 ({e})")))?;
@@ -931,7 +979,7 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
             labels
         }
     };
-    build_model(Network {
+    let model = build_model(Network {
         height: h as usize,
         width: wd as usize,
         channels: ch as usize,
@@ -941,5 +989,6 @@ pub fn from_tflite(bytes: &[u8]) -> Result<tinycnn::OwnedModel, ImportError> {
         labels,
         input,
         layers,
-    })
+    })?;
+    Ok(Imported { model, notes })
 }

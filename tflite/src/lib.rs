@@ -40,7 +40,7 @@ mod tests;
 mod schema_generated;
 
 pub use export::{make_scales_consistent, to_tflite, to_tflite_traced, ExportError};
-pub use import::{from_tflite, ImportError, SUPPORTED};
+pub use import::{from_tflite, import_tflite, ImportError, Imported, SUPPORTED};
 
 use schema_generated::tflite as fb;
 use tinycnn::{Arch, OwnedLayer, OwnedModel, QuantParams};

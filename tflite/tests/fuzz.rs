@@ -173,6 +173,40 @@ fn fuzz_mutated_files() {
     assert!(tally.errors.get("unsupported").copied().unwrap_or(0) > 0);
 }
 
+/// Mutations of the TensorFlow converter's float-I/O fixture, which reaches the QUANTIZE,
+/// shape-op, SOFTMAX and DEQUANTIZE paths of the reader.
+#[test]
+fn fuzz_mutated_converter_file() {
+    let good = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keras_float/model.tflite"),
+    )
+    .unwrap();
+    assert!(from_tflite(&good).is_ok());
+    let tally = RefCell::new(Tally::default());
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: FUZZ_CASES / 8,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    // Mutations aimed at the graph, not the 170 KB of weights: the first and last 8 KB.
+    let near_ends = (any::<bool>(), 0usize..8192, 1u8..=255);
+    runner
+        .run(&proptest::collection::vec(near_ends, 1..4), |edits| {
+            let mut bytes = good.clone();
+            let n = bytes.len();
+            for (tail, at, mask) in edits {
+                let at = if tail { n - 1 - at } else { at };
+                bytes[at] ^= mask;
+            }
+            tally.borrow_mut().record(&import(&bytes));
+            Ok(())
+        })
+        .unwrap();
+    let tally = tally.into_inner();
+    eprintln!("fuzz_mutated_converter_file: {tally:?}");
+    assert_eq!(tally.cases, (FUZZ_CASES / 8) as usize);
+}
+
 /// Every single-byte change (3 masks) at every position of a small file, and every truncation
 /// length: exhaustive, deterministic. Truncations are all errors.
 #[test]

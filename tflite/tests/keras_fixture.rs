@@ -16,8 +16,21 @@ fn check(folder: &str) {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{folder}/{name}: {e}"))
     };
-    let owned = tinycnn_tflite::from_tflite(&read("model.tflite"))
+    let imported = tinycnn_tflite::import_tflite(&read("model.tflite"))
         .unwrap_or_else(|e| panic!("{folder}: {e}"));
+    for note in &imported.notes {
+        println!("{folder}: {note}");
+    }
+    // The converter writes no tinycnn labels.
+    assert!(imported
+        .notes
+        .iter()
+        .any(|n| n.contains("no `tinycnn_labels`")));
+    if folder == "keras_float" {
+        assert!(imported.notes.iter().any(|n| n.contains("SOFTMAX")));
+        assert!(imported.notes.iter().any(|n| n.contains("float pixels")));
+    }
+    let owned = imported.model;
     let blob = owned.to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let n = model.arch.input_len();
