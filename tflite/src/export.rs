@@ -626,7 +626,7 @@ mod tests {
         let mut checked = 0;
         for b in model.buffers().unwrap().iter() {
             if let Some(d) = b.data() {
-                let offset = d.as_ptr() as usize - bytes.as_ptr() as usize;
+                let offset = d.bytes().as_ptr() as usize - bytes.as_ptr() as usize;
                 assert_eq!(offset % 16, 0, "buffer data at offset {offset}");
                 checked += 1;
             }

@@ -161,7 +161,7 @@ fn buffer_data<'a>(
     if buffer.offset() > 1 {
         // Data stored after the flatbuffer (models over 2 GB).
         let start = usize::try_from(buffer.offset()).ok();
-        let end = start.and_then(|s| s.checked_add(usize::try_from(buffer.size_()).ok()?));
+        let end = start.and_then(|s| s.checked_add(usize::try_from(buffer.size()).ok()?));
         return match (start, end) {
             (Some(s), Some(e)) if e <= bytes.len() => Ok(Some(&bytes[s..e])),
             _ => Err(malformed(format!(
@@ -169,7 +169,7 @@ fn buffer_data<'a>(
             ))),
         };
     }
-    Ok(buffer.data().filter(|d| !d.is_empty()))
+    Ok(buffer.data().map(|d| d.bytes()).filter(|d| !d.is_empty()))
 }
 
 fn op_name(code: fb::BuiltinOperator, custom: Option<&str>) -> String {
@@ -250,14 +250,14 @@ fn read_graph(bytes: &[u8]) -> Result<Graph<'_>, ImportError> {
             v.map(|v| v.iter().map(|i| check_index(i, true)).collect())
                 .unwrap_or(Ok(Vec::new()))
         };
-        let options = if let Some(o) = op.builtin_options_as_conv_2doptions() {
+        let options = if let Some(o) = op.builtin_options_as_conv_2_doptions() {
             Options::Conv {
                 padding: o.padding(),
                 stride: (o.stride_h(), o.stride_w()),
                 dilation: (o.dilation_h_factor(), o.dilation_w_factor()),
                 act: o.fused_activation_function(),
             }
-        } else if let Some(o) = op.builtin_options_as_pool_2doptions() {
+        } else if let Some(o) = op.builtin_options_as_pool_2_doptions() {
             Options::Pool {
                 padding: o.padding(),
                 stride: (o.stride_h(), o.stride_w()),
