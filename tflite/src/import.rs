@@ -709,6 +709,8 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
     }
     let input = w.activation(index, &[h, wd, ch])?;
     let name = w.x_tensor().name.clone();
+    // Within 1e-6 of 1/255, round(p / 255 / scale) = p for every pixel p in 0..=255, so the
+    // file's input quantization is exactly the blob's q = p - 128.
     if input.zero_point != tinycnn::INPUT_ZERO_POINT
         || (input.scale as f64 * 255.0 - 1.0).abs() > 1e-6
     {
