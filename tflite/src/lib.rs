@@ -6,7 +6,10 @@
 //!   (fused RELU on fc1). Class labels go into the model metadata [`LABELS_METADATA`].
 //! - [`from_tflite`]: an int8 `.tflite` of the tutorial family (including the layouts
 //!   TensorFlow's converter emits for the Keras tutorial model) to a [`tinycnn::OwnedModel`],
-//!   refusing with an [`ImportError`] whatever the blob cannot express exactly.
+//!   refusing with an [`ImportError`] whatever the blob cannot express exactly;
+//!   [`import_tflite`] also returns notes for the user (a dropped SOFTMAX, default labels).
+//! - [`to_tflite_traced`]: the export with every layer output as a subgraph output, for parity
+//!   checks against [`tinycnn::forward_traced`] (`litert/run.py` runs it in LiteRT).
 //!
 //! Both sides derive every requantization multiplier the way TFLite does:
 //! `quantize_multiplier(s_in * s_w[c] / s_out)` in `f64` from the `f32` scales. The export
