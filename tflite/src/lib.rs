@@ -23,6 +23,7 @@
 
 mod export;
 mod import;
+pub mod litert;
 #[cfg(test)]
 mod tests;
 

@@ -12,162 +12,96 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use tinycnn::{argmax, Arch, Model};
+use tinycnn::{Arch, Model};
+use tinycnn_tflite::litert::{compare_outputs, compare_with_litert, RuntimeReport};
 
 const INPUTS: usize = 1000;
-const RESOLVERS: [&str; 3] = ["BUILTIN_REF", "BUILTIN", "AUTO"];
-const LAYERS: [&str; 5] = ["block1", "block2", "block3", "fc1", "logits"];
 
-/// The model, the inputs and `tinycnn::forward_traced`'s outputs for them, with the model
-/// exported by `to_tflite_traced` into a scratch folder.
-struct Setup {
-    blob: Vec<u8>,
-    inputs: Vec<u8>,
-    ours: Vec<Vec<Vec<i8>>>,
-    dir: std::path::PathBuf,
+/// A random `fashion` blob and 1000 inputs: random, plus the two constant extremes.
+fn setup() -> (Vec<u8>, Vec<i8>) {
+    let arch = Arch::fashion();
+    let blob = common::consistent_model(arch, 42).to_bytes().unwrap();
+    let n = arch.input_len();
+    let mut inputs: Vec<i8> = common::random_bytes(7, n * INPUTS)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect();
+    inputs[..n].fill(-128);
+    inputs[n..2 * n].fill(127);
+    (blob, inputs)
 }
 
-impl Setup {
-    fn new(name: &str) -> Setup {
-        let arch = Arch::fashion();
-        let blob = common::consistent_model(arch, 42).to_bytes().unwrap();
-        let model = Model::from_bytes(&blob).unwrap();
-        let dir = common::scratch_dir(name);
-        let tflite = tinycnn_tflite::to_tflite_traced(&model).unwrap();
-        std::fs::write(dir.join("model.tflite"), tflite).unwrap();
-        // Random inputs, plus the two constant extremes.
-        let n = arch.input_len();
-        let mut inputs = common::random_bytes(7, n * INPUTS);
-        inputs[..n].fill(0x80);
-        inputs[n..2 * n].fill(0x7f);
-        std::fs::write(dir.join("inputs.bin"), &inputs).unwrap();
-        let ours = inputs
-            .chunks_exact(n)
-            .map(|x| common::traced(&model, bytemuck::cast_slice(x)))
-            .collect();
-        Setup {
-            blob,
-            inputs,
-            ours,
-            dir,
-        }
-    }
-
-    fn model(&self) -> Model<'_> {
-        Model::from_bytes(&self.blob).unwrap()
-    }
-
-    /// Runs `tflite/litert/run.py [flag] model inputs dir` with `python`.
-    fn run(&self, python: &Path, flag: Option<&str>) {
-        let script = common::workspace_root().join("tflite/litert/run.py");
-        let status = Command::new(python)
-            .arg(script)
-            .args(flag)
-            .arg(self.dir.join("model.tflite"))
-            .arg(self.dir.join("inputs.bin"))
-            .arg(&self.dir)
-            .status()
-            .expect("run tflite/litert/run.py");
-        assert!(status.success(), "tflite/litert/run.py failed: {status}");
-    }
-
-    /// Reads `dir/<runtime>/<file>` for each layer.
-    fn theirs(&self, runtime: &str, file: impl Fn(usize) -> String) -> Vec<Vec<i8>> {
-        (0..LAYERS.len())
-            .map(|l| {
-                let path = self.dir.join(runtime).join(file(l));
-                let bytes =
-                    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                bytes.into_iter().map(|b| b as i8).collect()
-            })
-            .collect()
-    }
-
-    /// Prints the differences per layer and checks: the first `exact` layers bit-identical,
-    /// every layer within 1 LSB, argmax agreement >= 99.9%.
-    fn compare(&self, runtime: &str, theirs: &[Vec<i8>], exact: usize) {
-        for (layer, name) in LAYERS.iter().enumerate() {
-            let len = self.ours[0][layer].len();
-            assert_eq!(theirs[layer].len(), len * INPUTS, "{runtime} {name} length");
-            let (mut values, mut inputs, mut max) = (0usize, 0usize, 0i32);
-            for (i, o) in self.ours.iter().enumerate() {
-                let t = &theirs[layer][i * len..(i + 1) * len];
-                let (count, worst) = o[layer]
-                    .iter()
-                    .zip(t)
-                    .map(|(&a, &b)| (a as i32 - b as i32).abs())
-                    .filter(|&d| d > 0)
-                    .fold((0, 0), |(c, m), d| (c + 1, m.max(d)));
-                values += count;
-                inputs += usize::from(count > 0);
-                max = max.max(worst);
-                if layer < exact {
-                    assert_eq!(
-                        count, 0,
-                        "{runtime} {name} differs from tinycnn on input {i}"
-                    );
-                }
-            }
-            println!(
-                "{runtime:>11} {name:>6}: {values} values on {inputs}/{INPUTS} inputs differ, \
-                 max {max} LSB"
+/// Prints `r` and checks: the first `exact` layers bit-identical, every layer within 1 LSB,
+/// argmax agreement >= 99.9%.
+fn check(r: &RuntimeReport, exact: usize) {
+    for (l, d) in r.layers.iter().enumerate() {
+        println!(
+            "{:>11} {:>6}: {} values on {}/{} inputs differ, max {} LSB",
+            r.runtime, d.layer, d.values, d.inputs, r.inputs, d.max_lsb
+        );
+        if l < exact {
+            assert_eq!(
+                d.values, 0,
+                "{} {} differs from tinycnn",
+                r.runtime, d.layer
             );
-            assert!(max <= 1, "{runtime} {name} differs by {max} LSB");
         }
-        let classes = self.ours[0][4].len();
-        let agree = self
-            .ours
-            .iter()
-            .enumerate()
-            .filter(|(i, o)| argmax(&o[4]) == argmax(&theirs[4][i * classes..(i + 1) * classes]))
-            .count();
-        println!("{runtime:>11} argmax agreement {agree}/{INPUTS}");
         assert!(
-            agree * 1000 >= INPUTS * 999,
-            "{runtime} argmax agrees on {agree}/{INPUTS}"
+            d.max_lsb <= 1,
+            "{} {} differs by {} LSB",
+            r.runtime,
+            d.layer,
+            d.max_lsb
         );
     }
+    println!(
+        "{:>11} argmax agreement {}/{}",
+        r.runtime, r.argmax_agree, r.inputs
+    );
+    assert!(
+        r.argmax_agree * 1000 >= r.inputs * 999,
+        "{} argmax agrees on {}/{}",
+        r.runtime,
+        r.argmax_agree,
+        r.inputs
+    );
 }
 
 #[test]
 fn litert_agrees_with_shared() {
     let python = common::workspace_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `cargo xtask setup`, which installs ai-edge-litert into the project venv",
-        python.display()
-    );
-    let setup = Setup::new("litert");
-    setup.run(&python, None);
-    let version = std::fs::read_to_string(setup.dir.join("version.txt")).unwrap();
+    let (blob, inputs) = setup();
+    let model = Model::from_bytes(&blob).unwrap();
+    let dir = common::scratch_dir("litert");
+    let report =
+        compare_with_litert(&python, &model, &inputs, &dir).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "LiteRT {}, {INPUTS} inputs, random fashion model",
-        version.trim()
+        report.version
     );
-    let model = setup.model();
     let n = model.arch.input_len();
-    for resolver in RESOLVERS {
-        let theirs = setup.theirs(resolver, |l| format!("{}.bin", LAYERS[l]));
+    for r in &report.runtimes {
         // TFLite's optimized kernels requantize with one rounding instead of the reference's
         // two (see the diagnostic below), so only the reference kernels are bit-exact on the
         // conv blocks.
-        let exact = if resolver == "BUILTIN_REF" { 3 } else { 0 };
-        setup.compare(resolver, &theirs, exact);
-        if resolver != "BUILTIN_REF" {
+        let reference = r.runtime == "BUILTIN_REF";
+        check(r, if reference { 3 } else { 0 });
+        assert_eq!(reference, r.conv_blocks_exact());
+        if !reference {
             // Diagnostic: how much of the optimized kernels' block 1 a single-rounding
             // requantization reproduces.
-            let len = setup.ours[0][0].len();
+            let theirs = std::fs::read(dir.join(r.runtime).join("block1.bin")).unwrap();
+            let len = theirs.len() / INPUTS;
             let mut unexplained = 0;
-            for (i, x) in setup.inputs.chunks_exact(n).enumerate() {
-                let single = block1_single_rounding(&model, bytemuck::cast_slice(x));
-                let t = &theirs[0][i * len..(i + 1) * len];
-                unexplained += single.iter().zip(t).filter(|(a, b)| a != b).count();
+            for (x, t) in inputs.chunks_exact(n).zip(theirs.chunks_exact(len)) {
+                let single = block1_single_rounding(&model, x);
+                unexplained += single.iter().zip(t).filter(|(&a, &b)| a as u8 != b).count();
             }
             println!(
-                "{resolver:>11} block1 with single rounding: {unexplained} of {} values differ",
+                "{:>11} block1 with single rounding: {unexplained} of {} values differ",
+                r.runtime,
                 len * INPUTS
             );
         }
@@ -179,17 +113,38 @@ fn litert_agrees_with_shared() {
 fn tflite_micro_agrees_with_shared() {
     let python = std::env::var_os("TINYCNN_TFLM_PYTHON")
         .expect("set TINYCNN_TFLM_PYTHON to a python that has `pip install tflite-micro`");
-    let setup = Setup::new("tflm");
-    setup.run(Path::new(&python), Some("--tflm"));
-    let version = std::fs::read_to_string(setup.dir.join("version.txt")).unwrap();
+    let (blob, inputs) = setup();
+    let model = Model::from_bytes(&blob).unwrap();
+    let dir = common::scratch_dir("tflm");
+    let tflite = dir.join("model.tflite");
+    let inputs_path = dir.join("inputs.bin");
+    std::fs::write(&tflite, tinycnn_tflite::to_tflite_traced(&model).unwrap()).unwrap();
+    std::fs::write(&inputs_path, bytemuck::cast_slice::<i8, u8>(&inputs)).unwrap();
+    let status = Command::new(&python)
+        .arg(common::workspace_root().join("tflite/litert/run.py"))
+        .arg("--tflm")
+        .args([&tflite, &inputs_path, &dir])
+        .status()
+        .expect("run tflite/litert/run.py");
+    assert!(
+        status.success(),
+        "tflite/litert/run.py --tflm failed: {status}"
+    );
+    let version = std::fs::read_to_string(dir.join("version.txt")).unwrap();
     println!(
         "tflite-micro {}, {INPUTS} inputs, random fashion model",
         version.trim()
     );
-    let theirs = setup.theirs("TFLM", |l| format!("output{l}.bin"));
+    let theirs: Vec<Vec<i8>> = (0..5)
+        .map(|l| {
+            let bytes = std::fs::read(dir.join("TFLM").join(format!("output{l}.bin"))).unwrap();
+            bytes.into_iter().map(|b| b as i8).collect()
+        })
+        .collect();
     // TFLite Micro's reference kernels requantize FULLY_CONNECTED in fixed point too: every
     // layer is bit-identical.
-    setup.compare("TFLM", &theirs, LAYERS.len());
+    let r = compare_outputs(&model, &inputs, "TFLM", &theirs).unwrap();
+    check(&r, r.layers.len());
 }
 
 /// Requantization with one rounding, ties toward +infinity:
