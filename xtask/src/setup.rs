@@ -13,6 +13,8 @@ use crate::cmd::{self, Context};
 
 /// The libtorch that tch 0.26 links, installed from PyPI's `torch` wheel.
 const TORCH_VERSION: &str = "2.13.0";
+/// LiteRT (TFLite's interpreter), which the tinycnn-tflite parity test runs.
+const LITERT_VERSION: &str = "2.3.0";
 const VENV: &str = ".venv";
 const LIBTORCH_LINK: &str = ".libtorch";
 const THUMB_TARGET: &str = "thumbv7em-none-eabihf";
@@ -29,6 +31,7 @@ pub const FASHION_MNIST_FILES: [&str; 4] = [
 pub fn run_all(ctx: &Context) -> Result<()> {
     ctx.step("setup: python venv with torch", || venv_with_torch(ctx))?;
     ctx.step("setup: .libtorch link", || libtorch_link(ctx))?;
+    ctx.step("setup: LiteRT in the venv", || venv_with_litert(ctx))?;
     ctx.step("setup: rust target", || thumb_target(ctx))?;
     ctx.step("setup: rust targets for the portability builds", || {
         portable_targets(ctx)
@@ -87,6 +90,56 @@ fn venv_with_torch(ctx: &Context) -> Result<()> {
         }
         Some(version) => bail!("{VENV} has torch {version} after installing {TORCH_VERSION}; remove {VENV} and run `cargo xtask setup` again"),
         None => bail!("`import torch` fails in {VENV} after installing it; remove {VENV} and run `cargo xtask setup` again"),
+    }
+}
+
+fn litert_version(python: &Path) -> Option<String> {
+    cmd::probe(Command::new(python).args([
+        "-c",
+        "import ai_edge_litert.interpreter; from importlib.metadata import version; print(version('ai-edge-litert'))",
+    ]))
+    .map(|version| version.trim().to_owned())
+}
+
+/// `ai-edge-litert` in the project venv (created here when `LIBTORCH` skipped it).
+fn venv_with_litert(ctx: &Context) -> Result<()> {
+    let python = ctx.path(VENV).join("bin/python");
+    if let Some(version) = litert_version(&python) {
+        if version == LITERT_VERSION {
+            println!("{VENV} already has ai-edge-litert {version}; nothing to do");
+            return Ok(());
+        }
+        println!(
+            "{VENV} has ai-edge-litert {version}, the tests pin {LITERT_VERSION}; installing it"
+        );
+    }
+    let has_pip = || cmd::probe(Command::new(&python).args(["-m", "pip", "--version"])).is_some();
+    if !has_pip() {
+        create_venv(ctx)?;
+        if !has_pip() {
+            bail!(
+                "{VENV} was created but has no pip; remove {} and run `cargo xtask setup` again",
+                ctx.path(VENV).display()
+            );
+        }
+    }
+    println!("installing ai-edge-litert=={LITERT_VERSION} into {VENV} (about 30 s and 150 MB)");
+    cmd::run(ctx.command(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--progress-bar",
+        "off",
+        &format!("ai-edge-litert=={LITERT_VERSION}"),
+    ]))
+    .context("installing ai-edge-litert into the project venv failed; check the network")?;
+    match litert_version(&python) {
+        Some(version) if version == LITERT_VERSION => {
+            println!("{VENV} now has ai-edge-litert {version}");
+            Ok(())
+        }
+        Some(version) => bail!("{VENV} has ai-edge-litert {version} after installing {LITERT_VERSION}; remove {VENV} and run `cargo xtask setup` again"),
+        None => bail!("`import ai_edge_litert` fails in {VENV} after installing it; remove {VENV} and run `cargo xtask setup` again"),
     }
 }
 
