@@ -9,8 +9,12 @@
 //!
 //! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
 //! `OwnedModel::random`) and `std::error::Error` impls; `defmt` derives `defmt::Format`.
+//!
+//! Unsafe code is denied everywhere except in the optimized-kernel modules (`ops::x86` on
+//! x86_64 with `std`), each of which allows it explicitly; every `unsafe` block there states
+//! its `// SAFETY:` argument.
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "std")]

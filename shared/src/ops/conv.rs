@@ -173,6 +173,10 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
             );
         }
     }
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::conv3x3_pool_row_s8(rows, s, weights, rq, output) {
+        return;
+    }
     if s.in_channels <= PATCH_MAX_IN_CHANNELS {
         pool_row_patches(rows, s, weights, rq, output);
     } else {

@@ -32,6 +32,10 @@ pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &
         );
     }
     debug_assert!((-128..=127).contains(&zp), "dense_acc_s8: zero point {zp}");
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::dense_acc_s8(input, weights, stride, zp, acc) {
+        return;
+    }
     for (o, a) in acc.iter_mut().enumerate() {
         *a += dot_s8(input, &weights[o * stride..][..n], zp);
     }

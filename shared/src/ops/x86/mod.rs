@@ -1,0 +1,437 @@
+//! x86_64 variants of the conv+pool row kernel and the dense accumulation: AVX2 and AVX-512
+//! VNNI, bit-identical to the portable kernels (integer sums do not depend on order).
+//!
+//! This module and its two children are the only place in `shared` with `unsafe` code: the
+//! `#[target_feature]` kernels are safe functions, and calling one is `unsafe` only because the
+//! caller must know the CPU has the features. [`KernelLevel::is_available`] is that check, and
+//! a level is stored only after it passed.
+//!
+//! # Selection
+//! The level is chosen once per process, on the first kernel call: the environment variable
+//! [`KERNEL_ENV`] (`portable`, `avx2` or `avx512vnni`) if set, else the best level the CPU has
+//! ([`KernelLevel::best`]). [`set_kernel_level`] changes it for the whole process (tests and
+//! benchmarks compare levels side by side this way). Each kernel call reads it with one relaxed
+//! atomic load.
+//!
+//! # Conv+pool row kernel
+//! Both variants run the pooled row as a GEMM of `4 * ceil(w/2)` conv pixels by `C_out` by
+//! `K = 9 * C_in`, with no im2col copy: each input row is copied once, padded by one pixel on
+//! each side, and pixel `x`'s kernel-row taps are then the contiguous run `x * C_in ..
+//! (x + 3) * C_in` of a padded row. Weights are packed per layer as
+//! `[ky][K-group][C_out][group]` vectors (zero-filled past `3 * C_in` taps and past `C_out`),
+//! so one vector load serves 16 (VNNI) or 8 (AVX2) output channels and one broadcast
+//! activation group serves them all. The packed weights are cached per thread
+//! ([`CACHE_LAYERS`] layers), keyed by the weight slice's address and shape and validated
+//! against a copy of its contents on every call, so a different slice at a reused address is
+//! packed again. The four conv pixels of each pool window are accumulated side by side and
+//! max-pooled as int32 before one vectorized requantization.
+//!
+//! - AVX-512 VNNI (XNNPACK's scheme): activations become `x ^ 0x80 = x + 128` as u8, padding is
+//!   `zp + 128`, and `vpdpbusd` sums u8 x s8 quads. Then `Σ (x + 128) w = Σ (x - zp) w +
+//!   (zp + 128) Σ w` over all nine taps (padding included), so the per-channel constant
+//!   `(zp + 128) Σ w` is folded into the bias. It is the same for the four pixels of a pool
+//!   window, so pooling before the correction is exact.
+//! - AVX2: activations become i16 `x - zp` (padding 0) and `vpmaddwd` sums i16 pairs; no
+//!   correction is needed.
+//!
+//! # Dense
+//! Row-wise dot products, four output rows sharing each activation load. VNNI sums
+//! `Σ (x + 128) w` and `Σ w` (a `vpdpbusd` against ones) and subtracts `(zp + 128) Σ w`; AVX2
+//! widens both operands to i16 for `vpmaddwd`. Dense weights are read in place (fc1 of
+//! `tutorial` is 2 MiB; no cache).
+
+use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
+use std::cell::RefCell;
+use std::vec::Vec;
+
+use super::conv::{PoolRows, RowShape};
+use super::requant::{ChannelParams, Requant};
+use crate::arch::KERNEL;
+
+mod avx2;
+mod avx512;
+
+/// Environment variable that forces a [`KernelLevel`] for the process: `portable`, `avx2` or
+/// `avx512vnni`. Read once, on the first kernel call, unless [`set_kernel_level`] ran first.
+pub const KERNEL_ENV: &str = "TINYCNN_KERNEL";
+
+/// Packed conv layers kept per thread: the forward pass has three.
+pub const CACHE_LAYERS: usize = 8;
+
+/// Which implementation of the conv+pool row kernel and the dense accumulation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelLevel {
+    /// The portable Rust kernels (`ops::conv`, `ops::dense`).
+    Portable,
+    /// AVX2: i16 `vpmaddwd` kernels, 8 output channels per vector.
+    Avx2,
+    /// AVX-512 F + BW + VNNI: u8 x s8 `vpdpbusd` kernels, 16 output channels per vector.
+    Avx512Vnni,
+}
+
+impl KernelLevel {
+    /// Every level, slowest first.
+    pub const ALL: [KernelLevel; 3] = [
+        KernelLevel::Portable,
+        KernelLevel::Avx2,
+        KernelLevel::Avx512Vnni,
+    ];
+
+    /// The name [`KERNEL_ENV`] and [`KernelLevel::from_name`] use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KernelLevel::Portable => "portable",
+            KernelLevel::Avx2 => "avx2",
+            KernelLevel::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// The level called `name` (see [`KernelLevel::name`]), if any.
+    pub fn from_name(name: &str) -> Option<KernelLevel> {
+        KernelLevel::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Whether this CPU has the instructions the level needs.
+    pub fn is_available(self) -> bool {
+        match self {
+            KernelLevel::Portable => true,
+            KernelLevel::Avx2 => std::is_x86_feature_detected!("avx2"),
+            KernelLevel::Avx512Vnni => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
+        }
+    }
+
+    /// The fastest level this CPU has.
+    pub fn best() -> KernelLevel {
+        KernelLevel::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_available())
+            .unwrap_or(KernelLevel::Portable)
+    }
+
+    const fn code(self) -> u8 {
+        self as u8
+    }
+
+    const fn from_code(code: u8) -> KernelLevel {
+        match code {
+            1 => KernelLevel::Avx2,
+            2 => KernelLevel::Avx512Vnni,
+            _ => KernelLevel::Portable,
+        }
+    }
+}
+
+impl fmt::Display for KernelLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// [`set_kernel_level`] was asked for a level this CPU lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLevelError {
+    /// The level asked for.
+    pub requested: KernelLevel,
+    /// The best level this CPU has.
+    pub best: KernelLevel,
+}
+
+impl fmt::Display for KernelLevelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this CPU lacks the instructions of kernel level `{}`; choose one of the available \
+             levels up to `{}`",
+            self.requested, self.best
+        )
+    }
+}
+
+impl std::error::Error for KernelLevelError {}
+
+const UNSET: u8 = u8::MAX;
+static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The kernel level in use; on the first call it is chosen from [`KERNEL_ENV`] or the CPU.
+///
+/// An unknown or unavailable [`KERNEL_ENV`] value is reported on stderr once and the best
+/// available level is used instead (forward passes are infallible).
+pub fn kernel_level() -> KernelLevel {
+    let code = LEVEL.load(Ordering::Relaxed);
+    if code != UNSET {
+        return KernelLevel::from_code(code);
+    }
+    let level = level_from_env();
+    // A concurrent first call computes the same level; whichever store lands first wins.
+    match LEVEL.compare_exchange(UNSET, level.code(), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => level,
+        Err(code) => KernelLevel::from_code(code),
+    }
+}
+
+fn level_from_env() -> KernelLevel {
+    let best = KernelLevel::best();
+    let Ok(value) = std::env::var(KERNEL_ENV) else {
+        return best;
+    };
+    match KernelLevel::from_name(value.trim()) {
+        Some(level) if level.is_available() => level,
+        Some(level) => {
+            std::eprintln!(
+                "tinycnn: {KERNEL_ENV}={value}: this CPU lacks `{level}`; using `{best}`"
+            );
+            best
+        }
+        None => {
+            std::eprintln!(
+                "tinycnn: {KERNEL_ENV}={value} is not one of portable, avx2, avx512vnni; \
+                 using `{best}`"
+            );
+            best
+        }
+    }
+}
+
+/// Uses `level` for every later kernel call in this process (all threads).
+///
+/// # Errors
+/// [`KernelLevelError`] if this CPU lacks the level's instructions; the level is then
+/// unchanged.
+pub fn set_kernel_level(level: KernelLevel) -> Result<(), KernelLevelError> {
+    if !level.is_available() {
+        return Err(KernelLevelError {
+            requested: level,
+            best: KernelLevel::best(),
+        });
+    }
+    LEVEL.store(level.code(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Lanes of the per-channel parameter vectors: channel counts are padded to a multiple.
+const LANES: usize = 16;
+
+/// Per-channel requantization parameters, padded with zeros to a multiple of [`LANES`].
+#[derive(Default)]
+struct ChannelVecs {
+    /// `bias[c]` minus the VNNI correction `(zp + 128) * Σ w[c]` where it applies.
+    bias: Vec<i32>,
+    multiplier: Vec<i32>,
+    /// `max(shift, 0)`.
+    left: Vec<i32>,
+    /// `max(-shift, 0)`.
+    right: Vec<i32>,
+    /// Output zero point.
+    zp_out: i32,
+    /// Lower clamp: the output zero point with ReLU, else -128.
+    lo: i32,
+}
+
+impl ChannelVecs {
+    fn fill<P: ChannelParams + ?Sized>(
+        &mut self,
+        rq: &Requant<P>,
+        channels: usize,
+        correction: Option<(i32, &[i32])>,
+    ) {
+        let n = channels.next_multiple_of(LANES);
+        for v in [
+            &mut self.bias,
+            &mut self.multiplier,
+            &mut self.left,
+            &mut self.right,
+        ] {
+            v.clear();
+            v.resize(n, 0);
+        }
+        let p = rq.params;
+        for c in 0..channels {
+            let shift = p.shift(c);
+            // Within the accumulator bound: |(zp + 128) * Σ w| <= 255 * 127 * K.
+            self.bias[c] = match correction {
+                Some((k, wsum)) => p.bias(c).wrapping_sub(k.wrapping_mul(wsum[c])),
+                None => p.bias(c),
+            };
+            self.multiplier[c] = p.multiplier(c);
+            self.left[c] = shift.max(0);
+            self.right[c] = (-shift).max(0);
+        }
+        self.zp_out = rq.output_zero_point as i32;
+        self.lo = if rq.relu { self.zp_out } else { -128 };
+    }
+}
+
+/// Packed weights of one conv layer.
+enum PackedWeights {
+    Avx512(Vec<core::arch::x86_64::__m512i>),
+    Avx2(Vec<core::arch::x86_64::__m256i>),
+}
+
+struct PackedLayer {
+    level: KernelLevel,
+    addr: usize,
+    in_channels: usize,
+    out_channels: usize,
+    /// The weights the packing was made from (validates a cache hit).
+    original: Vec<i8>,
+    /// `Σ w` per output channel.
+    wsum: Vec<i32>,
+    packed: PackedWeights,
+}
+
+/// Per-thread buffers: packed layers (most recent first) and padded input rows.
+#[derive(Default)]
+struct State {
+    layers: Vec<PackedLayer>,
+    rows_u8: [Vec<u8>; 4],
+    rows_i16: [Vec<i16>; 4],
+    channels: ChannelVecs,
+}
+
+std::thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// The packed form of `weights` for `level`, from the cache or packed now.
+fn packed_layer<'c>(
+    layers: &'c mut Vec<PackedLayer>,
+    level: KernelLevel,
+    weights: &[i8],
+    s: RowShape,
+) -> &'c PackedLayer {
+    let addr = weights.as_ptr() as usize;
+    let same_key = |p: &PackedLayer| {
+        p.level == level
+            && p.addr == addr
+            && p.in_channels == s.in_channels
+            && p.out_channels == s.out_channels
+    };
+    match layers
+        .iter()
+        .position(|p| same_key(p) && p.original == weights)
+    {
+        Some(0) => {}
+        Some(i) => {
+            let hit = layers.remove(i);
+            layers.insert(0, hit);
+        }
+        None => {
+            layers.retain(|p| !same_key(p));
+            let (ci, co) = (s.in_channels, s.out_channels);
+            let packed = match level {
+                // SAFETY: `level` was stored only after `is_available` confirmed its features.
+                KernelLevel::Avx512Vnni => {
+                    PackedWeights::Avx512(unsafe { avx512::pack_conv(weights, ci, co) })
+                }
+                // SAFETY: as above.
+                _ => PackedWeights::Avx2(unsafe { avx2::pack_conv(weights, ci, co) }),
+            };
+            let taps = KERNEL * KERNEL * ci;
+            let wsum = weights
+                .chunks_exact(taps)
+                .map(|w| w.iter().map(|&v| v as i32).sum())
+                .collect();
+            layers.insert(
+                0,
+                PackedLayer {
+                    level,
+                    addr,
+                    in_channels: ci,
+                    out_channels: co,
+                    original: weights.to_vec(),
+                    wsum,
+                    packed,
+                },
+            );
+            layers.truncate(CACHE_LAYERS);
+        }
+    }
+    &layers[0]
+}
+
+/// The row kernel at the selected level; `false` means the caller runs the portable kernel.
+/// Arguments are already checked by the caller.
+pub(crate) fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) -> bool {
+    let level = kernel_level();
+    if level == KernelLevel::Portable {
+        return false;
+    }
+    STATE.with(|state| {
+        let state = &mut *state.borrow_mut();
+        let layer = packed_layer(&mut state.layers, level, weights, s);
+        let zp = rq.input_zero_point;
+        // Bottom conv row 2py + 1 reads rows 1..4; without it the pool window repeats the top
+        // row (max is idempotent).
+        let bottom_base = if rows[2].is_some() { 1 } else { 0 };
+        match &layer.packed {
+            PackedWeights::Avx512(packed) => {
+                state
+                    .channels
+                    .fill(rq, s.out_channels, Some((zp as i32 + 128, &layer.wsum)));
+                let bufs = &mut state.rows_u8;
+                for (buf, row) in bufs.iter_mut().zip(rows) {
+                    // SAFETY: this variant is packed only at level Avx512Vnni, which was
+                    // stored after `is_available` confirmed avx512f, avx512bw and avx512vnni.
+                    unsafe { avx512::pad_row(row, s, zp, buf) };
+                }
+                let r = [&bufs[0][..], &bufs[1][..], &bufs[2][..], &bufs[3][..]];
+                let top = [r[0], r[1], r[2]];
+                let bottom = [r[bottom_base], r[bottom_base + 1], r[bottom_base + 2]];
+                // SAFETY: as above.
+                unsafe { avx512::conv_pool_row(top, bottom, s, packed, &state.channels, output) };
+            }
+            PackedWeights::Avx2(packed) => {
+                state.channels.fill(rq, s.out_channels, None);
+                let bufs = &mut state.rows_i16;
+                for (buf, row) in bufs.iter_mut().zip(rows) {
+                    // SAFETY: this variant is packed only at level Avx2, which was stored after
+                    // `is_available` confirmed avx2.
+                    unsafe { avx2::pad_row(row, s, zp, buf) };
+                }
+                let r = [&bufs[0][..], &bufs[1][..], &bufs[2][..], &bufs[3][..]];
+                let top = [r[0], r[1], r[2]];
+                let bottom = [r[bottom_base], r[bottom_base + 1], r[bottom_base + 2]];
+                // SAFETY: as above.
+                unsafe { avx2::conv_pool_row(top, bottom, s, packed, &state.channels, output) };
+            }
+        }
+    });
+    true
+}
+
+/// [`dense_acc_s8`](super::dense::dense_acc_s8) at the selected level; `false` means the
+/// caller runs the portable loop. Arguments are already checked by the caller.
+pub(crate) fn dense_acc_s8(
+    input: &[i8],
+    weights: &[i8],
+    stride: usize,
+    zp: i32,
+    acc: &mut [i32],
+) -> bool {
+    match kernel_level() {
+        KernelLevel::Portable => false,
+        KernelLevel::Avx2 => {
+            // SAFETY: level Avx2 is stored only after `is_available` confirmed avx2.
+            unsafe { avx2::dense_acc(input, weights, stride, zp, acc) };
+            true
+        }
+        KernelLevel::Avx512Vnni => {
+            // SAFETY: level Avx512Vnni is stored only after `is_available` confirmed avx512f,
+            // avx512bw and avx512vnni.
+            unsafe { avx512::dense_acc(input, weights, stride, zp, acc) };
+            true
+        }
+    }
+}
