@@ -1,10 +1,13 @@
 //! Forward-pass latency and MAC throughput on the host, random weights; and the preprocessing
 //! of a QVGA RGB565 frame.
 //!
-//! `cargo bench -p tinycnn --bench forward`
+//! `cargo bench -p tinycnn --bench forward` runs every kernel level this CPU has
+//! (`forward/<preset>/<level>`; x86_64: portable, avx2, avx512vnni), side by side in one run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+use tinycnn::ops::{set_kernel_level, KernelLevel};
 use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
 
 fn bench_forward(c: &mut Criterion) {
@@ -24,15 +27,46 @@ fn bench_forward(c: &mut Criterion) {
         let mut logits = vec![0i8; arch.classes as usize];
         // Elements = MACs, so criterion's throughput line reads as MAC/s.
         group.throughput(Throughput::Elements(arch.macs()));
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                forward(&model, black_box(&input), &mut scratch, &mut logits);
-                black_box(&logits);
-            })
-        });
+        for level in levels() {
+            set_level(level);
+            group.bench_function(format!("{name}/{level}"), |b| {
+                b.iter(|| {
+                    forward(&model, black_box(&input), &mut scratch, &mut logits);
+                    black_box(&logits);
+                })
+            });
+        }
     }
     group.finish();
 }
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+fn levels() -> Vec<&'static str> {
+    let available: Vec<_> = KernelLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_available())
+        .collect();
+    for l in KernelLevel::ALL {
+        if !available.contains(&l) {
+            eprintln!("skipping kernel level `{l}`: this CPU lacks it");
+        }
+    }
+    available.into_iter().map(KernelLevel::name).collect()
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+fn set_level(name: &str) {
+    let level = KernelLevel::from_name(name).expect("a level name");
+    set_kernel_level(level).expect("an available level");
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+fn levels() -> Vec<&'static str> {
+    vec!["portable"]
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+fn set_level(_: &str) {}
 
 /// A QVGA RGB565 camera frame (what the firmware sees) to each preset's input.
 fn bench_preprocess(c: &mut Criterion) {
