@@ -224,7 +224,7 @@ impl Ctx<'_> {
                     .into_iter()
                     .enumerate()
                 {
-                    t[j] = row[x * ci..][..pairs * GROUP].as_chunks::<2>().0;
+                    t[j] = &row[x * ci..].as_chunks::<2>().0[..pairs];
                 }
             }
             let wk = &self.packed[ky * pairs * self.blocks..][..pairs * self.blocks];

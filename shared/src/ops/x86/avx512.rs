@@ -240,7 +240,7 @@ impl Ctx<'_> {
                     .into_iter()
                     .enumerate()
                 {
-                    t[j] = row[x * ci..][..quads * GROUP].as_chunks::<4>().0;
+                    t[j] = &row[x * ci..].as_chunks::<4>().0[..quads];
                 }
             }
             let wk = &self.packed[ky * quads * self.blocks..][..quads * self.blocks];
@@ -264,8 +264,15 @@ impl Ctx<'_> {
                 let c0 = (b0 + b) * LANES;
                 let m = _mm512_max_epi32(_mm512_max_epi32(*a0, *a1), _mm512_max_epi32(*a2, *a3));
                 let y = to_bytes(requant(m, self.ch, c0));
-                let n = LANES.min(co - c0);
-                output[(px0 + p) * co + c0..][..n].copy_from_slice(&y[..n]);
+                let out = &mut output[(px0 + p) * co + c0..];
+                match out.first_chunk_mut::<LANES>() {
+                    // A fixed-size copy is one store; a variable one is a memcpy call.
+                    Some(dst) if co - c0 >= LANES => *dst = y,
+                    _ => {
+                        let n = co - c0;
+                        out[..n].copy_from_slice(&y[..n]);
+                    }
+                }
             }
         }
     }
