@@ -160,19 +160,7 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
         s.pooled_row_len(),
         "conv3x3_pool_row_s8: output length"
     );
-    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
-    debug_assert!(
-        !weights.contains(&i8::MIN),
-        "conv3x3_pool_row_s8: weights must be in [-127, 127]"
-    );
-    if cfg!(debug_assertions) {
-        for o in 0..s.out_channels {
-            assert!(
-                rq.params.multiplier(o) >= 0,
-                "negative multiplier breaks pooling order"
-            );
-        }
-    }
+    debug_check(s, weights, rq);
     #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
     if super::x86::conv3x3_pool_row_s8(rows, s, weights, rq, output) {
         return;
@@ -181,6 +169,23 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
         pool_row_patches(rows, s, weights, rq, output);
     } else {
         pool_row_direct(rows, s, weights, rq, output);
+    }
+}
+
+/// Debug builds: the accumulator bound, the weight range and multipliers `>= 0`.
+fn debug_check<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Requant<P>) {
+    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
+    debug_assert!(
+        !weights.contains(&i8::MIN),
+        "conv3x3_pool_s8: weights must be in [-127, 127]"
+    );
+    if cfg!(debug_assertions) {
+        for o in 0..s.out_channels {
+            assert!(
+                rq.params.multiplier(o) >= 0,
+                "negative multiplier breaks pooling order"
+            );
+        }
     }
 }
 
@@ -207,6 +212,16 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
         s.pooled_len(),
         "conv3x3_pool_s8: output length"
     );
+    assert_eq!(
+        weights.len(),
+        s.weight_len(),
+        "conv3x3_pool_s8: weights length"
+    );
+    debug_check(s.row(), weights, rq);
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::conv3x3_pool_s8(input, s, weights, rq, output) {
+        return;
+    }
     let row = s.row();
     let out_rows = output.chunks_exact_mut(row.pooled_row_len());
     for (py, out) in out_rows.enumerate() {

@@ -55,17 +55,22 @@ fn hsum(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Copies an input row into `buf` as i16 `x - zp` with one pixel of zero padding on each side
-/// and 2 slack values; `None` (a row outside the image) is all zeros. Taps of pixel `x` then
-/// start at `x * C_in`.
+/// Length of a padded row: `width + 2` pixels and 2 slack values.
+pub(super) const fn padded_len(s: RowShape) -> usize {
+    (s.width + 2) * s.in_channels + GROUP
+}
+
+/// Appends an input row to `buf` as i16 `x - zp` with one pixel of zero padding on each side
+/// and 2 slack values ([`padded_len`] in all); `None` (a row outside the image) is all zeros.
+/// Taps of pixel `x` then start at `x * C_in`.
 #[target_feature(enable = "avx2")]
 pub(super) fn pad_row(row: Option<&[i8]>, s: RowShape, zp: i8, buf: &mut Vec<i16>) {
     let ci = s.in_channels;
-    buf.clear();
-    buf.resize((s.width + 2) * ci + GROUP, 0);
+    let start = buf.len();
+    buf.resize(start + padded_len(s), 0);
     if let Some(row) = row {
         let zp = zp as i16;
-        for (d, &v) in buf[ci..][..s.width * ci].iter_mut().zip(row) {
+        for (d, &v) in buf[start + ci..][..s.width * ci].iter_mut().zip(row) {
             *d = v as i16 - zp;
         }
     }
@@ -155,7 +160,7 @@ pub(super) fn conv_pool_row(
         KERNEL * pairs * blocks,
         "packed weights length"
     );
-    let row_len = (s.width + 2) * s.in_channels + GROUP;
+    let row_len = padded_len(s);
     for r in top.iter().chain(&bottom) {
         assert_eq!(r.len(), row_len, "padded row length");
     }

@@ -57,17 +57,22 @@ fn to_bytes(v: __m512i) -> [i8; 16] {
     out
 }
 
-/// Copies an input row into `buf` as `x ^ 0x80` (= `x + 128` as u8) with one pixel of padding
-/// (`zp + 128`) on each side and 4 slack bytes; `None` (a row outside the image) is all
-/// padding. Taps of pixel `x` then start at byte `x * C_in`.
+/// Length of a padded row: `width + 2` pixels and 4 slack bytes.
+pub(super) const fn padded_len(s: RowShape) -> usize {
+    (s.width + 2) * s.in_channels + GROUP
+}
+
+/// Appends an input row to `buf` as `x ^ 0x80` (= `x + 128` as u8) with one pixel of padding
+/// (`zp + 128`) on each side and 4 slack bytes ([`padded_len`] in all); `None` (a row outside
+/// the image) is all padding. Taps of pixel `x` then start at byte `x * C_in`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn pad_row(row: Option<&[i8]>, s: RowShape, zp: i8, buf: &mut Vec<u8>) {
     let ci = s.in_channels;
     let pad = (zp as u8) ^ 0x80;
-    buf.clear();
-    buf.resize((s.width + 2) * ci + GROUP, pad);
+    let start = buf.len();
+    buf.resize(start + padded_len(s), pad);
     if let Some(row) = row {
-        for (d, &v) in buf[ci..][..s.width * ci].iter_mut().zip(row) {
+        for (d, &v) in buf[start + ci..][..s.width * ci].iter_mut().zip(row) {
             *d = (v as u8) ^ 0x80;
         }
     }
@@ -162,7 +167,7 @@ pub(super) fn conv_pool_row(
         KERNEL * quads * blocks,
         "packed weights length"
     );
-    let row_len = (s.width + 2) * s.in_channels + GROUP;
+    let row_len = padded_len(s);
     for r in top.iter().chain(&bottom) {
         assert_eq!(r.len(), row_len, "padded row length");
     }

@@ -45,7 +45,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use std::cell::RefCell;
 use std::vec::Vec;
 
-use super::conv::{PoolRows, RowShape};
+use super::conv::{ConvShape, PoolRows, RowShape};
 use super::requant::{ChannelParams, Requant};
 use crate::arch::KERNEL;
 
@@ -289,8 +289,8 @@ struct PackedLayer {
 #[derive(Default)]
 struct State {
     layers: Vec<PackedLayer>,
-    rows_u8: [Vec<u8>; 4],
-    rows_i16: [Vec<i16>; 4],
+    rows_u8: Vec<u8>,
+    rows_i16: Vec<i16>,
     channels: ChannelVecs,
 }
 
@@ -368,47 +368,99 @@ pub(crate) fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
     if level == KernelLevel::Portable {
         return false;
     }
+    let has_bottom = rows[2].is_some();
+    conv_padded(level, s, weights, rq, rows.into_iter(), output, |_| {
+        (0, has_bottom)
+    });
+    true
+}
+
+/// The whole-map kernel at the selected level: the same row kernel for every pooled row, with
+/// one cache lookup and one padded copy of the map per call. `false` means the caller runs the
+/// portable loop. Arguments are already checked by the caller.
+pub(crate) fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) -> bool {
+    let level = kernel_level();
+    if level == KernelLevel::Portable {
+        return false;
+    }
+    let s = shape.row();
+    let h = shape.height;
+    // Padded row i is input row i - 1; pooled row py reads padded rows 2py .. 2py + 4.
+    let rows = core::iter::once(None)
+        .chain(input.chunks_exact(s.input_row_len()).map(Some))
+        .chain(core::iter::once(None));
+    conv_padded(level, s, weights, rq, rows, output, |py| {
+        (2 * py, 2 * py + 1 < h)
+    });
+    true
+}
+
+/// Pads `rows` into the thread's row buffer, then runs the row kernel for each pooled row of
+/// `output`: `window(py) = (first, has_bottom)` says that pooled row `py` reads padded rows
+/// `first ..= first + 2` (conv row `2py`) and, if `has_bottom`, `first + 1 ..= first + 3`.
+fn conv_padded<'r, P: ChannelParams + ?Sized>(
+    level: KernelLevel,
+    s: RowShape,
+    weights: &[i8],
+    rq: &Requant<P>,
+    rows: impl Iterator<Item = Option<&'r [i8]>>,
+    output: &mut [i8],
+    window: impl Fn(usize) -> (usize, bool),
+) {
     STATE.with(|state| {
         let state = &mut *state.borrow_mut();
         let layer = packed_layer(&mut state.layers, level, weights, s);
         let zp = rq.input_zero_point;
-        // Bottom conv row 2py + 1 reads rows 1..4; without it the pool window repeats the top
-        // row (max is idempotent).
-        let bottom_base = if rows[2].is_some() { 1 } else { 0 };
+        let out_rows = output.chunks_exact_mut(s.pooled_row_len());
         match &layer.packed {
             PackedWeights::Avx512(packed) => {
                 state
                     .channels
                     .fill(rq, s.out_channels, Some((zp as i32 + 128, &layer.wsum)));
-                let bufs = &mut state.rows_u8;
-                for (buf, row) in bufs.iter_mut().zip(rows) {
+                let buf = &mut state.rows_u8;
+                buf.clear();
+                for row in rows {
                     // SAFETY: this variant is packed only at level Avx512Vnni, which was
                     // stored after `is_available` confirmed avx512f, avx512bw and avx512vnni.
                     unsafe { avx512::pad_row(row, s, zp, buf) };
                 }
-                let r = [&bufs[0][..], &bufs[1][..], &bufs[2][..], &bufs[3][..]];
-                let top = [r[0], r[1], r[2]];
-                let bottom = [r[bottom_base], r[bottom_base + 1], r[bottom_base + 2]];
-                // SAFETY: as above.
-                unsafe { avx512::conv_pool_row(top, bottom, s, packed, &state.channels, output) };
+                let len = avx512::padded_len(s);
+                for (py, out) in out_rows.enumerate() {
+                    let (first, has_bottom) = window(py);
+                    let r = |i: usize| &buf[(first + i) * len..][..len];
+                    let top = [r(0), r(1), r(2)];
+                    let bottom = if has_bottom { [r(1), r(2), r(3)] } else { top };
+                    // SAFETY: as above.
+                    unsafe { avx512::conv_pool_row(top, bottom, s, packed, &state.channels, out) };
+                }
             }
             PackedWeights::Avx2(packed) => {
                 state.channels.fill(rq, s.out_channels, None);
-                let bufs = &mut state.rows_i16;
-                for (buf, row) in bufs.iter_mut().zip(rows) {
+                let buf = &mut state.rows_i16;
+                buf.clear();
+                for row in rows {
                     // SAFETY: this variant is packed only at level Avx2, which was stored after
                     // `is_available` confirmed avx2.
                     unsafe { avx2::pad_row(row, s, zp, buf) };
                 }
-                let r = [&bufs[0][..], &bufs[1][..], &bufs[2][..], &bufs[3][..]];
-                let top = [r[0], r[1], r[2]];
-                let bottom = [r[bottom_base], r[bottom_base + 1], r[bottom_base + 2]];
-                // SAFETY: as above.
-                unsafe { avx2::conv_pool_row(top, bottom, s, packed, &state.channels, output) };
+                let len = avx2::padded_len(s);
+                for (py, out) in out_rows.enumerate() {
+                    let (first, has_bottom) = window(py);
+                    let r = |i: usize| &buf[(first + i) * len..][..len];
+                    let top = [r(0), r(1), r(2)];
+                    let bottom = if has_bottom { [r(1), r(2), r(3)] } else { top };
+                    // SAFETY: as above.
+                    unsafe { avx2::conv_pool_row(top, bottom, s, packed, &state.channels, out) };
+                }
             }
         }
     });
-    true
 }
 
 /// [`dense_acc_s8`](super::dense::dense_acc_s8) at the selected level; `false` means the
