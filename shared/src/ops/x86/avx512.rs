@@ -150,11 +150,12 @@ fn requant(acc: __m512i, ch: &ChannelVecs, c0: usize) -> __m512i {
 }
 
 /// One pooled row (see [`super`]): `top` and `bottom` are the padded kernel rows of conv rows
-/// `2py` and `2py + 1`, as made by [`pad_row`]; `packed` comes from [`pack_conv`].
+/// `2py` and `2py + 1` (`bottom` is `None` at an odd bottom edge), as made by [`pad_row`];
+/// `packed` comes from [`pack_conv`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn conv_pool_row(
     top: [&[u8]; 3],
-    bottom: [&[u8]; 3],
+    bottom: Option<[&[u8]; 3]>,
     s: RowShape,
     packed: &[__m512i],
     ch: &ChannelVecs,
@@ -168,12 +169,13 @@ pub(super) fn conv_pool_row(
         "packed weights length"
     );
     let row_len = padded_len(s);
-    for r in top.iter().chain(&bottom) {
+    for r in top.iter().chain(bottom.iter().flatten()) {
         assert_eq!(r.len(), row_len, "padded row length");
     }
     let k = Ctx {
         top,
-        bottom,
+        bottom: bottom.unwrap_or(top),
+        has_bottom: bottom.is_some(),
         s,
         quads,
         blocks,
@@ -203,6 +205,7 @@ pub(super) fn conv_pool_row(
 struct Ctx<'a> {
     top: [&'a [u8]; 3],
     bottom: [&'a [u8]; 3],
+    has_bottom: bool,
     s: RowShape,
     quads: usize,
     blocks: usize,
@@ -210,42 +213,82 @@ struct Ctx<'a> {
     ch: &'a ChannelVecs,
 }
 
+/// The conv pixels of a pool window, as `(bottom row?, column offset)`.
+type Window<const J: usize> = [(bool, usize); J];
+/// Two rows, two columns.
+const FULL: Window<4> = [(false, 0), (false, 1), (true, 0), (true, 1)];
+/// The last pooled row of an odd height: the top row only.
+const TOP: Window<2> = [(false, 0), (false, 1)];
+/// The last pooled column of an odd width: the left column only.
+const LEFT: Window<2> = [(false, 0), (true, 0)];
+/// Both at once.
+const CORNER: Window<1> = [(false, 0)];
+
 impl Ctx<'_> {
-    /// Channel blocks `b0 .. b0 + NB` of every pooled pixel, `P` pooled pixels per tile.
+    /// Channel blocks `b0 .. b0 + NB` of every pooled pixel of the row, `P` pooled pixels per
+    /// tile. Windows at an odd bottom or right edge hold only the conv pixels that exist.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     fn blocks<const NB: usize, const P: usize>(&self, b0: usize, output: &mut [i8]) {
-        let ow = self.s.width.div_ceil(2);
+        let pairs = self.s.width / 2;
+        let odd = self.s.width % 2 == 1;
+        if self.has_bottom {
+            self.run::<NB, P, 4>(b0, pairs, FULL, output);
+            if odd {
+                self.tile::<NB, 1, 2>(b0, pairs, LEFT, output);
+            }
+        } else {
+            self.run::<NB, P, 2>(b0, pairs, TOP, output);
+            if odd {
+                self.tile::<NB, 1, 1>(b0, pairs, CORNER, output);
+            }
+        }
+    }
+
+    /// Pooled pixels `0..n`, `P` per tile, each window `win`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn run<const NB: usize, const P: usize, const J: usize>(
+        &self,
+        b0: usize,
+        n: usize,
+        win: Window<J>,
+        output: &mut [i8],
+    ) {
         let mut px = 0;
-        while px + P <= ow {
-            self.tile::<NB, P>(b0, px, output);
+        while px + P <= n {
+            self.tile::<NB, P, J>(b0, px, win, output);
             px += P;
         }
-        while px < ow {
-            self.tile::<NB, 1>(b0, px, output);
+        while px < n {
+            self.tile::<NB, 1, J>(b0, px, win, output);
             px += 1;
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn tile<const NB: usize, const P: usize>(&self, b0: usize, px0: usize, output: &mut [i8]) {
-        let (w, ci, co) = (self.s.width, self.s.in_channels, self.s.out_channels);
+    fn tile<const NB: usize, const P: usize, const J: usize>(
+        &self,
+        b0: usize,
+        px0: usize,
+        win: Window<J>,
+        output: &mut [i8],
+    ) {
+        let (ci, co) = (self.s.in_channels, self.s.out_channels);
         let quads = self.quads;
-        let mut acc = [[[_mm512_setzero_si512(); NB]; 4]; P];
+        let mut acc = [[[_mm512_setzero_si512(); NB]; J]; P];
         for ky in 0..KERNEL {
-            // Conv pixels of each pool window: top x0, top x1, bottom x0, bottom x1. A window
-            // over the right edge repeats its left column (max is idempotent).
-            let mut taps: [[&[[u8; 4]]; 4]; P] = [[&[]; 4]; P];
+            let mut taps: [[&[[u8; 4]]; J]; P] = [[&[]; J]; P];
             for (p, t) in taps.iter_mut().enumerate() {
                 let x0 = 2 * (px0 + p);
-                let x1 = (x0 + 1).min(w - 1);
-                let (up, down) = (self.top[ky], self.bottom[ky]);
-                for (j, (row, x)) in [(up, x0), (up, x1), (down, x0), (down, x1)]
-                    .into_iter()
-                    .enumerate()
-                {
-                    t[j] = &row[x * ci..].as_chunks::<4>().0[..quads];
+                for (t, &(bottom, dx)) in t.iter_mut().zip(&win) {
+                    let row = if bottom {
+                        self.bottom[ky]
+                    } else {
+                        self.top[ky]
+                    };
+                    *t = &row[(x0 + dx) * ci..].as_chunks::<4>().0[..quads];
                 }
             }
             let wk = &self.packed[ky * quads * self.blocks..][..quads * self.blocks];
@@ -254,7 +297,7 @@ impl Ctx<'_> {
                     .try_into()
                     .expect("NB blocks");
                 for p in 0..P {
-                    for j in 0..4 {
+                    for j in 0..J {
                         let a = _mm512_set1_epi32(i32::from_le_bytes(taps[p][j][q]));
                         for b in 0..NB {
                             acc[p][j][b] = _mm512_dpbusd_epi32(acc[p][j][b], a, wq[b]);
@@ -264,10 +307,11 @@ impl Ctx<'_> {
             }
         }
         for (p, acc) in acc.iter().enumerate() {
-            let [a0, a1, a2, a3] = acc;
-            for (b, (((a0, a1), a2), a3)) in a0.iter().zip(a1).zip(a2).zip(a3).enumerate() {
+            for b in 0..NB {
                 let c0 = (b0 + b) * LANES;
-                let m = _mm512_max_epi32(_mm512_max_epi32(*a0, *a1), _mm512_max_epi32(*a2, *a3));
+                let m = acc[1..]
+                    .iter()
+                    .fold(acc[0][b], |m, a| _mm512_max_epi32(m, a[b]));
                 let y = to_bytes(requant(m, self.ch, c0));
                 let out = &mut output[(px0 + p) * co + c0..];
                 match out.first_chunk_mut::<LANES>() {

@@ -435,7 +435,7 @@ fn conv_padded<'r, P: ChannelParams + ?Sized>(
                     let (first, has_bottom) = window(py);
                     let r = |i: usize| &buf[(first + i) * len..][..len];
                     let top = [r(0), r(1), r(2)];
-                    let bottom = if has_bottom { [r(1), r(2), r(3)] } else { top };
+                    let bottom = has_bottom.then(|| [r(1), r(2), r(3)]);
                     // SAFETY: as above.
                     unsafe { avx512::conv_pool_row(top, bottom, s, packed, &state.channels, out) };
                 }
