@@ -15,9 +15,12 @@ if [ ! -x "$venv/bin/python" ]; then
     "$venv/bin/pip" install --quiet ai-edge-litert==2.3.0 flatbuffers==25.12.19 numpy
 fi
 secs="${SECONDS_PER_PRESET:-5}"
+uptime
+grep -m1 "model name" /proc/cpuinfo
 echo "== LiteRT, before"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
 echo "== shared (criterion, forward/<preset>/<level>)"
 cargo bench -p tinycnn --bench forward -- 'forward/' 2>&1 | grep -E '^forward|time:|skipping'
 echo "== LiteRT, after"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
+uptime
