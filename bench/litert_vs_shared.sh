@@ -19,8 +19,8 @@ uptime
 grep -m1 "model name" /proc/cpuinfo
 echo "== LiteRT, before"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
-echo "== shared (criterion, forward/<preset>/<level>)"
-cargo bench -p tinycnn --bench forward -- 'forward/' 2>&1 | grep -E '^forward|time:|skipping'
+echo "== shared (criterion, forward/<preset>/<level>, dense_acc_fc1/<level>)"
+cargo bench -p tinycnn --bench forward -- 'forward/|dense_acc' 2>&1 | grep -E '^(forward|dense)|time:|thrpt:|skipping'
 echo "== LiteRT, after"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
 uptime

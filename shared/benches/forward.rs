@@ -2,10 +2,12 @@
 //! of a QVGA RGB565 frame.
 //!
 //! `cargo bench -p tinycnn --bench forward` runs every kernel level this CPU has
-//! (`forward/<preset>/<level>`; x86_64: portable, avx2, avx512vnni), side by side in one run.
+//! (`forward/<preset>/<level>`, `dense_acc_fc1/<level>`; x86_64: portable, avx2, avx512vnni),
+//! side by side in one run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use tinycnn::ops::dense_acc_s8;
 #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
 use tinycnn::ops::{set_kernel_level, KernelLevel};
 use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
@@ -68,6 +70,28 @@ fn levels() -> Vec<&'static str> {
 #[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
 fn set_level(_: &str) {}
 
+/// fc1 of `tutorial` alone (16384 inputs x 128 outputs, 2 MiB of weights) at each level.
+fn bench_dense(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dense_acc_fc1");
+    let (n, out) = (16384, 128);
+    let input: Vec<i8> = (0..n).map(|i| (i * 31 % 256) as u8 as i8).collect();
+    let weights: Vec<i8> = (0..n * out)
+        .map(|i| ((i * 17 % 255) as i32 - 127) as i8)
+        .collect();
+    group.throughput(Throughput::Bytes(weights.len() as u64));
+    for level in levels() {
+        set_level(level);
+        group.bench_function(level, |b| {
+            b.iter(|| {
+                let mut acc = [0i32; 128];
+                dense_acc_s8(black_box(&input), &weights, n, -7, &mut acc);
+                black_box(acc)
+            })
+        });
+    }
+    group.finish();
+}
+
 /// A QVGA RGB565 camera frame (what the firmware sees) to each preset's input.
 fn bench_preprocess(c: &mut Criterion) {
     let mut group = c.benchmark_group("preprocess_qvga_rgb565");
@@ -89,5 +113,5 @@ fn bench_preprocess(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_forward, bench_preprocess);
+criterion_group!(benches, bench_forward, bench_dense, bench_preprocess);
 criterion_main!(benches);
