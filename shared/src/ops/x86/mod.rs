@@ -146,9 +146,9 @@ impl fmt::Display for KernelLevelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "this CPU lacks the instructions of kernel level `{}`; choose one of the available \
-             levels up to `{}`",
-            self.requested, self.best
+            "this CPU lacks the instructions of kernel level `{}`; use one it has: {}",
+            self.requested,
+            names(&KernelLevel::is_available)
         )
     }
 }
@@ -176,26 +176,52 @@ pub fn kernel_level() -> KernelLevel {
 }
 
 fn level_from_env() -> KernelLevel {
-    let best = KernelLevel::best();
-    let Ok(value) = std::env::var(KERNEL_ENV) else {
-        return best;
-    };
-    match KernelLevel::from_name(value.trim()) {
-        Some(level) if level.is_available() => level,
-        Some(level) => {
-            std::eprintln!(
-                "tinycnn: {KERNEL_ENV}={value}: this CPU lacks `{level}`; using `{best}`"
-            );
-            best
-        }
-        None => {
-            std::eprintln!(
-                "tinycnn: {KERNEL_ENV}={value} is not one of portable, avx2, avx512vnni; \
-                 using `{best}`"
-            );
-            best
-        }
+    let value = std::env::var(KERNEL_ENV).ok();
+    let (level, warning) = choose(value.as_deref(), &KernelLevel::is_available);
+    if let Some(warning) = warning {
+        std::eprintln!("tinycnn: {warning}");
     }
+    level
+}
+
+/// The names of the levels `available` accepts, comma-separated.
+fn names(available: &dyn Fn(KernelLevel) -> bool) -> std::string::String {
+    let names: Vec<&str> = KernelLevel::ALL
+        .into_iter()
+        .filter(|&l| available(l))
+        .map(KernelLevel::name)
+        .collect();
+    names.join(", ")
+}
+
+/// The level for a [`KERNEL_ENV`] value (`None`: unset) on a CPU with the levels `available`
+/// accepts, and a warning when the value cannot be honoured.
+fn choose(
+    value: Option<&str>,
+    available: &dyn Fn(KernelLevel) -> bool,
+) -> (KernelLevel, Option<std::string::String>) {
+    let best = KernelLevel::ALL
+        .into_iter()
+        .rev()
+        .find(|&l| available(l))
+        .unwrap_or(KernelLevel::Portable);
+    let Some(value) = value else {
+        return (best, None);
+    };
+    let warning = match KernelLevel::from_name(value.trim()) {
+        Some(level) if available(level) => return (level, None),
+        Some(level) => std::format!(
+            "{KERNEL_ENV}={value}: this CPU lacks the instructions of `{level}`; using `{best}`. \
+             Set {KERNEL_ENV} to one of: {}",
+            names(available)
+        ),
+        None => std::format!(
+            "{KERNEL_ENV}={value} is not a kernel level; using `{best}`. Set {KERNEL_ENV} to \
+             one of: {}",
+            names(available)
+        ),
+    };
+    (best, Some(warning))
 }
 
 /// Uses `level` for every later kernel call in this process (all threads).
@@ -485,5 +511,49 @@ pub(crate) fn dense_acc_s8(
             unsafe { avx512::dense_acc(input, weights, stride, zp, acc) };
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_value_picks_an_available_level_or_warns() {
+        let avx2_cpu = |l: KernelLevel| l != KernelLevel::Avx512Vnni;
+        assert_eq!(choose(None, &avx2_cpu), (KernelLevel::Avx2, None));
+        assert_eq!(
+            choose(Some("portable"), &avx2_cpu),
+            (KernelLevel::Portable, None)
+        );
+        assert_eq!(
+            choose(Some(" avx2\n"), &avx2_cpu),
+            (KernelLevel::Avx2, None)
+        );
+        let (level, warning) = choose(Some("avx512vnni"), &avx2_cpu);
+        assert_eq!(level, KernelLevel::Avx2);
+        let warning = warning.expect("a warning");
+        assert!(warning.contains("lacks"), "{warning}");
+        assert!(warning.contains("one of: portable, avx2"), "{warning}");
+        let (level, warning) = choose(Some("sse9"), &avx2_cpu);
+        assert_eq!(level, KernelLevel::Avx2);
+        assert!(warning
+            .expect("a warning")
+            .contains("is not a kernel level"));
+        let bare = |l: KernelLevel| l == KernelLevel::Portable;
+        assert_eq!(choose(None, &bare), (KernelLevel::Portable, None));
+    }
+
+    #[test]
+    fn unavailable_level_error_names_the_levels_there_are() {
+        let e = KernelLevelError {
+            requested: KernelLevel::Avx512Vnni,
+            best: KernelLevel::Portable,
+        };
+        let text = std::format!("{e}");
+        assert!(
+            text.contains("`avx512vnni`") && text.contains("portable"),
+            "{text}"
+        );
     }
 }
