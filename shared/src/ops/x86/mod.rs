@@ -15,16 +15,18 @@
 //!
 //! # Conv+pool row kernel
 //! Both variants run the pooled row as a GEMM of `4 * ceil(w/2)` conv pixels by `C_out` by
-//! `K = 9 * C_in`, with no im2col copy: each input row is copied once, padded by one pixel on
-//! each side, and pixel `x`'s kernel-row taps are then the contiguous run `x * C_in ..
-//! (x + 3) * C_in` of a padded row. Weights are packed per layer as
+//! `K = 9 * C_in`, with no im2col copy: the input rows are copied, padded by one pixel on each
+//! side (once per map for [`conv3x3_pool_s8`](super::conv3x3_pool_s8), the four rows of each
+//! call for the row kernel), and pixel `x`'s kernel-row taps are then the contiguous run
+//! `x * C_in .. (x + 3) * C_in` of a padded row. Weights are packed per layer as
 //! `[ky][K-group][C_out][group]` vectors (zero-filled past `3 * C_in` taps and past `C_out`),
 //! so one vector load serves 16 (VNNI) or 8 (AVX2) output channels and one broadcast
 //! activation group serves them all. The packed weights are cached per thread
 //! ([`CACHE_LAYERS`] layers), keyed by the weight slice's address and shape and validated
 //! against a copy of its contents on every call, so a different slice at a reused address is
-//! packed again. The four conv pixels of each pool window are accumulated side by side and
-//! max-pooled as int32 before one vectorized requantization.
+//! packed again. The conv pixels of each pool window (four, or fewer at an odd bottom or right
+//! edge for VNNI) are accumulated side by side and max-pooled as int32 before one vectorized
+//! requantization.
 //!
 //! - AVX-512 VNNI (XNNPACK's scheme): activations become `x ^ 0x80 = x + 128` as u8, padding is
 //!   `zp + 128`, and `vpdpbusd` sums u8 x s8 quads. Then `Σ (x + 128) w = Σ (x - zp) w +
@@ -59,7 +61,9 @@ pub const KERNEL_ENV: &str = "TINYCNN_KERNEL";
 /// Packed conv layers kept per thread: the forward pass has three.
 pub const CACHE_LAYERS: usize = 8;
 
-/// Which implementation of the conv+pool row kernel and the dense accumulation runs.
+/// Which implementation of the conv+pool row kernel and the dense accumulation runs; every
+/// level gives the same bits. The process uses [`kernel_level`]: [`KERNEL_ENV`] if set, else
+/// [`KernelLevel::best`]; [`set_kernel_level`] changes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelLevel {
     /// The portable Rust kernels (`ops::conv`, `ops::dense`).
@@ -350,13 +354,14 @@ fn packed_layer<'c>(
         None => {
             layers.retain(|p| !same_key(p));
             let (ci, co) = (s.in_channels, s.out_channels);
-            let packed = match level {
+            let packed = if level == KernelLevel::Avx512Vnni {
                 // SAFETY: `level` was stored only after `is_available` confirmed its features.
-                KernelLevel::Avx512Vnni => {
-                    PackedWeights::Avx512(unsafe { avx512::pack_conv(weights, ci, co) })
-                }
-                // SAFETY: as above.
-                _ => PackedWeights::Avx2(unsafe { avx2::pack_conv(weights, ci, co) }),
+                let packed = unsafe { avx512::pack_conv(weights, ci, co) };
+                PackedWeights::Avx512(packed)
+            } else {
+                // SAFETY: as above (the only other level that reaches here is Avx2).
+                let packed = unsafe { avx2::pack_conv(weights, ci, co) };
+                PackedWeights::Avx2(packed)
             };
             let taps = KERNEL * KERNEL * ci;
             let wsum = weights
