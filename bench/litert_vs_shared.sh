@@ -19,8 +19,9 @@ uptime
 grep -m1 "model name" /proc/cpuinfo
 echo "== LiteRT, before"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
-echo "== shared (criterion, forward/<preset>/<level>, dense_acc_fc1/<level>)"
-cargo bench -p tinycnn --bench forward -- 'forward/|dense_acc' 2>&1 | grep -E '^(forward|dense)|time:|thrpt:|skipping'
+echo "== shared (criterion: forward/<preset>/<level>, conv_rows_fashion, dense_acc_fc1)"
+cargo bench -p tinycnn --bench forward -- 'forward/|conv_rows|dense_acc' 2>&1 |
+    grep -E '^(forward|conv_rows|dense)|time:|skipping'
 echo "== LiteRT, after"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" 2>&1 | grep -v '^INFO'
 uptime

@@ -453,6 +453,60 @@ fn check_forward(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// The three conv blocks of `model` row by row through the row kernel (each input row its
+/// own buffer, as a streaming pass holds them), all inside one [`ops::pin_weights`] scope.
+fn conv_blocks_by_rows(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
+    let arch = model.arch;
+    let weights: Vec<&[i8]> = (0..3).map(|b| model.layers[b].weights()).collect();
+    ops::pin_weights(&weights, || {
+        let mut outs = Vec::new();
+        let mut x = input.to_vec();
+        let mut zp = model.input.zero_point;
+        for block in 0..3 {
+            let (height, width) = arch.block_input_hw(block);
+            let shape = ConvShape {
+                height,
+                width,
+                in_channels: arch.block_in_channels(block),
+                out_channels: arch.block_out_channels(block),
+            };
+            let layer = &model.layers[block];
+            let rq = Requant {
+                params: layer,
+                input_zero_point: zp,
+                output_zero_point: layer.output().zero_point,
+                relu: true,
+            };
+            let row = shape.row();
+            let copies: Vec<Vec<i8>> = x.chunks(row.input_row_len()).map(<[i8]>::to_vec).collect();
+            let mut out = vec![0i8; shape.pooled_len()];
+            for (py, o) in out.chunks_mut(row.pooled_row_len()).enumerate() {
+                let mut rows: ops::PoolRows<'_> = [None; 4];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *r = copies.get((2 * py + i).wrapping_sub(1)).map(Vec::as_slice);
+                }
+                ops::conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, o);
+            }
+            zp = layer.output().zero_point;
+            outs.push(out.clone());
+            x = out;
+        }
+        outs
+    })
+}
+
+/// Row by row in a pinned scope, twice (the second pass trusts the packed weights), equals
+/// the reference.
+fn check_pinned_rows(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseError> {
+    let bytes = OwnedModel::random(arch, seed).to_bytes().unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let expected = reference_forward(&model, input);
+    for _ in 0..2 {
+        prop_assert_eq!(&conv_blocks_by_rows(&model, input)[..], &expected[..3]);
+    }
+    Ok(())
+}
+
 fn arch_strategy() -> impl Strategy<Value = Arch> {
     (
         1u16..20,
@@ -479,6 +533,12 @@ proptest! {
 
     /// The forward pass (fused kernels, ping-pong scratch) equals the layer-by-layer reference
     /// on random architectures, weights, zero points, multipliers and inputs, layer by layer.
+    /// The conv blocks row by row in a pinned scope, as a streaming pass runs them.
+    #[test]
+    fn conv_rows_pinned_match_reference((arch, seed, input) in arch_strategy().prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())))) {
+        check_pinned_rows(arch, seed, &input)?;
+    }
+
     #[test]
     fn forward_matches_reference((arch, seed, input) in arch_strategy().prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())))) {
         check_forward(arch, seed, &input)?;
@@ -638,6 +698,40 @@ mod levels {
                         .prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())));
                     run_at(LEVEL, 256, strategy, |(arch, seed, input)| {
                         check_forward(*arch, *seed, input)
+                    });
+                }
+
+                #[test]
+                fn conv_rows_pinned_random_arch() {
+                    let strategy = arch_strategy()
+                        .prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())));
+                    run_at(LEVEL, 128, strategy, |(arch, seed, input)| {
+                        check_pinned_rows(*arch, *seed, input)
+                    });
+                }
+
+                /// Weights changed in place between two pinned scopes are packed again.
+                #[test]
+                fn conv_weights_changed_between_pins() {
+                    let arch = Arch::fashion();
+                    let input: Vec<i8> = (0..arch.input_len()).map(|i| (i * 37 % 256) as u8 as i8).collect();
+                    let mut bytes = OwnedModel::random(arch, 5).to_bytes().unwrap();
+                    run_at(LEVEL, 1, Just(()), |_| {
+                        let model = Model::from_bytes(&bytes).unwrap();
+                        prop_assert_eq!(&conv_blocks_by_rows(&model, &input)[..], &reference_forward(&model, &input)[..3]);
+                        Ok(())
+                    });
+                    // Change a weight of conv2 in place, at the same address (the CRC is recomputed).
+                    let mut owned = Model::from_bytes(&bytes).unwrap().to_owned_model();
+                    let w = &mut owned.layers[1].weights[7];
+                    *w = if *w == 127 { -127 } else { 127 };
+                    let changed = owned.to_bytes().unwrap();
+                    assert_eq!(changed.len(), bytes.len());
+                    bytes.copy_from_slice(&changed);
+                    run_at(LEVEL, 1, Just(()), |_| {
+                        let model = Model::from_bytes(&bytes).unwrap();
+                        prop_assert_eq!(&conv_blocks_by_rows(&model, &input)[..], &reference_forward(&model, &input)[..3]);
+                        Ok(())
                     });
                 }
 

@@ -172,6 +172,24 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
     }
 }
 
+/// Runs `f` with the conv weight slices `weights` pinned: they stay borrowed, so unchanged,
+/// for the whole call, and an optimized kernel that caches a packed copy of a pinned slice
+/// compares it with the slice once per `pin_weights` call instead of on every
+/// [`conv3x3_pool_row_s8`] call (a few percent of `fashion` run row by row; the
+/// `conv_rows_fashion` benchmark). Results are the same with or without it; without an
+/// optimized kernel it just calls `f`.
+///
+/// A streaming forward pass wraps its row loop in this, pinning every conv layer's weights.
+pub fn pin_weights<R>(weights: &[&[i8]], f: impl FnOnce() -> R) -> R {
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    return super::x86::pin_weights(weights, f);
+    #[cfg(not(all(target_arch = "x86_64", feature = "std", not(feature = "portable"))))]
+    {
+        let _ = weights;
+        f()
+    }
+}
+
 /// Debug builds: the accumulator bound, the weight range and multipliers `>= 0`.
 fn debug_check<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Requant<P>) {
     rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);

@@ -9,7 +9,9 @@ pub mod requant;
 #[allow(unsafe_code)]
 mod x86;
 
-pub use conv::{conv3x3_pool_row_s8, conv3x3_pool_s8, pool_rows, ConvShape, PoolRows, RowShape};
+pub use conv::{
+    conv3x3_pool_row_s8, conv3x3_pool_s8, pin_weights, pool_rows, ConvShape, PoolRows, RowShape,
+};
 pub use dense::{dense_acc_s8, dense_s8};
 pub use requant::{dot_s8, ChannelParams, ChannelSlices, Requant};
 #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]

@@ -313,12 +313,18 @@ struct PackedLayer {
     /// `Σ w` per output channel.
     wsum: Vec<i32>,
     packed: PackedWeights,
+    /// The [`State::epoch`] in which `original` was last compared while its slice was pinned.
+    trusted_epoch: u64,
 }
 
 /// Per-thread buffers: packed layers (most recent first) and padded input rows.
 #[derive(Default)]
 struct State {
     layers: Vec<PackedLayer>,
+    /// `(address, length)` of the slices pinned by the enclosing [`pin_weights`] scopes.
+    pinned: Vec<(usize, usize)>,
+    /// Incremented on entering each [`pin_weights`] scope.
+    epoch: u64,
     rows_u8: Vec<u8>,
     rows_i16: Vec<i16>,
     channels: ChannelVecs,
@@ -329,27 +335,38 @@ std::thread_local! {
 }
 
 /// The packed form of `weights` for `level`, from the cache or packed now.
+///
+/// A hit is validated against the copy of the weights, except for a slice pinned by an
+/// enclosing [`pin_weights`] scope that was already validated in this scope: its contents
+/// cannot have changed since (the pin holds a shared borrow of it).
 fn packed_layer<'c>(
     layers: &'c mut Vec<PackedLayer>,
+    (pinned, epoch): (&[(usize, usize)], u64),
     level: KernelLevel,
     weights: &[i8],
     s: RowShape,
 ) -> &'c PackedLayer {
     let addr = weights.as_ptr() as usize;
+    let is_pinned = pinned.contains(&(addr, weights.len()));
     let same_key = |p: &PackedLayer| {
         p.level == level
             && p.addr == addr
             && p.in_channels == s.in_channels
             && p.out_channels == s.out_channels
     };
+    let trusted = |p: &PackedLayer| is_pinned && p.trusted_epoch == epoch;
     match layers
         .iter()
-        .position(|p| same_key(p) && p.original == weights)
+        .position(|p| same_key(p) && (trusted(p) || p.original == weights))
     {
-        Some(0) => {}
         Some(i) => {
-            let hit = layers.remove(i);
-            layers.insert(0, hit);
+            if i != 0 {
+                let hit = layers.remove(i);
+                layers.insert(0, hit);
+            }
+            if is_pinned {
+                layers[0].trusted_epoch = epoch;
+            }
         }
         None => {
             layers.retain(|p| !same_key(p));
@@ -378,6 +395,7 @@ fn packed_layer<'c>(
                     original: weights.to_vec(),
                     wsum,
                     packed,
+                    trusted_epoch: if is_pinned { epoch } else { 0 },
                 },
             );
             layers.truncate(CACHE_LAYERS);
@@ -446,7 +464,8 @@ fn conv_padded<'r, P: ChannelParams + ?Sized>(
 ) {
     STATE.with(|state| {
         let state = &mut *state.borrow_mut();
-        let layer = packed_layer(&mut state.layers, level, weights, s);
+        let pins = (&state.pinned[..], state.epoch);
+        let layer = packed_layer(&mut state.layers, pins, level, weights, s);
         let zp = rq.input_zero_point;
         let out_rows = output.chunks_exact_mut(s.pooled_row_len());
         match &layer.packed {
@@ -492,6 +511,28 @@ fn conv_padded<'r, P: ChannelParams + ?Sized>(
             }
         }
     });
+}
+
+/// [`pin_weights`](super::pin_weights) on x86_64: records the pinned slices for the calls `f`
+/// makes on this thread.
+pub(crate) fn pin_weights<R>(weights: &[&[i8]], f: impl FnOnce() -> R) -> R {
+    let mark = STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        state.epoch += 1;
+        let mark = state.pinned.len();
+        let keys = weights.iter().map(|w| (w.as_ptr() as usize, w.len()));
+        state.pinned.extend(keys);
+        mark
+    });
+    /// Unpins on every exit, unwinding included.
+    struct Unpin(usize);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            STATE.with(|state| state.borrow_mut().pinned.truncate(self.0));
+        }
+    }
+    let _unpin = Unpin(mark);
+    f()
 }
 
 /// [`dense_acc_s8`](super::dense::dense_acc_s8) at the selected level; `false` means the
