@@ -1,10 +1,15 @@
 //! Forward-pass latency and MAC throughput on the host, random weights; and the preprocessing
 //! of a QVGA RGB565 frame.
 //!
-//! `cargo bench -p tinycnn --bench forward`
+//! `cargo bench -p tinycnn --bench forward` runs every kernel level this CPU has
+//! (`forward/<preset>/<level>`, `conv_rows_fashion/<level>/{unpinned,pinned}`,
+//! `dense_acc_fc1/<level>`; x86_64: portable, avx2, avx512vnni), side by side in one run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use tinycnn::ops::{conv3x3_pool_row_s8, dense_acc_s8, pin_weights, pool_rows, ConvShape, Requant};
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+use tinycnn::ops::{set_kernel_level, KernelLevel};
 use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
 
 fn bench_forward(c: &mut Criterion) {
@@ -24,10 +29,120 @@ fn bench_forward(c: &mut Criterion) {
         let mut logits = vec![0i8; arch.classes as usize];
         // Elements = MACs, so criterion's throughput line reads as MAC/s.
         group.throughput(Throughput::Elements(arch.macs()));
-        group.bench_function(name, |b| {
+        for level in levels() {
+            set_level(level);
+            group.bench_function(format!("{name}/{level}"), |b| {
+                b.iter(|| {
+                    forward(&model, black_box(&input), &mut scratch, &mut logits);
+                    black_box(&logits);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+fn levels() -> Vec<&'static str> {
+    let available: Vec<_> = KernelLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_available())
+        .collect();
+    for l in KernelLevel::ALL {
+        if !available.contains(&l) {
+            eprintln!("skipping kernel level `{l}`: this CPU lacks it");
+        }
+    }
+    available.into_iter().map(KernelLevel::name).collect()
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+fn set_level(name: &str) {
+    let level = KernelLevel::from_name(name).expect("a level name");
+    set_kernel_level(level).expect("an available level");
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+fn levels() -> Vec<&'static str> {
+    vec!["portable"]
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
+fn set_level(_: &str) {}
+
+/// The three conv blocks of `fashion` row by row through the row kernel (as a streaming
+/// forward pass runs them), with and without [`pin_weights`] around the pass.
+fn bench_conv_rows(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv_rows_fashion");
+    let arch = Arch::fashion();
+    let bytes = OwnedModel::random(arch, 42)
+        .to_bytes()
+        .expect("random model encodes");
+    let model = Model::from_bytes(&bytes).expect("random model loads");
+    let shapes: Vec<ConvShape> = (0..3)
+        .map(|b| {
+            let (height, width) = arch.block_input_hw(b);
+            ConvShape {
+                height,
+                width,
+                in_channels: arch.block_in_channels(b),
+                out_channels: arch.block_out_channels(b),
+            }
+        })
+        .collect();
+    let mut maps: Vec<Vec<i8>> = vec![(0..arch.input_len())
+        .map(|i| (i * 31 % 256) as u8 as i8)
+        .collect()];
+    maps.extend(shapes.iter().map(|s| vec![0i8; s.pooled_len()]));
+    let weights: Vec<&[i8]> = (0..3).map(|b| model.layers[b].weights()).collect();
+    let run = |maps: &mut Vec<Vec<i8>>| {
+        let mut zp = model.input.zero_point;
+        for (b, s) in shapes.iter().enumerate() {
+            let layer = &model.layers[b];
+            let rq = Requant {
+                params: layer,
+                input_zero_point: zp,
+                output_zero_point: layer.output().zero_point,
+                relu: true,
+            };
+            let (done, rest) = maps.split_at_mut(b + 1);
+            let row = s.row();
+            let out_rows = rest[0].chunks_exact_mut(row.pooled_row_len());
+            for (py, out) in out_rows.enumerate() {
+                let rows = pool_rows(&done[b], s.height, row.input_row_len(), py);
+                conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, out);
+            }
+            zp = layer.output().zero_point;
+        }
+    };
+    for level in levels() {
+        set_level(level);
+        group.bench_function(format!("{level}/unpinned"), |b| {
+            b.iter(|| run(black_box(&mut maps)))
+        });
+        group.bench_function(format!("{level}/pinned"), |b| {
+            b.iter(|| pin_weights(&weights, || run(black_box(&mut maps))))
+        });
+    }
+    group.finish();
+}
+
+/// fc1 of `tutorial` alone (16384 inputs x 128 outputs, 2 MiB of weights) at each level.
+fn bench_dense(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dense_acc_fc1");
+    let (n, out) = (16384, 128);
+    let input: Vec<i8> = (0..n).map(|i| (i * 31 % 256) as u8 as i8).collect();
+    let weights: Vec<i8> = (0..n * out)
+        .map(|i| ((i * 17 % 255) as i32 - 127) as i8)
+        .collect();
+    group.throughput(Throughput::Bytes(weights.len() as u64));
+    for level in levels() {
+        set_level(level);
+        group.bench_function(level, |b| {
             b.iter(|| {
-                forward(&model, black_box(&input), &mut scratch, &mut logits);
-                black_box(&logits);
+                let mut acc = [0i32; 128];
+                dense_acc_s8(black_box(&input), &weights, n, -7, &mut acc);
+                black_box(acc)
             })
         });
     }
@@ -55,5 +170,11 @@ fn bench_preprocess(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_forward, bench_preprocess);
+criterion_group!(
+    benches,
+    bench_forward,
+    bench_conv_rows,
+    bench_dense,
+    bench_preprocess
+);
 criterion_main!(benches);

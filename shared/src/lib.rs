@@ -13,8 +13,10 @@
 //! `OwnedModel::random`) and `std::error::Error` impls; `defmt` derives `defmt::Format`.
 //!
 //! Unsafe code is denied everywhere except in the optimized-kernel modules of [`ops`], each one
-//! `#[allow(unsafe_code)]` and compiled only for its target (Cortex-M DSP `asm!` on thumbv7em).
-//! The `portable` feature leaves them out, so every target runs the portable kernels.
+//! `#[allow(unsafe_code)]` and compiled only for its target: Cortex-M DSP `asm!` on thumbv7em
+//! (`ops::arm_dsp`), AVX2 and AVX-512 VNNI on x86_64 with `std` (`ops::x86`). Every `unsafe`
+//! block there states its `// SAFETY:` argument. The `portable` feature leaves them out, so
+//! every target runs the portable kernels.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -134,7 +134,7 @@ impl<'a> Frame<'a> {
         if width == 0 || height == 0 {
             return Err(FrameError::ZeroSize);
         }
-        if format == PixelFormat::Yuyv && width % 2 != 0 {
+        if format == PixelFormat::Yuyv && !width.is_multiple_of(2) {
             return Err(FrameError::OddYuyvWidth(width));
         }
         // u64: on 32-bit targets a huge declared size must not wrap into a small length.

@@ -128,7 +128,7 @@ pub fn quantize_weights_per_channel(
     scales: &mut [f32],
 ) {
     assert!(
-        out_channels > 0 && w.len() % out_channels == 0,
+        out_channels > 0 && w.len().is_multiple_of(out_channels),
         "quantize_weights_per_channel: {} weights do not split into {out_channels} channels",
         w.len()
     );

@@ -59,20 +59,27 @@ struct ConvCase {
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
-    conv_case_in(1usize..12, 1usize..9)
+    conv_case_in(1usize..12, 1usize..9, 1usize..9)
+}
+
+/// Conv cases with up to 5 blocks of 16 output channels (every channel tiling of the SIMD
+/// kernels, full and partial blocks).
+fn conv_case_channels() -> impl Strategy<Value = ConvCase> {
+    conv_case_in(1usize..10, 1usize..40, 1usize..80)
 }
 
 /// Conv cases with `C_in` on both sides of `PATCH_MAX_IN_CHANNELS` (patch path and row path).
 fn conv_case_wide() -> impl Strategy<Value = ConvCase> {
     let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
-    conv_case_in(1usize..6, edge - 2..edge + 6)
+    conv_case_in(1usize..6, edge - 2..edge + 6, 1usize..9)
 }
 
 fn conv_case_in(
     hw: std::ops::Range<usize>,
     in_channels: std::ops::Range<usize>,
+    out_channels: std::ops::Range<usize>,
 ) -> impl Strategy<Value = ConvCase> {
-    (hw.clone(), hw, in_channels, 1usize..9)
+    (hw.clone(), hw, in_channels, out_channels)
         .prop_flat_map(|(height, width, in_channels, out_channels)| {
             let shape = ConvShape {
                 height,
@@ -129,6 +136,114 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The row kernel on each pooled row, its input rows given as separate slices (as a
+/// streaming caller passes them), against the matching row of the reference.
+fn check_conv_rows(c: &ConvCase) -> Result<(), TestCaseError> {
+    let p = ChannelSlices {
+        bias: &c.params.bias,
+        multiplier: &c.params.multiplier,
+        shift: &c.params.shift,
+    };
+    let rq = Requant {
+        params: &p,
+        input_zero_point: c.zp_in,
+        output_zero_point: c.zp_out,
+        relu: c.relu,
+    };
+    let s = c.shape;
+    let row = s.row();
+    let mut full = vec![0i8; s.height * s.width * s.out_channels];
+    let mut slow = vec![0i8; s.pooled_len()];
+    reference::conv3x3_pool_s8(&c.input, s, &c.weights, &rq, &mut full, &mut slow);
+    let copies: Vec<Vec<i8>> = c
+        .input
+        .chunks(row.input_row_len())
+        .map(<[i8]>::to_vec)
+        .collect();
+    for (py, expected) in slow.chunks(row.pooled_row_len()).enumerate() {
+        let mut rows: ops::PoolRows<'_> = [None; 4];
+        for (i, r) in rows.iter_mut().enumerate() {
+            *r = copies.get((2 * py + i).wrapping_sub(1)).map(Vec::as_slice);
+        }
+        let mut fast = vec![0x5Ai8; row.pooled_row_len()];
+        ops::conv3x3_pool_row_s8(rows, row, &c.weights, &rq, &mut fast);
+        prop_assert_eq!(&fast[..], expected, "pooled row {}", py);
+    }
+    Ok(())
+}
+
+fn dense_case() -> impl Strategy<Value = (Vec<i8>, Vec<i8>, Params, i8, i8, bool)> {
+    (0usize..300, 1usize..12).prop_flat_map(|(n, out)| {
+        (
+            activations(n),
+            weights(n * out),
+            params(out, n),
+            any::<i8>(),
+            any::<i8>(),
+            any::<bool>(),
+        )
+    })
+}
+
+fn check_dense(
+    (input, w, p, zp_in, zp_out, relu): &(Vec<i8>, Vec<i8>, Params, i8, i8, bool),
+) -> Result<(), TestCaseError> {
+    let out = p.bias.len();
+    let ps = ChannelSlices {
+        bias: &p.bias,
+        multiplier: &p.multiplier,
+        shift: &p.shift,
+    };
+    let rq = Requant {
+        params: &ps,
+        input_zero_point: *zp_in,
+        output_zero_point: *zp_out,
+        relu: *relu,
+    };
+    let mut fast = vec![0i8; out];
+    let mut slow = vec![0i8; out];
+    ops::dense_s8(input, w, &rq, &mut fast);
+    reference::dense_s8(input, w, &rq, &mut slow);
+    prop_assert_eq!(fast, slow);
+    Ok(())
+}
+
+fn dense_runs_case() -> impl Strategy<Value = (usize, Vec<i8>, Vec<i8>, usize, i8)> {
+    (1usize..200, 1usize..10).prop_flat_map(|(n, out)| {
+        (
+            Just(n),
+            activations(n),
+            weights(n * out),
+            0..=n,
+            any::<i8>(),
+        )
+    })
+}
+
+/// Accumulating a dense layer in column runs (as the streaming fc1 does) gives the same sums
+/// as one pass, and both equal the naive sums.
+fn check_dense_runs(
+    (n, input, w, split, zp): &(usize, Vec<i8>, Vec<i8>, usize, i8),
+) -> Result<(), TestCaseError> {
+    let (n, split, zp) = (*n, *split, *zp as i32);
+    let out = w.len() / n;
+    let mut one = vec![0i32; out];
+    ops::dense_acc_s8(input, w, n, zp, &mut one);
+    let mut runs = vec![0i32; out];
+    ops::dense_acc_s8(&input[..split], w, n, zp, &mut runs);
+    ops::dense_acc_s8(&input[split..], &w[split..], n, zp, &mut runs);
+    let expected: Vec<i32> = (0..out)
+        .map(|o| {
+            (0..n)
+                .map(|i| (input[i] as i32 - zp) * w[o * n + i] as i32)
+                .sum()
+        })
+        .collect();
+    prop_assert_eq!(&one, &expected);
+    prop_assert_eq!(&runs, &expected);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
@@ -145,35 +260,26 @@ proptest! {
         check_conv(&c)?;
     }
 
+    /// Same, for output channel counts across several 16-channel blocks.
     #[test]
-    fn dense_matches_reference((_n, input, w, p, zp_in, zp_out, relu) in (0usize..300, 1usize..12).prop_flat_map(|(n, out)| (
-        Just(n), activations(n), weights(n * out), params(out, n), any::<i8>(), any::<i8>(), any::<bool>()))) {
-        let out = p.bias.len();
-        let ps = ChannelSlices { bias: &p.bias, multiplier: &p.multiplier, shift: &p.shift };
-        let rq = Requant { params: &ps, input_zero_point: zp_in, output_zero_point: zp_out, relu };
-        let mut fast = vec![0i8; out];
-        let mut slow = vec![0i8; out];
-        ops::dense_s8(&input, &w, &rq, &mut fast);
-        reference::dense_s8(&input, &w, &rq, &mut slow);
-        prop_assert_eq!(fast, slow);
+    fn conv3x3_pool_channels_matches_reference(c in conv_case_channels()) {
+        check_conv(&c)?;
     }
 
-    /// Accumulating a dense layer in column runs (as the streaming fc1 does) gives the same
-    /// sums as one pass.
+    /// The row kernel, row by row, against the reference.
     #[test]
-    fn dense_acc_in_runs_matches_one_pass((n, input, w, split, zp) in (1usize..200, 1usize..10).prop_flat_map(|(n, out)| (
-        Just(n), activations(n), weights(n * out), 0..=n, any::<i8>()))) {
-        let out = w.len() / n;
-        let mut one = vec![0i32; out];
-        ops::dense_acc_s8(&input, &w, n, zp as i32, &mut one);
-        let mut runs = vec![0i32; out];
-        ops::dense_acc_s8(&input[..split], &w, n, zp as i32, &mut runs);
-        ops::dense_acc_s8(&input[split..], &w[split..], n, zp as i32, &mut runs);
-        let expected: Vec<i32> = (0..out)
-            .map(|o| (0..n).map(|i| (input[i] as i32 - zp as i32) * w[o * n + i] as i32).sum())
-            .collect();
-        prop_assert_eq!(&one, &expected);
-        prop_assert_eq!(&runs, &expected);
+    fn conv3x3_pool_row_matches_reference(c in conv_case()) {
+        check_conv_rows(&c)?;
+    }
+
+    #[test]
+    fn dense_matches_reference(c in dense_case()) {
+        check_dense(&c)?;
+    }
+
+    #[test]
+    fn dense_acc_in_runs_matches_one_pass(c in dense_runs_case()) {
+        check_dense_runs(&c)?;
     }
 
     #[test]
@@ -330,6 +436,58 @@ fn check_forward(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// The three conv blocks of `model` row by row through the row kernel (each input row its
+/// own buffer, as a streaming pass holds them), all inside one [`ops::pin_weights`] scope.
+fn conv_blocks_by_rows(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
+    let arch = model.arch;
+    let blocks = arch.blocks();
+    let weights: Vec<&[i8]> = (0..blocks).map(|b| model.layers[b].weights()).collect();
+    ops::pin_weights(&weights, || {
+        let mut outs = Vec::new();
+        let mut x = input.to_vec();
+        let mut zp = model.input.zero_point;
+        for block in 0..blocks {
+            let shape = arch.block_shape(block);
+            let layer = &model.layers[block];
+            let rq = Requant {
+                params: layer,
+                input_zero_point: zp,
+                output_zero_point: layer.output().zero_point,
+                relu: true,
+            };
+            let row = shape.row();
+            let copies: Vec<Vec<i8>> = x.chunks(row.input_row_len()).map(<[i8]>::to_vec).collect();
+            let mut out = vec![0i8; shape.pooled_len()];
+            for (py, o) in out.chunks_mut(row.pooled_row_len()).enumerate() {
+                let mut rows: ops::PoolRows<'_> = [None; 4];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *r = copies.get((2 * py + i).wrapping_sub(1)).map(Vec::as_slice);
+                }
+                ops::conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, o);
+            }
+            zp = layer.output().zero_point;
+            outs.push(out.clone());
+            x = out;
+        }
+        outs
+    })
+}
+
+/// Row by row in a pinned scope, twice (the second pass trusts the packed weights), equals
+/// the reference.
+fn check_pinned_rows(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseError> {
+    let bytes = OwnedModel::random(arch, seed).to_bytes().unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let expected = reference_forward(&model, input);
+    for _ in 0..2 {
+        prop_assert_eq!(
+            &conv_blocks_by_rows(&model, input)[..],
+            &expected[..arch.blocks()]
+        );
+    }
+    Ok(())
+}
+
 /// Random architectures with 1..=MAX_BLOCKS conv blocks, odd and even sizes.
 fn arch_strategy() -> impl Strategy<Value = Arch> {
     (
@@ -355,6 +513,12 @@ proptest! {
 
     /// The forward pass (fused kernels, ping-pong scratch) equals the layer-by-layer reference
     /// on random architectures, weights, zero points, multipliers and inputs, layer by layer.
+    /// The conv blocks row by row in a pinned scope, as a streaming pass runs them.
+    #[test]
+    fn conv_rows_pinned_match_reference((arch, seed, input) in arch_strategy().prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())))) {
+        check_pinned_rows(arch, seed, &input)?;
+    }
+
     #[test]
     fn forward_matches_reference((arch, seed, input) in arch_strategy().prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())))) {
         check_forward(arch, seed, &input)?;
@@ -436,6 +600,161 @@ fn accumulator_bound_extreme_values() {
     reference::conv3x3_pool_s8(&input, shape, &weights, &rq, &mut full, &mut slow);
     assert_eq!(out, slow);
     assert_eq!(out, [1, 0, 0, 0]);
+}
+
+/// Every kernel level this CPU has, against the reference, with the strategies above. Levels
+/// are process-wide, so each case sets its level while holding [`levels::LOCK`]; a level the
+/// CPU lacks is skipped with a message.
+#[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+mod levels {
+    use super::*;
+    use proptest::test_runner::TestRunner;
+    use std::sync::Mutex;
+    use tinycnn::ops::{kernel_level, set_kernel_level, KernelLevel};
+
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    fn run_at<S: Strategy>(
+        level: KernelLevel,
+        cases: u32,
+        strategy: S,
+        test: impl Fn(&S::Value) -> Result<(), TestCaseError>,
+    ) {
+        if !level.is_available() {
+            println!("skipped: this CPU lacks kernel level `{level}`");
+            return;
+        }
+        let mut runner = TestRunner::new(ProptestConfig::with_cases(cases));
+        let result = runner.run(&strategy, |v| {
+            let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            set_kernel_level(level).expect("level is available");
+            assert_eq!(kernel_level(), level);
+            test(&v)
+        });
+        if let Err(e) = result {
+            panic!("kernel level `{level}`: {e}");
+        }
+    }
+
+    macro_rules! level_tests {
+        ($($level:ident => $name:ident,)*) => {$(
+            mod $name {
+                use super::*;
+                const LEVEL: KernelLevel = KernelLevel::$level;
+
+                #[test]
+                fn conv_map() {
+                    run_at(LEVEL, CASES, conv_case(), check_conv);
+                }
+
+                #[test]
+                fn conv_map_wide() {
+                    run_at(LEVEL, CASES / 4, conv_case_wide(), check_conv);
+                }
+
+                #[test]
+                fn conv_map_channels() {
+                    run_at(LEVEL, CASES / 2, conv_case_channels(), check_conv);
+                }
+
+                #[test]
+                fn conv_rows() {
+                    run_at(LEVEL, CASES / 2, conv_case_channels(), check_conv_rows);
+                }
+
+                #[test]
+                fn dense() {
+                    run_at(LEVEL, CASES, dense_case(), check_dense);
+                }
+
+                #[test]
+                fn dense_runs() {
+                    run_at(LEVEL, CASES, dense_runs_case(), check_dense_runs);
+                }
+
+                #[test]
+                fn forward_random_arch() {
+                    let strategy = arch_strategy()
+                        .prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())));
+                    run_at(LEVEL, 256, strategy, |(arch, seed, input)| {
+                        check_forward(*arch, *seed, input)
+                    });
+                }
+
+                #[test]
+                fn conv_rows_pinned_random_arch() {
+                    let strategy = arch_strategy()
+                        .prop_flat_map(|a| (Just(a), any::<u64>(), activations(a.input_len())));
+                    run_at(LEVEL, 128, strategy, |(arch, seed, input)| {
+                        check_pinned_rows(*arch, *seed, input)
+                    });
+                }
+
+                /// Weights changed in place between two pinned scopes are packed again.
+                #[test]
+                fn conv_weights_changed_between_pins() {
+                    let arch = Arch::fashion();
+                    let input: Vec<i8> = (0..arch.input_len()).map(|i| (i * 37 % 256) as u8 as i8).collect();
+                    let mut bytes = OwnedModel::random(arch, 5).to_bytes().unwrap();
+                    run_at(LEVEL, 1, Just(()), |_| {
+                        let model = Model::from_bytes(&bytes).unwrap();
+                        prop_assert_eq!(&conv_blocks_by_rows(&model, &input)[..], &reference_forward(&model, &input)[..3]);
+                        Ok(())
+                    });
+                    // Change a weight of conv2 in place, at the same address (the CRC is recomputed).
+                    let mut owned = Model::from_bytes(&bytes).unwrap().to_owned_model();
+                    let w = &mut owned.layers[1].weights[7];
+                    *w = if *w == 127 { -127 } else { 127 };
+                    let changed = owned.to_bytes().unwrap();
+                    assert_eq!(changed.len(), bytes.len());
+                    bytes.copy_from_slice(&changed);
+                    run_at(LEVEL, 1, Just(()), |_| {
+                        let model = Model::from_bytes(&bytes).unwrap();
+                        prop_assert_eq!(&conv_blocks_by_rows(&model, &input)[..], &reference_forward(&model, &input)[..3]);
+                        Ok(())
+                    });
+                }
+
+                /// The packed-weight cache must notice weights that change in place (same
+                /// address, same shape).
+                #[test]
+                fn conv_weights_changed_in_place() {
+                    let mut c = ConvCase {
+                        shape: ConvShape { height: 6, width: 7, in_channels: 5, out_channels: 20 },
+                        input: (0..210).map(|i| (i * 29 % 256) as u8 as i8).collect(),
+                        weights: (0..900).map(|i| ((i * 53 % 255) as i32 - 127) as i8).collect(),
+                        params: Params {
+                            bias: vec![1000; 20],
+                            multiplier: vec![1 << 30; 20],
+                            shift: vec![-9; 20],
+                        },
+                        zp_in: -3,
+                        zp_out: 4,
+                        relu: false,
+                    };
+                    run_at(LEVEL, 1, Just(()), |_| check_conv(&c));
+                    c.weights[899] = -c.weights[899];
+                    c.weights[0] = 127;
+                    run_at(LEVEL, 1, Just(()), |_| check_conv(&c));
+                }
+            }
+        )*};
+    }
+
+    level_tests! {
+        Portable => portable,
+        Avx2 => avx2,
+        Avx512Vnni => avx512vnni,
+    }
+
+    #[test]
+    fn level_names_round_trip() {
+        for level in KernelLevel::ALL {
+            assert_eq!(KernelLevel::from_name(level.name()), Some(level));
+        }
+        assert_eq!(KernelLevel::from_name("sse2"), None);
+        assert!(KernelLevel::Portable.is_available());
+    }
 }
 
 /// A session gives the same logits as `forward` with caller-owned buffers, from int8 input,

@@ -141,7 +141,29 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
     if super::arm_dsp::conv3x3_pool_row_s8_dsp(rows, shape, weights, rq, output) {
         return;
     }
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::conv3x3_pool_row_s8(rows, shape, weights, rq, output) {
+        return;
+    }
     pool_row_portable(rows, shape, weights, rq, output);
+}
+
+/// Runs `f` with the conv weight slices `weights` pinned: they stay borrowed, so unchanged,
+/// for the whole call, and an optimized kernel that caches a packed copy of a pinned slice
+/// compares it with the slice once per `pin_weights` call instead of on every
+/// [`conv3x3_pool_row_s8`] call (a few percent of `fashion` run row by row; the
+/// `conv_rows_fashion` benchmark). Results are the same with or without it; without an
+/// optimized kernel it just calls `f`.
+///
+/// A streaming forward pass wraps its row loop in this, pinning every conv layer's weights.
+pub fn pin_weights<R>(weights: &[&[i8]], f: impl FnOnce() -> R) -> R {
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    return super::x86::pin_weights(weights, f);
+    #[cfg(not(all(target_arch = "x86_64", feature = "std", not(feature = "portable"))))]
+    {
+        let _ = weights;
+        f()
+    }
 }
 
 /// The portable [`conv3x3_pool_row_s8`], whatever the target: the baseline that optimized
@@ -181,14 +203,20 @@ fn check_row_args<P: ChannelParams + ?Sized>(
         );
     }
     assert_eq!(
-        weights.len(),
-        s.weight_len(),
-        "conv3x3_pool_row_s8: weights length"
-    );
-    assert_eq!(
         output.len(),
         s.pooled_row_len(),
         "conv3x3_pool_row_s8: output length"
+    );
+    check_weights(s, weights, rq);
+}
+
+/// The weight checks every conv entry point makes: the length (always), the accumulator bound,
+/// the weight range and multipliers `>= 0` (debug builds).
+fn check_weights<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Requant<P>) {
+    assert_eq!(
+        weights.len(),
+        s.weight_len(),
+        "conv3x3_pool_s8: weights length"
     );
     rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
     debug_assert!(
@@ -242,6 +270,11 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
         s.pooled_len(),
         "conv3x3_pool_s8: output length"
     );
+    check_weights(s.row(), weights, rq);
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::conv3x3_pool_s8(input, s, weights, rq, output) {
+        return;
+    }
     let row = s.row();
     let out_rows = output.chunks_exact_mut(row.pooled_row_len());
     for (py, out) in out_rows.enumerate() {

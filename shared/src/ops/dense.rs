@@ -25,6 +25,10 @@ pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &
     {
         return super::arm_dsp::dense_acc_s8_dsp(input, weights, stride, zp, acc);
     }
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if super::x86::dense_acc_s8(input, weights, stride, zp, acc) {
+        return;
+    }
     #[allow(unreachable_code)]
     dense_acc_portable(input, weights, stride, zp, acc);
 }

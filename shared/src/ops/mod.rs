@@ -3,7 +3,10 @@
 //!
 //! On thumbv7em (`cfg(tinycnn_arm_dsp)`, set by `build.rs`) [`conv3x3_pool_row_s8`] and
 //! [`dense_acc_s8`] run Cortex-M DSP kernels unless the `portable` feature is on; everywhere else
-//! they run the portable ones. The doc-hidden `*_portable` functions are the portable kernels on
+//! they run the portable ones. On x86_64 with `std` they (and the whole-map
+//! [`conv3x3_pool_s8`]) run AVX-512 VNNI or AVX2 kernels, the best level the CPU has, chosen once
+//! per process: `TINYCNN_KERNEL=portable|avx2|avx512vnni` (read on the first kernel call) or
+//! `set_kernel_level` force a level, for tests and benchmarks. The doc-hidden `*_portable` functions are the portable kernels on
 //! any target, and `*_dsp` the DSP ones, for the on-target kernel suite.
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
@@ -13,14 +16,23 @@ pub mod conv;
 pub mod dense;
 pub mod reference;
 pub mod requant;
+#[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+#[allow(unsafe_code)]
+mod x86;
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
 #[doc(hidden)]
 pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s8_dsp, requantize_dsp};
 #[doc(hidden)]
 pub use conv::conv3x3_pool_row_s8_portable;
-pub use conv::{conv3x3_pool_row_s8, conv3x3_pool_s8, pool_rows, ConvShape, PoolRows, RowShape};
+pub use conv::{
+    conv3x3_pool_row_s8, conv3x3_pool_s8, pin_weights, pool_rows, ConvShape, PoolRows, RowShape,
+};
 #[doc(hidden)]
 pub use dense::dense_acc_s8_portable;
 pub use dense::{dense_acc_s8, dense_s8};
 pub use requant::{dot_s8, ChannelParams, ChannelSlices, Requant};
+#[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+pub use x86::{
+    kernel_level, set_kernel_level, KernelLevel, KernelLevelError, CACHE_LAYERS, KERNEL_ENV,
+};
