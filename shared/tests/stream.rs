@@ -205,3 +205,38 @@ fn short_scratch_is_a_clear_panic() {
     let mut logits = vec![0i8; arch.classes as usize];
     forward_rows_from(&model, &input, &mut scratch, &mut acc, &mut logits);
 }
+
+/// The firmware's pipeline on the host: camera rows -> `RowPreprocessor` -> `forward_rows`
+/// equals `preprocess` of the whole frame -> `forward`.
+#[test]
+fn camera_rows_through_the_network_equal_the_whole_frame_path() {
+    use tinycnn::preprocess::row_window_len;
+    use tinycnn::{preprocess, Frame, PixelFormat, RowPreprocessor};
+    let qvga: Vec<u8> = (0..320 * 240 * 2)
+        .map(|i| (i * 13 + i / 977) as u8)
+        .collect();
+    for arch in [Arch::fashion(), Arch::tutorial(3)] {
+        let bytes = model_bytes(arch, 11);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let mut frame = Frame::new(&qvga, 320, 240, PixelFormat::Rgb565Le).unwrap();
+        let mut input = vec![0i8; arch.input_len()];
+        preprocess(&frame, &arch, &mut input).unwrap();
+        let expected = whole_map(&model, &input);
+
+        let mut window = vec![0u8; row_window_len(PixelFormat::Rgb565Le, 320)];
+        let mut rows =
+            RowPreprocessor::new(320, 240, PixelFormat::Rgb565Le, &arch, &mut window).unwrap();
+        let mut scratch = vec![0i8; arch.stream_scratch_len()];
+        let mut acc = vec![0i32; arch.stream_acc_len()];
+        let mut logits = vec![0i8; arch.classes as usize];
+        let done: Result<(), core::convert::Infallible> = forward_rows(
+            &model,
+            &mut |y, row| rows.input_row(y, &mut frame, row),
+            &mut scratch,
+            &mut acc,
+            &mut logits,
+        );
+        assert!(done.is_ok());
+        assert_eq!(logits, expected, "{arch:?}");
+    }
+}
