@@ -252,23 +252,41 @@ impl<E> Stream<'_, '_, '_, E> {
             } else {
                 let prev = self.arch.block_shape(b - 1);
                 self.fill(b - 1, (2 * r + 2).min(prev.height - 1))?;
-                let (lower, upper) = self.rings.split_at_mut(self.arch.stream_ring_offset(b));
-                let out = &mut upper[(r % Arch::RING_ROWS) * row_len..][..row_len];
-                let lower = &lower[self.arch.stream_ring_offset(b - 1)..];
-                let rows = ring_rows(lower, prev, self.next[b - 1], r);
-                let (layer, rq_zp) = (
-                    &self.model.layers[b - 1],
-                    input_zero_point(self.model, b - 1),
-                );
-                let rq = requant(layer, rq_zp, true);
-                conv3x3_pool_row_s8(rows, prev.row(), layer.weights(), &rq, out);
+                self.ring_row(b, r);
             }
             self.next[b] += 1;
         }
         Ok(())
     }
 
+    /// Row `r` of ring `b` (`b >= 1`): pooled row `r` of block `b - 1` from ring `b - 1`, which
+    /// holds the rows it reads.
+    ///
+    /// Never inlined: [`Stream::fill`] recurses once per block, and the row kernel's patch
+    /// buffer (4.5 KiB) must sit on the stack once, at the leaf, not in every recursion frame.
+    #[inline(never)]
+    fn ring_row(&mut self, b: usize, r: usize) {
+        let prev = self.arch.block_shape(b - 1);
+        let row_len = self.arch.block_input_row_len(b);
+        let (lower, upper) = self.rings.split_at_mut(self.arch.stream_ring_offset(b));
+        let out = &mut upper[(r % Arch::RING_ROWS) * row_len..][..row_len];
+        let lower = &lower[self.arch.stream_ring_offset(b - 1)..];
+        let rows = ring_rows(lower, prev, self.next[b - 1], r);
+        let (layer, zp) = (
+            &self.model.layers[b - 1],
+            input_zero_point(self.model, b - 1),
+        );
+        conv3x3_pool_row_s8(
+            rows,
+            prev.row(),
+            layer.weights(),
+            &requant(layer, zp, true),
+            out,
+        );
+    }
+
     /// Pooled row `py` of block `b` from its (filled) ring into `out`.
+    #[inline(never)]
     fn pooled_row(&self, b: usize, py: usize, out: &mut [i8]) {
         let shape = self.arch.block_shape(b);
         let ring = &self.rings[self.arch.stream_ring_offset(b)..];

@@ -18,6 +18,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{
     ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress,
 };
+use static_cell::ConstStaticCell;
+use tinycnn::protocol::CountUnit;
 use tinycnn::PixelFormat;
 use tinycnn_camera::ov7670::{self, Ov7670};
 
@@ -245,7 +247,8 @@ impl I2c<SevenBitAddress> for Sccb {
 /// Camera failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
 pub enum CameraError {
-    /// The buffer cannot hold a QVGA RGB565 frame or is not 4-byte aligned.
+    /// The frame buffer cannot hold a QVGA RGB565 frame or is not 4-byte aligned, or a row
+    /// outside the frame was asked for.
     Buffer,
     /// DMA transfer error or DCMI overrun/sync error.
     Capture,
@@ -253,11 +256,23 @@ pub enum CameraError {
     Timeout,
 }
 
-/// OV7670 frames over DCMI + DMA1 stream 0, snapshot mode, RGB565 (big-endian in memory).
-pub struct DcmiCamera;
+/// The DMA target of the camera: one QVGA RGB565 frame, cache-line aligned so DMA1 fills it
+/// with 32-bit transfers. The frame loop reads rows out of it.
+#[repr(C, align(32))]
+struct FrameBuffer([u8; ov7670::QVGA_RGB565_BYTES]);
+
+static FRAME: ConstStaticCell<FrameBuffer> =
+    ConstStaticCell::new(FrameBuffer([0; ov7670::QVGA_RGB565_BYTES]));
+
+/// OV7670 frames over DCMI + DMA1 stream 0, snapshot mode, RGB565 (big-endian in memory),
+/// captured whole into a frame buffer and served to the frame loop a row at a time.
+pub struct DcmiCamera {
+    frame: &'static mut FrameBuffer,
+}
 
 impl DcmiCamera {
-    /// Clocks the sensor from MCO1, sets it up over SCCB and configures the DCMI.
+    /// Clocks the sensor from MCO1, sets it up over SCCB and configures the DCMI. Call once:
+    /// the camera owns the frame buffer.
     pub fn new() -> Result<Self, ov7670::Error<SccbError>> {
         reg::modify(RCC_AHB4ENR, 0, 0b1111); // GPIOA..GPIOD
         reg::modify(RCC_AHB1ENR, 0, 1); // DMA1 (and DMAMUX1)
@@ -287,14 +302,17 @@ impl DcmiCamera {
         // Snapshot, 8-bit data, PIXCLK rising edge, VSYNC active high, HREF active low.
         reg::write(DCMI_CR, (1 << 1) | (1 << 5) | (1 << 7));
         reg::write(DMAMUX1_C0CR, DMAMUX_REQ_DCMI);
-        Ok(DcmiCamera)
+        Ok(DcmiCamera {
+            frame: FRAME.take(),
+        })
     }
 }
 
 impl FrameSource for DcmiCamera {
     type Error = CameraError;
 
-    fn capture(&mut self, buffer: &mut [u8]) -> Result<Option<FrameInfo>, CameraError> {
+    fn next_frame(&mut self) -> Result<Option<FrameInfo>, CameraError> {
+        let buffer = &mut self.frame.0;
         let len = ov7670::QVGA_RGB565_BYTES;
         if buffer.len() < len || buffer.as_ptr() as usize % 4 != 0 {
             return Err(CameraError::Buffer);
@@ -328,12 +346,22 @@ impl FrameSource for DcmiCamera {
                     width,
                     height,
                     format: PixelFormat::Rgb565Be,
-                    len,
                 }));
             }
         }
         reg::modify(DCMI_CR, 1 << 14, 0);
         Err(CameraError::Timeout)
+    }
+
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), CameraError> {
+        let start = y * out.len();
+        let row = self
+            .frame
+            .0
+            .get(start..start + out.len())
+            .ok_or(CameraError::Buffer)?;
+        out.copy_from_slice(row);
+        Ok(())
     }
 }
 
@@ -353,7 +381,7 @@ impl DwtCycleCounter {
 }
 
 impl Counter for DwtCycleCounter {
-    const UNIT: &'static str = "cycles";
+    const UNIT: CountUnit = CountUnit::Cycles;
 
     fn start(&mut self) {
         self.started_at = cortex_m::peripheral::DWT::cycle_count();
