@@ -124,15 +124,17 @@ const _: () = assert!(DENSE_LAYERS == 2);
 /// `2r-1 ..= 2r+2` of it. Integer sums do not depend on order under the validated accumulator
 /// bound, so fc1's sums equal the whole-map ones.
 ///
-/// Why 4 rows per ring suffice: each ring receives its rows in increasing order, one at a time,
-/// and row `y` lives in slot `y % 4`. Row `r` is only written while pooled row `r` of block
-/// `b - 1` is computed, which reads rows `2r-1 ..= 2r+2` of ring `b - 1`: those are the 4 most
-/// recent rows of ring `b - 1` (it was filled up to `2r + 2`, or to its last row, and row `2r - 1`
-/// was never overwritten: only rows up to `2r + 2 < 2r - 1 + 4` have been written). Ring `b`
-/// itself is only written to: its slot `r % 4` held row `r - 4`, which the only reader of ring
-/// `b`, pooled row `q` of block `b` with `2q + 2 >= r`, no longer needs (it reads rows
-/// `>= 2q - 1 >= r - 3`). Every read checks the row it takes is still in its slot
-/// (`next - 4 <= y < next`), so a violation panics instead of computing wrong logits.
+/// Why 4 rows per ring suffice:
+/// 1. Ring `b` receives its rows in increasing order; row `y` lives in slot `y % 4` and is
+///    overwritten only by row `y + 4`.
+/// 2. Ring `b` is filled only for pooled rows `q` of block `b`, in increasing `q`, each time up
+///    to row `min(2q + 2, H_b - 1)`. So while pooled row `q` is computed, the newest row ring
+///    `b` has received is at most `2q + 2`.
+/// 3. Pooled row `q` reads rows `2q - 1 ..= 2q + 2` (those inside the map): all received, and
+///    none overwritten, since that would take a row `>= 2q - 1 + 4 > 2q + 2`.
+///
+/// Every read also checks that the row it takes is in its slot (`next - 4 <= y < next`), so a
+/// violation would panic rather than compute wrong logits.
 ///
 /// # Panics
 /// On a wrong buffer length (a programming error: every size is a `const fn` of the `Arch`).
