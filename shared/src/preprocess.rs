@@ -23,6 +23,10 @@
 //!    rounding half up of the 22-bit product. With `crop == out` every `f` is 0, so a frame that
 //!    already has the model's size and channel count passes through unchanged.
 //! 4. **Quantize** ([`preprocess`] only): `q = p - 128` (input scale 1/255, zero point -128).
+//!
+//! [`preprocess`] and [`preprocess_u8`] take a whole frame; [`RowPreprocessor`] emits the same
+//! model input a row at a time, reading source rows from a [`RowSource`] into a two-row window.
+//! Both run the same per-row resize.
 
 use crate::arch::Arch;
 use crate::protocol::rgb565_to_rgb888;
