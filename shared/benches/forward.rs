@@ -1,11 +1,14 @@
-//! Forward-pass latency and MAC throughput on the host, random weights; and the preprocessing
-//! of a QVGA RGB565 frame.
+//! Forward-pass latency and MAC throughput on the host, random weights, whole-map (`forward`)
+//! and streaming (`forward_rows_from`, `<preset>_streaming`) side by side; and the
+//! preprocessing of a QVGA RGB565 frame.
 //!
 //! `cargo bench -p tinycnn --bench forward`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
+use tinycnn::{
+    forward, forward_rows_from, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat,
+};
 
 fn bench_forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
@@ -27,6 +30,20 @@ fn bench_forward(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 forward(&model, black_box(&input), &mut scratch, &mut logits);
+                black_box(&logits);
+            })
+        });
+        let mut stream = vec![0i8; arch.stream_scratch_len()];
+        let mut acc = vec![0i32; arch.stream_acc_len()];
+        group.bench_function(format!("{name}_streaming"), |b| {
+            b.iter(|| {
+                forward_rows_from(
+                    &model,
+                    black_box(&input),
+                    &mut stream,
+                    &mut acc,
+                    &mut logits,
+                );
                 black_box(&logits);
             })
         });
