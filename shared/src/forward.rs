@@ -263,10 +263,6 @@ impl<E> Stream<'_, '_, '_, E> {
 
     /// Row `r` of ring `b` (`b >= 1`): pooled row `r` of block `b - 1` from ring `b - 1`, which
     /// holds the rows it reads.
-    ///
-    /// Never inlined: [`Stream::fill`] recurses once per block, and the row kernel's patch
-    /// buffer (4.5 KiB) must sit on the stack once, at the leaf, not in every recursion frame.
-    #[inline(never)]
     fn ring_row(&mut self, b: usize, r: usize) {
         let prev = self.arch.block_shape(b - 1);
         let row_len = self.arch.block_input_row_len(b);
@@ -274,34 +270,28 @@ impl<E> Stream<'_, '_, '_, E> {
         let out = &mut upper[(r % Arch::RING_ROWS) * row_len..][..row_len];
         let lower = &lower[self.arch.stream_ring_offset(b - 1)..];
         let rows = ring_rows(lower, prev, self.next[b - 1], r);
-        let (layer, zp) = (
-            &self.model.layers[b - 1],
-            input_zero_point(self.model, b - 1),
-        );
-        conv3x3_pool_row_s8(
-            rows,
-            prev.row(),
-            layer.weights(),
-            &requant(layer, zp, true),
-            out,
-        );
+        block_row(self.model, b - 1, prev, rows, out);
     }
 
     /// Pooled row `py` of block `b` from its (filled) ring into `out`.
-    #[inline(never)]
     fn pooled_row(&self, b: usize, py: usize, out: &mut [i8]) {
         let shape = self.arch.block_shape(b);
         let ring = &self.rings[self.arch.stream_ring_offset(b)..];
         let rows = ring_rows(ring, shape, self.next[b], py);
-        let (layer, zp) = (&self.model.layers[b], input_zero_point(self.model, b));
-        conv3x3_pool_row_s8(
-            rows,
-            shape.row(),
-            layer.weights(),
-            &requant(layer, zp, true),
-            out,
-        );
+        block_row(self.model, b, shape, rows, out);
     }
+}
+
+/// Pooled row of conv block `b` (of `shape`) from its input `rows` into `out`: the streaming
+/// plan's one call of the row kernel.
+///
+/// Never inlined: [`Stream::fill`] recurses once per block, and the row kernel's patch buffer
+/// (4.5 KiB) must sit on the stack once, at the leaf, not in every recursion frame.
+#[inline(never)]
+fn block_row(model: &Model, b: usize, shape: ConvShape, rows: PoolRows<'_>, out: &mut [i8]) {
+    let (layer, zp) = (&model.layers[b], input_zero_point(model, b));
+    let rq = requant(layer, zp, true);
+    conv3x3_pool_row_s8(rows, shape.row(), layer.weights(), &rq, out);
 }
 
 /// The [`PoolRows`] of pooled row `py` from a ring holding input rows `next - 4 .. next` of a
