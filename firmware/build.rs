@@ -12,10 +12,12 @@ use std::path::PathBuf;
 /// Flash the firmware needs besides the model: code, vector table, defmt strings, constants.
 /// The measured code size is about 44 KiB (BENCHMARKS.md); this leaves head room.
 const CODE_FLASH_RESERVE: u64 = 96 * 1024;
-/// RAM besides the frame/input/scratch buffers: stack, manifest buffer, small statics.
+/// RAM besides the streaming buffers: stack, board buffers (the STM32 DCMI frame buffer),
+/// small statics.
 const OTHER_RAM_RESERVE: u64 = 48 * 1024;
-/// The largest frame a board delivers: QVGA RGB565 from the camera (320 x 240 x 2 bytes).
-const CAMERA_FRAME_BYTES: u64 = 320 * 240 * 2;
+/// The widest source row the frame loop accepts: QVGA at 3 bytes per pixel
+/// (`classify::MAX_ROW_BYTES`, or the model's width if wider).
+const QVGA_ROW_BYTES: u64 = 320 * 3;
 
 fn main() {
     if let Err(message) = run() {
@@ -169,11 +171,11 @@ fn check_fits(
             (flash - CODE_FLASH_RESERVE) / 1024
         ));
     }
-    let frame = CAMERA_FRAME_BYTES.max(arch.input_len() as u64);
-    let buffers = frame + arch.input_len() as u64 + arch.scratch_len() as u64;
+    let window = 2 * QVGA_ROW_BYTES.max(3 * arch.width as u64);
+    let buffers = window + arch.peak_activation_bytes() as u64;
     if buffers + OTHER_RAM_RESERVE > ram {
         return Err(format!(
-            "the model ({}) needs {} KiB of frame, input and scratch buffers, more than {board}'s \
+            "the model ({}) needs {} KiB of row window and streaming buffers, more than {board}'s \
              {} KiB of RAM leaves. Use a smaller preset such as `--preset fashion` ({})",
             describe(arch),
             buffers / 1024,

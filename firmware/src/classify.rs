@@ -1,34 +1,45 @@
-//! The frame loop: capture -> `tinycnn::preprocess` -> `tinycnn::forward` -> argmax -> log.
+//! The frame loop: rows from the board -> `tinycnn::RowPreprocessor` -> `tinycnn::forward_rows`
+//! -> argmax -> log.
 //!
-//! Per frame it logs one line the host parses (`tinycnn firmware`, tests/tests/firmware_qemu.rs):
-//! `frame=<n> class=<i> confidence=<f32> logits=[..] <unit>=<count> label=<rest of line>`
-//! where the count covers `forward` alone (the label goes last: it may contain spaces). The loop ends with `done frames=<n>` and exit code 0.
-//! Before each frame line it logs the count per layer, `layers frame=<n> <unit>=[a, b, ..]`
-//! (conv blocks, then the dense layers; they add up to the frame's count minus the few
-//! instructions of the trace calls).
+//! Rows stream: the board serves source rows on demand, the preprocessing turns at most two of
+//! them into one model-input row, and the streaming forward pass pulls those rows through its
+//! rings. Neither the frame nor the model input is ever in memory as a whole.
+//!
+//! Per frame it logs the line of [`tinycnn::FrameReport`] (parsed by the host with
+//! `tinycnn::ParsedFrame`), whose count covers the forward pass without the row fetching and
+//! preprocessing, then `preprocess frame=<n> <unit>=<count>` with those. The loop ends with
+//! `stack boot_bytes=<n> frames_bytes=<n> of=<n>` (stack high-water marks, from the
+//! top of RAM) and `done frames=<n>`, exit code 0.
+
 use static_cell::ConstStaticCell;
-use tinycnn::{argmax, forward_traced, preprocess, probabilities, Frame, Model, MAX_CLASSES};
+use tinycnn::preprocess::{row_window_len, RowSource};
+use tinycnn::protocol::{FrameReport, DONE_PREFIX, FRAME_LINE_MAX, QVGA};
+use tinycnn::{
+    argmax, forward_rows, probabilities, ExitCode, Model, PixelFormat, RowPreprocessor, MAX_CLASSES,
+};
 
 use crate::board::{Counter, FrameSource};
 use crate::model::{ARCH, BOARD, MODEL_BLOB, MODEL_PATH};
-use crate::{exit, ExitCode};
+use crate::{exit, stack};
 
-/// Capture buffer: a QVGA RGB565 camera frame, or one frame in the model's native format,
-/// whichever is larger.
-pub const FRAME_BYTES: usize = max(320 * 240 * 2, ARCH.input_len());
+/// The widest source row the loop accepts: a QVGA frame or one of the model's size, in any
+/// pixel format (at most 3 bytes per pixel).
+pub const MAX_ROW_BYTES: usize = max(
+    PixelFormat::Rgb888.row_bytes(QVGA.0 as usize),
+    PixelFormat::Rgb888.row_bytes(ARCH.width as usize),
+);
+/// The preprocessing's source-row window: two of the widest rows.
+pub const WINDOW_BYTES: usize = 2 * MAX_ROW_BYTES;
+const _: () = assert!(WINDOW_BYTES >= row_window_len(PixelFormat::Rgb888, QVGA.0 as usize));
 const CLASSES: usize = ARCH.classes as usize;
-/// Layers whose counts the per-layer line reports (every layer of any supported network).
-const MAX_TRACED_LAYERS: usize = 8;
 const _: () = assert!(CLASSES <= MAX_CLASSES);
 
-/// Word-aligned (cache-line aligned) so that camera DMA can fill it with 32-bit transfers.
-#[repr(C, align(32))]
-struct FrameBuffer([u8; FRAME_BYTES]);
-
-static FRAME: ConstStaticCell<FrameBuffer> = ConstStaticCell::new(FrameBuffer([0; FRAME_BYTES]));
-static INPUT: ConstStaticCell<[i8; ARCH.input_len()]> = ConstStaticCell::new([0; ARCH.input_len()]);
-static SCRATCH: ConstStaticCell<[i8; ARCH.scratch_len()]> =
-    ConstStaticCell::new([0; ARCH.scratch_len()]);
+/// Every activation buffer of the streaming forward pass, at its const-fn size.
+static SCRATCH: ConstStaticCell<[i8; ARCH.stream_scratch_len()]> =
+    ConstStaticCell::new([0; ARCH.stream_scratch_len()]);
+static ACC: ConstStaticCell<[i32; ARCH.stream_acc_len()]> =
+    ConstStaticCell::new([0; ARCH.stream_acc_len()]);
+static WINDOW: ConstStaticCell<[u8; WINDOW_BYTES]> = ConstStaticCell::new([0; WINDOW_BYTES]);
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b {
@@ -40,6 +51,10 @@ const fn max(a: usize, b: usize) -> usize {
 
 /// Validates the embedded model. On failure logs why and how to fix it, and exits with
 /// [`ExitCode::InvalidModel`]. Call first at boot, before the camera is touched.
+///
+/// Never inlined: validation's temporaries (the `Result` and copies of the `Model`) then live
+/// in this frame, which is gone before the frame loop, instead of in `main`'s, which is not.
+#[inline(never)]
 pub fn load_model() -> Model<'static> {
     let model = match Model::from_bytes(MODEL_BLOB) {
         Ok(model) => model,
@@ -61,7 +76,7 @@ pub fn load_model() -> Model<'static> {
         exit(ExitCode::InvalidModel)
     }
     defmt::println!(
-        "boot board={=str} model={=str} input={=u16}x{=u16}x{=u8} classes={=u16} macs={=u64} blob_bytes={=usize}",
+        "boot board={=str} model={=str} input={=u16}x{=u16}x{=u8} classes={=u16} macs={=u64} blob_bytes={=usize} activation_bytes={=usize}",
         BOARD,
         MODEL_PATH,
         ARCH.height,
@@ -69,21 +84,37 @@ pub fn load_model() -> Model<'static> {
         ARCH.channels,
         ARCH.classes,
         ARCH.macs(),
-        MODEL_BLOB.len()
+        MODEL_BLOB.len(),
+        ARCH.peak_activation_bytes()
     );
     model
 }
 
+/// A board's frame source as the preprocessing's [`RowSource`].
+struct Rows<'a, C>(&'a mut C);
+
+impl<C: FrameSource> RowSource for Rows<'_, C> {
+    type Error = C::Error;
+
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), C::Error> {
+        self.0.read_row(y, out)
+    }
+}
+
 /// Classifies every frame `camera` delivers, then exits. Never returns.
 pub fn run<C: FrameSource, K: Counter>(model: &Model, camera: &mut C, counter: &mut K) -> ! {
-    let frame_buffer = &mut FRAME.take().0;
-    let input = INPUT.take();
+    // Boot (model validation, board set-up) and the frame loop are measured apart: the loop's
+    // figure is what streaming costs per frame.
+    let (boot_stack, stack_size) = stack::high_water();
+    stack::paint();
     let scratch = SCRATCH.take();
+    let acc = ACC.take();
+    let window = WINDOW.take();
     let mut logits = [0i8; CLASSES];
     let mut probabilities_out = [0f32; CLASSES];
     let mut frames: u32 = 0;
     loop {
-        let info = match camera.capture(frame_buffer) {
+        let info = match camera.next_frame() {
             Ok(Some(info)) => info,
             Ok(None) => break,
             Err(e) => {
@@ -91,57 +122,69 @@ pub fn run<C: FrameSource, K: Counter>(model: &Model, camera: &mut C, counter: &
                 exit(ExitCode::BadFrame)
             }
         };
-        let frame = match Frame::new(
-            &frame_buffer[..info.len],
-            info.width,
-            info.height,
-            info.format,
-        ) {
-            Ok(frame) => frame,
-            Err(e) => {
-                defmt::error!("frame {=u32} ({}): {}", frames, info, e);
-                exit(ExitCode::BadFrame)
-            }
-        };
-        if let Err(e) = preprocess(&frame, &model.arch, input) {
-            defmt::error!("frame {=u32}: preprocessing failed: {}", frames, e);
+        let mut rows =
+            match RowPreprocessor::new(info.width, info.height, info.format, &model.arch, window) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    defmt::error!("frame {=u32} ({}): {}", frames, info, e);
+                    exit(ExitCode::BadFrame)
+                }
+            };
+        let mut source = Rows(camera);
+        let mut preprocess_count = 0u64;
+        counter.start();
+        let result = forward_rows(
+            model,
+            &mut |y, row| {
+                let lap = counter.stop();
+                let read = rows.input_row(y, &mut source, row);
+                preprocess_count += counter.stop() - lap;
+                read
+            },
+            scratch,
+            acc,
+            &mut logits,
+        );
+        let count = counter.stop() - preprocess_count;
+        if let Err(e) = result {
+            defmt::error!(
+                "frame {=u32} ({}): reading a row failed: {}",
+                frames,
+                info,
+                e
+            );
             exit(ExitCode::BadFrame)
         }
-        // The count at the end of each layer (forward_traced calls back after every layer).
-        let mut laps = [0u64; MAX_TRACED_LAYERS];
-        let mut layers = 0;
-        counter.start();
-        forward_traced(model, input, scratch, &mut logits, &mut |layer, _| {
-            if layer < MAX_TRACED_LAYERS {
-                laps[layer] = counter.stop();
-                layers = layers.max(layer + 1);
-            }
-        });
-        let count = counter.stop();
-        let mut per_layer = [0u64; MAX_TRACED_LAYERS];
-        for i in 0..layers {
-            per_layer[i] = laps[i] - if i == 0 { 0 } else { laps[i - 1] };
-        }
-        defmt::println!(
-            "layers frame={=u32} {=str}={=[?]}",
-            frames,
-            K::UNIT,
-            &per_layer[..layers]
-        );
         let class = argmax(&logits);
         probabilities(model, &logits, &mut probabilities_out);
-        defmt::println!(
-            "frame={=u32} class={=usize} confidence={=f32} logits={=[?]} {=str}={=u64} label={=str}",
-            frames,
+        let report = FrameReport {
+            frame: frames,
             class,
-            probabilities_out[class],
-            &logits[..],
-            K::UNIT,
+            confidence: probabilities_out[class],
+            logits: &logits,
+            unit: K::UNIT,
             count,
-            model.labels[class].as_str()
+            label: model.labels[class].as_str(),
+        };
+        let mut line = heapless::String::<FRAME_LINE_MAX>::new();
+        // FRAME_LINE_MAX bounds every line `write` produces.
+        defmt::unwrap!(report.write(&mut line).ok());
+        defmt::println!("{=str}", line.as_str());
+        defmt::println!(
+            "preprocess frame={=u32} {=str}={=u64}",
+            frames,
+            K::UNIT.name(),
+            preprocess_count
         );
         frames += 1;
     }
-    defmt::println!("done frames={=u32}", frames);
+    let (frames_stack, _) = stack::high_water();
+    defmt::println!(
+        "stack boot_bytes={=usize} frames_bytes={=usize} of={=usize}",
+        boot_stack,
+        frames_stack,
+        stack_size
+    );
+    defmt::println!("{=str}{=u32}", DONE_PREFIX, frames);
     exit(ExitCode::Success)
 }

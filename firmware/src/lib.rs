@@ -1,8 +1,8 @@
 //! tinycnn firmware: glue shared by every board. Each `src/bin/<board>.rs` builds its board
 //! (camera, instruction or cycle counter) and hands it to [`classify::run`].
 //!
-//! This file holds the process glue only: the defmt logger, the panic and HardFault handlers and
-//! the exit codes. Faults always end the program through semihosting with a non-zero code, so
+//! This file holds the process glue only: the defmt logger, the panic and HardFault handlers,
+//! the exit (with [`tinycnn::ExitCode`]) and the stack high-water mark. Faults always end the program through semihosting with a non-zero code, so
 //! QEMU exits instead of hanging (and `probe-rs run` stops with that code on hardware).
 #![no_std]
 
@@ -29,23 +29,11 @@ pub mod model {
     include!(concat!(env!("OUT_DIR"), "/model.rs"));
 }
 
-/// Process exit codes, as the host sees them from QEMU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
-#[repr(i32)]
-pub enum ExitCode {
-    /// Every frame was classified.
-    Success = 0,
-    /// A panic or a HardFault.
-    Fault = 1,
-    /// The embedded model failed validation at boot.
-    InvalidModel = 2,
-    /// The camera or a frame was unusable.
-    BadFrame = 3,
-}
+pub use tinycnn::ExitCode;
 
 /// Ends the program with `code` through semihosting.
 pub fn exit(code: ExitCode) -> ! {
-    semihosting::process::exit(code as i32)
+    semihosting::process::exit(code.code())
 }
 
 #[panic_handler]
@@ -67,4 +55,54 @@ unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
         frame.lr()
     );
     exit(ExitCode::Fault)
+}
+
+/// Stack use, measured by painting: [`stack::paint`] fills the unused stack with a pattern at
+/// boot, [`stack::high_water`] finds the deepest word the program overwrote. The stack is the
+/// region cortex-m-rt's `link.x` leaves between the statics (`_stack_end`) and the top of RAM
+/// (`_stack_start`); nothing else (no heap) uses it.
+pub mod stack {
+    const PAINT: u32 = 0x5a5a_a5a5;
+    /// Bytes just below the stack pointer that painting leaves alone: `paint`'s own frame.
+    const MARGIN: usize = 256;
+
+    extern "C" {
+        static _stack_start: u32;
+        static _stack_end: u32;
+    }
+
+    fn bounds() -> (usize, usize) {
+        (
+            core::ptr::addr_of!(_stack_end) as usize,
+            core::ptr::addr_of!(_stack_start) as usize,
+        )
+    }
+
+    /// Paints the stack below the current stack pointer. Call first thing in `main`.
+    #[inline(never)]
+    pub fn paint() {
+        let (bottom, _) = bounds();
+        let sp = cortex_m::register::msp::read() as usize;
+        let mut word = bottom;
+        while word + 4 <= sp - MARGIN {
+            // SAFETY: `word` lies between `_stack_end` (the end of the statics, 4-byte aligned
+            // by link.x) and MARGIN bytes below the live stack pointer: stack that no frame
+            // uses yet and that nothing else in the firmware owns.
+            unsafe { core::ptr::write_volatile(word as *mut u32, PAINT) };
+            word += 4;
+        }
+    }
+
+    /// `(used, size)`: the bytes of stack the program has used so far (from the top of RAM down
+    /// to the deepest overwritten word) and the stack region's size.
+    pub fn high_water() -> (usize, usize) {
+        let (bottom, top) = bounds();
+        let mut word = bottom;
+        // SAFETY: reads of 4-byte aligned words in the stack region (see `paint`), all below the
+        // live stack pointer or in frames that are live; volatile so the scan is not elided.
+        while word < top && unsafe { core::ptr::read_volatile(word as *const u32) } == PAINT {
+            word += 4;
+        }
+        (top - word, top - bottom)
+    }
 }

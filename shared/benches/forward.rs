@@ -1,5 +1,6 @@
-//! Forward-pass latency and MAC throughput on the host, random weights; and the preprocessing
-//! of a QVGA RGB565 frame.
+//! Forward-pass latency and MAC throughput on the host, random weights, whole-map (`forward`)
+//! and streaming (`forward_rows_from`, `<preset>_streaming`) side by side; and the
+//! preprocessing of a QVGA RGB565 frame.
 //!
 //! `cargo bench -p tinycnn --bench forward` runs every kernel level this CPU has
 //! (`forward/<preset>/<level>`, `conv_rows_fashion/<level>/{unpinned,pinned}`,
@@ -10,7 +11,9 @@ use std::hint::black_box;
 use tinycnn::ops::{conv3x3_pool_row_s8, dense_acc_s8, pin_weights, pool_rows, ConvShape, Requant};
 #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
 use tinycnn::ops::{set_kernel_level, KernelLevel};
-use tinycnn::{forward, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat};
+use tinycnn::{
+    forward, forward_rows_from, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat,
+};
 
 fn bench_forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward");
@@ -143,6 +146,20 @@ fn bench_dense(c: &mut Criterion) {
                 let mut acc = [0i32; 128];
                 dense_acc_s8(black_box(&input), &weights, n, -7, &mut acc);
                 black_box(acc)
+            })
+        });
+        let mut stream = vec![0i8; arch.stream_scratch_len()];
+        let mut acc = vec![0i32; arch.stream_acc_len()];
+        group.bench_function(format!("{name}_streaming"), |b| {
+            b.iter(|| {
+                forward_rows_from(
+                    &model,
+                    black_box(&input),
+                    &mut stream,
+                    &mut acc,
+                    &mut logits,
+                );
+                black_box(&logits);
             })
         });
     }

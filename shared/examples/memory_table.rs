@@ -1,5 +1,6 @@
-//! Prints the const-fn memory table per preset: MACs, parameters, scratch, peak activation RAM
-//! (input + scratch + logits), the naive layer-by-layer peak, and blob bytes.
+//! Prints the const-fn memory table per preset: MACs, parameters, scratch, peak activation RAM of
+//! the streaming plan (rings + last row + fc1 accumulators + fc1 output + logits) and of the
+//! whole-map plan (input + scratch + logits), the naive layer-by-layer peak, and blob bytes.
 //!
 //! `cargo run -p tinycnn --example memory_table`
 
@@ -28,15 +29,16 @@ const TUTORIAL_SCRATCH: usize = Arch::tutorial(2).scratch_len();
 const _: () = assert!(TUTORIAL_SCRATCH <= 200 * 1024);
 
 fn main() {
-    println!("| preset | MACs | params | scratch (B) | peak activation RAM (B) | naive layer-by-layer peak (B) | blob (B) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| preset | MACs | params | scratch (B) | streaming peak (B) | whole-map peak (B) | naive layer-by-layer peak (B) | blob (B) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, arch) in PRESETS {
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             arch.macs(),
             arch.param_count(),
             arch.scratch_len(),
             arch.peak_activation_bytes(),
+            arch.whole_map_activation_bytes(),
             arch.naive_activation_bytes(),
             blob_bytes(&arch)
         );

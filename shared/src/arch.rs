@@ -458,9 +458,67 @@ impl Arch {
         len
     }
 
-    /// Peak activation RAM of a forward pass in bytes: input + scratch + logits.
+    /// Peak activation RAM in bytes of the streaming forward pass
+    /// ([`crate::forward::forward_rows`]), the plan the firmware runs:
+    /// [`Arch::stream_scratch_len`] + 4 bytes per fc1 accumulator + the logits. It needs no
+    /// model input buffer: block 0's ring holds the input rows in flight.
     pub const fn peak_activation_bytes(&self) -> usize {
+        self.stream_scratch_len() + 4 * self.stream_acc_len() + self.classes as usize
+    }
+
+    /// Peak activation RAM in bytes of the whole-map forward pass ([`crate::forward()`]):
+    /// input + scratch + logits.
+    pub const fn whole_map_activation_bytes(&self) -> usize {
         self.input_len() + self.scratch_len() + self.classes as usize
+    }
+
+    /// Rows in each conv block's input ring of the streaming forward pass: pooled row `py`
+    /// reads input rows `2py-1 ..= 2py+2`, so 4 rows (see [`crate::forward::forward_rows`] for
+    /// why 4 suffice).
+    pub const RING_ROWS: usize = 4;
+
+    /// Bytes of one input row of conv block `block`, `width * C_in`.
+    pub const fn block_input_row_len(&self, block: usize) -> usize {
+        self.block_shape(block).row().input_row_len()
+    }
+
+    /// Bytes of conv block `block`'s input ring: [`Arch::RING_ROWS`] input rows.
+    pub const fn stream_ring_len(&self, block: usize) -> usize {
+        Self::RING_ROWS * self.block_input_row_len(block)
+    }
+
+    /// Offset of conv block `block`'s ring in the streaming scratch (the rings lie back to back
+    /// in block order, first in the scratch).
+    pub const fn stream_ring_offset(&self, block: usize) -> usize {
+        let mut offset = 0;
+        let mut b = 0;
+        while b < block {
+            offset += self.stream_ring_len(b);
+            b += 1;
+        }
+        offset
+    }
+
+    /// Bytes of every conv block's input ring together.
+    pub const fn stream_rings_len(&self) -> usize {
+        self.stream_ring_offset(self.blocks())
+    }
+
+    /// Bytes of one pooled output row of the last conv block: the run of fc1 columns each
+    /// streaming step accumulates.
+    pub const fn stream_row_len(&self) -> usize {
+        self.block_shape(self.blocks() - 1).row().pooled_row_len()
+    }
+
+    /// i32 accumulators of the streaming forward pass: one per fc1 output.
+    pub const fn stream_acc_len(&self) -> usize {
+        self.fc_width as usize
+    }
+
+    /// Bytes of i8 scratch [`crate::forward::forward_rows`] needs: the rings, the last block's
+    /// pooled row, and fc1's output (the logits layer's input).
+    pub const fn stream_scratch_len(&self) -> usize {
+        self.stream_rings_len() + self.stream_row_len() + self.fc_width as usize
     }
 
     /// Peak activation RAM of a naive layer-by-layer plan, for comparison: each conv writes its
@@ -565,6 +623,9 @@ const _: () = assert!(Arch::tutorial(2).validate().is_ok());
 const _: () = assert!(Arch::fashion().validate().is_ok());
 // The tutorial scratch plan must fit the 200 KB budget.
 const _: () = assert!(Arch::tutorial(2).scratch_len() <= 200 * 1024);
+// The streaming plan's budgets: 16 KB for the tutorial net (any class count), 4 KB for fashion.
+const _: () = assert!(Arch::tutorial(MAX_CLASSES as u16).peak_activation_bytes() <= 16 * 1024);
+const _: () = assert!(Arch::fashion().peak_activation_bytes() <= 4 * 1024);
 
 #[cfg(test)]
 mod tests {
@@ -603,7 +664,14 @@ mod tests {
         assert_eq!(t.param_count(), 896 + 9248 + 18496 + 2_097_280 + 258);
         // conv1: 128*128*3 in + 128*128*32 out
         assert_eq!(t.naive_activation_bytes(), 573_440);
-        assert_eq!(t.peak_activation_bytes(), 49_152 + 163_840 + 2);
+        assert_eq!(t.whole_map_activation_bytes(), 49_152 + 163_840 + 2);
+        // Rings 4*128*3 + 4*64*32 + 4*32*32, last row 16*64, fc1 acc 4*128, fc1 out 128, logits.
+        assert_eq!(t.stream_rings_len(), 1536 + 8192 + 4096);
+        assert_eq!(t.stream_row_len(), 1024);
+        assert_eq!(
+            t.peak_activation_bytes(),
+            1536 + 8192 + 4096 + 1024 + 512 + 128 + 2
+        );
     }
 
     #[test]

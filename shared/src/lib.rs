@@ -43,8 +43,12 @@ pub use arch::{
 pub use blob::{EncodeError, OwnedLayer, OwnedModel};
 pub use blob::{Field, Layer, LoadError, Model, QuantParams, FORMAT_VERSION, MAGIC};
 pub use crc32::crc32;
-pub use forward::{argmax, forward, forward_traced, probabilities};
-pub use preprocess::{preprocess, preprocess_u8, Frame, FrameError, PixelFormat};
+pub use forward::{
+    argmax, forward, forward_rows, forward_rows_from, forward_traced, probabilities,
+};
+pub use preprocess::{
+    preprocess, preprocess_u8, Frame, FrameError, PixelFormat, RowPreprocessor, RowSource,
+};
 pub use protocol::{ExitCode, FrameReport, ParsedFrame};
 pub use quant::{
     multiply_by_quantized_multiplier, quantize_multiplier, quantize_weights_per_channel,

@@ -23,6 +23,10 @@
 //!    rounding half up of the 22-bit product. With `crop == out` every `f` is 0, so a frame that
 //!    already has the model's size and channel count passes through unchanged.
 //! 4. **Quantize** ([`preprocess`] only): `q = p - 128` (input scale 1/255, zero point -128).
+//!
+//! [`preprocess`] and [`preprocess_u8`] take a whole frame; [`RowPreprocessor`] emits the same
+//! model input a row at a time, reading source rows from a [`RowSource`] into a two-row window.
+//! Both run the same per-row resize.
 
 use crate::arch::Arch;
 use crate::protocol::rgb565_to_rgb888;
@@ -79,6 +83,14 @@ pub enum FrameError {
     },
     /// The model has neither 1 nor 3 channels.
     Channels(u8),
+    /// The source-row window of a [`RowPreprocessor`] is smaller than
+    /// [`row_window_len`] of the frame.
+    WindowTooSmall {
+        /// `row_window_len(format, width)`.
+        expected: usize,
+        /// Window length given.
+        found: usize,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -106,6 +118,11 @@ impl fmt::Display for FrameError {
                     "model has {c} input channels; preprocessing supports 1 or 3"
                 )
             }
+            FrameError::WindowTooSmall { expected, found } => write!(
+                f,
+                "the source-row window is {found} bytes but this frame's rows need {expected} \
+                 (two rows); size it with preprocess::row_window_len for the widest frame"
+            ),
         }
     }
 }
@@ -173,49 +190,49 @@ impl<'a> Frame<'a> {
     pub fn format(&self) -> PixelFormat {
         self.format
     }
+}
 
-    /// RGB of pixel (x, y); coordinates must be in range.
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
-        let w = self.width as usize;
-        let d = self.data;
-        match self.format {
-            PixelFormat::Gray8 => {
-                let g = d[y * w + x];
-                [g, g, g]
-            }
-            PixelFormat::Rgb888 => {
-                let i = (y * w + x) * 3;
-                [d[i], d[i + 1], d[i + 2]]
-            }
-            PixelFormat::Rgb565Le => {
-                let i = (y * w + x) * 2;
-                rgb565_to_rgb888(u16::from_le_bytes([d[i], d[i + 1]]))
-            }
-            PixelFormat::Rgb565Be => {
-                let i = (y * w + x) * 2;
-                rgb565_to_rgb888(u16::from_be_bytes([d[i], d[i + 1]]))
-            }
-            PixelFormat::Yuyv => {
-                let pair = (y * w + (x & !1)) * 2;
-                yuv_to_rgb(d[(y * w + x) * 2], d[pair + 1], d[pair + 3])
-            }
+/// RGB of pixel `x` of one source row in `format`; `x` must be in range.
+#[inline(always)]
+fn rgb(row: &[u8], format: PixelFormat, x: usize) -> [u8; 3] {
+    match format {
+        PixelFormat::Gray8 => {
+            let g = row[x];
+            [g, g, g]
+        }
+        PixelFormat::Rgb888 => {
+            let i = x * 3;
+            [row[i], row[i + 1], row[i + 2]]
+        }
+        PixelFormat::Rgb565Le => {
+            let i = x * 2;
+            rgb565_to_rgb888(u16::from_le_bytes([row[i], row[i + 1]]))
+        }
+        PixelFormat::Rgb565Be => {
+            let i = x * 2;
+            rgb565_to_rgb888(u16::from_be_bytes([row[i], row[i + 1]]))
+        }
+        PixelFormat::Yuyv => {
+            let pair = (x & !1) * 2;
+            yuv_to_rgb(row[x * 2], row[pair + 1], row[pair + 3])
         }
     }
+}
 
-    /// Pixel (x, y) in `C` channels (1: gray, 3: RGB).
-    fn sample<const C: usize>(&self, x: usize, y: usize) -> [u8; C] {
-        let mut out = [0u8; C];
-        if C == 1 {
-            out[0] = match self.format {
-                PixelFormat::Gray8 => self.data[y * self.width as usize + x],
-                PixelFormat::Yuyv => self.data[(y * self.width as usize + x) * 2],
-                _ => luma(self.rgb(x, y)),
-            };
-        } else {
-            out.copy_from_slice(&self.rgb(x, y)[..C]);
-        }
-        out
+/// Pixel `x` of one source row in `C` channels (1: gray, 3: RGB).
+#[inline(always)]
+fn sample<const C: usize>(row: &[u8], format: PixelFormat, x: usize) -> [u8; C] {
+    let mut out = [0u8; C];
+    if C == 1 {
+        out[0] = match format {
+            PixelFormat::Gray8 => row[x],
+            PixelFormat::Yuyv => row[x * 2],
+            _ => luma(rgb(row, format, x)),
+        };
+    } else {
+        out.copy_from_slice(&rgb(row, format, x)[..C]);
     }
+    out
 }
 
 /// Fixed-point luma: `(77 R + 150 G + 29 B + 128) >> 8` (BT.601 weights / 256, sum 256).
@@ -333,52 +350,88 @@ fn center_crop(fw: usize, fh: usize, w: usize, h: usize) -> (usize, usize, usize
     }
 }
 
-fn resize<const C: usize>(frame: &Frame, arch: &Arch, mut emit: impl FnMut(usize, u8)) {
-    let (out_w, out_h) = (arch.width as usize, arch.height as usize);
-    let (x0, y0, cw, ch) = center_crop(frame.width as usize, frame.height as usize, out_w, out_h);
-    let ax = Axis {
-        offset: x0,
-        crop: cw,
-        out: out_w,
-    };
-    let ay = Axis {
-        offset: y0,
-        crop: ch,
-        out: out_h,
-    };
-    let mut i = 0;
-    for (ya, yb, fy) in ay.taps().take(out_h) {
-        for (xa, xb, fx) in ax.taps().take(out_w) {
-            let p00 = frame.sample::<C>(xa, ya);
-            let p01 = frame.sample::<C>(xb, ya);
-            let p10 = frame.sample::<C>(xa, yb);
-            let p11 = frame.sample::<C>(xb, yb);
-            let (wx0, wx1) = (WEIGHT_ONE - fx, fx);
-            let (wy0, wy1) = (WEIGHT_ONE - fy, fy);
-            for c in 0..C {
-                // <= 255 * 2^22 < 2^32
-                let acc = (p00[c] as u32 * wx0 + p01[c] as u32 * wx1) * wy0
-                    + (p10[c] as u32 * wx0 + p11[c] as u32 * wx1) * wy1;
-                emit(
-                    i,
-                    ((acc + (1 << (2 * WEIGHT_BITS - 1))) >> (2 * WEIGHT_BITS)) as u8,
-                );
-                i += 1;
-            }
+/// The crop and both resize axes of a `fw x fh` frame into `arch`'s input.
+#[derive(Clone, Copy)]
+struct Plan {
+    ax: Axis,
+    ay: Axis,
+}
+
+impl Plan {
+    fn new(fw: u16, fh: u16, arch: &Arch) -> Plan {
+        let (out_w, out_h) = (arch.width as usize, arch.height as usize);
+        let (x0, y0, cw, ch) = center_crop(fw as usize, fh as usize, out_w, out_h);
+        Plan {
+            ax: Axis {
+                offset: x0,
+                crop: cw,
+                out: out_w,
+            },
+            ay: Axis {
+                offset: y0,
+                crop: ch,
+                out: out_h,
+            },
         }
     }
 }
 
-fn run(
-    frame: &Frame,
-    arch: &Arch,
-    out_len: usize,
+/// One output row of the resize, the one definition both the whole-frame and the row form run:
+/// `row_a` and `row_b` are source rows `ya` and `yb` of the row's taps, `fy` the weight of `yb`.
+/// Calls `emit(i, p)` for the row's `out_w * C` values in HWC order.
+#[inline(always)]
+fn resize_row<const C: usize>(
+    row_a: &[u8],
+    row_b: &[u8],
+    format: PixelFormat,
+    ax: Axis,
+    fy: u32,
+    mut emit: impl FnMut(usize, u8),
+) {
+    let mut i = 0;
+    let (wy0, wy1) = (WEIGHT_ONE - fy, fy);
+    for (xa, xb, fx) in ax.taps().take(ax.out) {
+        let p00 = sample::<C>(row_a, format, xa);
+        let p01 = sample::<C>(row_a, format, xb);
+        let p10 = sample::<C>(row_b, format, xa);
+        let p11 = sample::<C>(row_b, format, xb);
+        let (wx0, wx1) = (WEIGHT_ONE - fx, fx);
+        for c in 0..C {
+            // <= 255 * 2^22 < 2^32
+            let acc = (p00[c] as u32 * wx0 + p01[c] as u32 * wx1) * wy0
+                + (p10[c] as u32 * wx0 + p11[c] as u32 * wx1) * wy1;
+            emit(
+                i,
+                ((acc + (1 << (2 * WEIGHT_BITS - 1))) >> (2 * WEIGHT_BITS)) as u8,
+            );
+            i += 1;
+        }
+    }
+}
+
+/// [`resize_row`] at `C` = `channels` (1 or 3, checked by the callers).
+#[inline(always)]
+fn resize_row_any(
+    channels: u8,
+    rows: (&[u8], &[u8]),
+    format: PixelFormat,
+    ax: Axis,
+    fy: u32,
     emit: impl FnMut(usize, u8),
-) -> Result<(), FrameError> {
+) {
+    if channels == 1 {
+        resize_row::<1>(rows.0, rows.1, format, ax, fy, emit)
+    } else {
+        resize_row::<3>(rows.0, rows.1, format, ax, fy, emit)
+    }
+}
+
+/// Checks the model side of a preprocessing run: a non-empty input of 1 or 3 channels, and an
+/// output of `expected` values.
+fn check_output(arch: &Arch, expected: u64, out_len: usize) -> Result<(), FrameError> {
     if arch.height == 0 || arch.width == 0 {
         return Err(FrameError::ZeroSize);
     }
-    let expected = arch.height as u64 * arch.width as u64 * arch.channels as u64;
     if out_len as u64 != expected {
         let expected = usize::try_from(expected).unwrap_or(usize::MAX);
         return Err(FrameError::WrongOutputLength {
@@ -387,9 +440,30 @@ fn run(
         });
     }
     match arch.channels {
-        1 => resize::<1>(frame, arch, emit),
-        3 => resize::<3>(frame, arch, emit),
-        c => return Err(FrameError::Channels(c)),
+        1 | 3 => Ok(()),
+        c => Err(FrameError::Channels(c)),
+    }
+}
+
+fn run(
+    frame: &Frame,
+    arch: &Arch,
+    out_len: usize,
+    mut emit: impl FnMut(usize, u8),
+) -> Result<(), FrameError> {
+    let expected = arch.height as u64 * arch.width as u64 * arch.channels as u64;
+    check_output(arch, expected, out_len)?;
+    let plan = Plan::new(frame.width, frame.height, arch);
+    let row_bytes = frame.format.row_bytes(frame.width as usize);
+    let row_len = arch.width as usize * arch.channels as usize;
+    for (y, (ya, yb, fy)) in plan.ay.taps().take(plan.ay.out).enumerate() {
+        let rows = (
+            &frame.data[ya * row_bytes..][..row_bytes],
+            &frame.data[yb * row_bytes..][..row_bytes],
+        );
+        resize_row_any(arch.channels, rows, frame.format, plan.ax, fy, |i, p| {
+            emit(y * row_len + i, p)
+        });
     }
     Ok(())
 }
@@ -409,6 +483,144 @@ pub fn preprocess_u8(frame: &Frame, arch: &Arch, out: &mut [u8]) -> Result<(), F
 pub fn preprocess(frame: &Frame, arch: &Arch, out: &mut [i8]) -> Result<(), FrameError> {
     let len = out.len();
     run(frame, arch, len, |i, p| out[i] = pixel_to_input(p))
+}
+
+/// A frame read a row at a time: "give me source row `y`". A board implements it over its
+/// camera's frame buffer, a file, or a sensor that streams rows.
+pub trait RowSource {
+    /// Why a row could not be read.
+    type Error;
+    /// Writes source row `y` (`format.row_bytes(width)` bytes of the frame's rows) into `out`.
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), Self::Error>;
+}
+
+impl RowSource for Frame<'_> {
+    type Error = core::convert::Infallible;
+
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), Self::Error> {
+        let row_bytes = out.len();
+        out.copy_from_slice(&self.data[y * row_bytes..][..row_bytes]);
+        Ok(())
+    }
+}
+
+/// Bytes of the source-row window a [`RowPreprocessor`] needs for frames `width` pixels wide
+/// in `format`: two rows, the most one bilinear output row reads.
+pub const fn row_window_len(format: PixelFormat, width: usize) -> usize {
+    2 * format.row_bytes(width)
+}
+
+/// The row form of [`preprocess`]: emits the model input one row at a time, reading only the
+/// (at most 2) source rows each output row needs into a caller-owned window. Same crop, resize
+/// and quantization as [`preprocess`] (the same per-row code), so the rows equal the whole-frame
+/// output's rows exactly.
+///
+/// Source rows are read in increasing order, each at most once per frame: an output row's two
+/// taps never go back, and the rows they share with the previous output row stay in the window.
+pub struct RowPreprocessor<'w> {
+    format: PixelFormat,
+    channels: u8,
+    ax: Axis,
+    taps: Taps,
+    /// The window's two row slots and which source row each holds.
+    window: &'w mut [u8],
+    held: [Option<usize>; 2],
+    row_bytes: usize,
+    /// The next output row [`RowPreprocessor::input_row`] must be asked for.
+    next: usize,
+    height: usize,
+}
+
+impl<'w> RowPreprocessor<'w> {
+    /// Plans the rows of a `width x height` frame in `format` for `arch`'s input, with `window`
+    /// (at least [`row_window_len`]`(format, width)` bytes) for the source rows.
+    pub fn new(
+        width: u16,
+        height: u16,
+        format: PixelFormat,
+        arch: &Arch,
+        window: &'w mut [u8],
+    ) -> Result<Self, FrameError> {
+        if width == 0 || height == 0 {
+            return Err(FrameError::ZeroSize);
+        }
+        if format == PixelFormat::Yuyv && width % 2 != 0 {
+            return Err(FrameError::OddYuyvWidth(width));
+        }
+        let row_len = arch.width as u64 * arch.channels as u64;
+        check_output(arch, row_len, row_len as usize)?;
+        let row_bytes = format.row_bytes(width as usize);
+        let expected = row_window_len(format, width as usize);
+        if window.len() < expected {
+            return Err(FrameError::WindowTooSmall {
+                expected,
+                found: window.len(),
+            });
+        }
+        let plan = Plan::new(width, height, arch);
+        Ok(RowPreprocessor {
+            format,
+            channels: arch.channels,
+            ax: plan.ax,
+            taps: plan.ay.taps(),
+            window: &mut window[..expected],
+            held: [None; 2],
+            row_bytes,
+            next: 0,
+            height: arch.height as usize,
+        })
+    }
+
+    /// Writes model-input row `y` (`arch.width * arch.channels` values, quantized as
+    /// [`preprocess`] does) into `out`, reading the source rows it needs from `source`.
+    ///
+    /// # Panics
+    /// If rows are not asked for in order `0, 1, ..` (the vertical taps are stepped, not
+    /// recomputed), past the last row, or `out` has the wrong length.
+    pub fn input_row<S: RowSource + ?Sized>(
+        &mut self,
+        y: usize,
+        source: &mut S,
+        out: &mut [i8],
+    ) -> Result<(), S::Error> {
+        assert!(
+            y == self.next && y < self.height,
+            "RowPreprocessor: asked for row {y}, expected row {} of {}",
+            self.next,
+            self.height
+        );
+        assert_eq!(
+            out.len(),
+            self.ax.out * self.channels as usize,
+            "RowPreprocessor: output row length"
+        );
+        let (ya, yb, fy) = self.taps.next().expect("Taps never ends");
+        for want in [ya, yb] {
+            if self.held.contains(&Some(want)) {
+                continue;
+            }
+            // The slot to replace holds neither of this row's source rows.
+            let slot = if self.held[0] == Some(ya) || self.held[0] == Some(yb) {
+                1
+            } else {
+                0
+            };
+            source.read_row(
+                want,
+                &mut self.window[slot * self.row_bytes..][..self.row_bytes],
+            )?;
+            self.held[slot] = Some(want);
+        }
+        let slot_of = |r| if self.held[0] == Some(r) { 0 } else { 1 };
+        let (a, b) = (slot_of(ya), slot_of(yb));
+        let rb = self.row_bytes;
+        let rows = (&self.window[a * rb..][..rb], &self.window[b * rb..][..rb]);
+        resize_row_any(self.channels, rows, self.format, self.ax, fy, |i, p| {
+            out[i] = pixel_to_input(p)
+        });
+        self.next += 1;
+        Ok(())
+    }
 }
 
 /// Quantizes one pixel: `q = p - 128` (scale 1/255, zero point -128; exact).

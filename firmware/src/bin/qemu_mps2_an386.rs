@@ -2,17 +2,14 @@
 #![no_std]
 #![no_main]
 
-use static_cell::ConstStaticCell;
 use tinycnn_firmware::board::qemu_mps2_an386::{CmsdkInstructionCounter, SemihostingFrames};
-use tinycnn_firmware::{classify, exit, ExitCode};
-
-static MANIFEST: ConstStaticCell<[u8; SemihostingFrames::CAPACITY]> =
-    ConstStaticCell::new([0; SemihostingFrames::CAPACITY]);
+use tinycnn_firmware::{classify, exit, stack, ExitCode};
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
+    stack::paint();
     let model = classify::load_model();
-    let mut camera = match SemihostingFrames::open(MANIFEST.take()) {
+    let mut camera = match SemihostingFrames::open() {
         Ok(camera) => camera,
         Err(e) => {
             defmt::error!("cannot read the frame list frames.txt: {}", e);

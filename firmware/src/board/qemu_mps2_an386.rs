@@ -1,101 +1,121 @@
 //! QEMU `mps2-an386` (Cortex-M4) and `mps2-an500` (Cortex-M7): frames from host files over
-//! semihosting, instruction counts from the CMSDK APB timer under `-icount shift=0`. Both FPGA
-//! images put the timer at 0x40000000 on the 25 MHz system clock (QEMU hw/arm/mps2.c).
+//! semihosting, read a row at a time (no frame buffer), instruction counts from the CMSDK APB
+//! timer under `-icount shift=0`. Both FPGA images put the timer at 0x40000000 on the 25 MHz
+//! system clock (QEMU hw/arm/mps2.c).
 use core::ffi::CStr;
 
 use semihosting::fs::File;
-use semihosting::io::Read as _;
+use semihosting::io::{Read as _, Seek as _, SeekFrom};
+use tinycnn::protocol::CountUnit;
 use tinycnn::PixelFormat;
 
 use super::{Counter, FrameInfo, FrameSource};
 
-/// The frame list the host writes next to the frames, read from QEMU's working folder. One frame
-/// per line: `<path> <width> <height> <format>`, format one of `gray8 rgb888 rgb565le rgb565be
-/// yuyv`; blank lines and lines starting with `#` are skipped.
+/// The frame list the host writes next to the frames, read from QEMU's working folder a line at
+/// a time. One frame per line: `<path> <width> <height> <format>`, format one of `gray8 rgb888
+/// rgb565le rgb565be yuyv`; blank lines and lines starting with `#` are skipped.
 pub const MANIFEST: &CStr = c"frames.txt";
-const MANIFEST_CAPACITY: usize = 16 * 1024;
 const PATH_CAPACITY: usize = 256;
+/// Longest line of the frame list: a path and its three fields.
+const LINE_CAPACITY: usize = PATH_CAPACITY + 32;
+/// Bytes of the frame list read per semihosting call.
+const CHUNK: usize = 64;
 
 /// Why a frame could not be read.
-#[derive(Debug, defmt::Format)]
+#[derive(Clone, Copy, Debug, defmt::Format)]
 pub enum SemihostingFrameError {
     /// `frames.txt` could not be opened or read (QEMU must run in the folder that holds it).
     Manifest,
-    /// `frames.txt` is larger than the firmware's buffer.
-    ManifestTooLarge { len: usize, capacity: usize },
+    /// A line of `frames.txt` is longer than the firmware's line buffer.
+    LineTooLong { line: usize, capacity: usize },
     /// A line is not `<path> <width> <height> <format>`.
     BadLine { line: usize },
     /// A path is longer than the firmware's path buffer.
     PathTooLong { line: usize },
-    /// The frame file could not be opened or read.
+    /// The frame file could not be opened, sought or read.
     Read { line: usize },
-    /// The frame file is larger than the capture buffer.
-    FrameTooLarge {
+    /// The frame file's length is not `height` rows of `width` pixels in its format.
+    WrongLength {
         line: usize,
         len: usize,
-        capacity: usize,
+        expected: usize,
     },
 }
 
-/// Reads the frames named in [`MANIFEST`], in order, one per `capture`.
+/// Reads the frames named in [`MANIFEST`], in order; serves each frame's rows from its file.
 pub struct SemihostingFrames {
-    manifest: &'static [u8],
-    position: usize,
+    manifest: File,
+    chunk: [u8; CHUNK],
+    chunk_pos: usize,
+    chunk_len: usize,
     line: usize,
+    /// The current frame: its file, row size, the file position, and its list line.
+    frame: Option<(File, usize, usize)>,
 }
 
 impl SemihostingFrames {
-    /// Reads the manifest into `buffer` (which must be `'static`; see `qemu-mps2-an386.rs`).
-    pub fn open(
-        buffer: &'static mut [u8; MANIFEST_CAPACITY],
-    ) -> Result<Self, SemihostingFrameError> {
-        let mut file = File::open(MANIFEST).map_err(|_| SemihostingFrameError::Manifest)?;
-        let len = file
-            .metadata()
-            .map_err(|_| SemihostingFrameError::Manifest)?
-            .len() as usize;
-        if len > buffer.len() {
-            return Err(SemihostingFrameError::ManifestTooLarge {
-                len,
-                capacity: buffer.len(),
-            });
-        }
-        file.read_exact(&mut buffer[..len])
-            .map_err(|_| SemihostingFrameError::Manifest)?;
+    /// Opens the frame list.
+    pub fn open() -> Result<Self, SemihostingFrameError> {
+        let manifest = File::open(MANIFEST).map_err(|_| SemihostingFrameError::Manifest)?;
         Ok(Self {
-            manifest: &buffer[..len],
-            position: 0,
+            manifest,
+            chunk: [0; CHUNK],
+            chunk_pos: 0,
+            chunk_len: 0,
             line: 0,
+            frame: None,
         })
     }
 
-    /// The capacity `open` needs.
-    pub const CAPACITY: usize = MANIFEST_CAPACITY;
-
-    fn next_line(&mut self) -> Option<&'static [u8]> {
-        while self.position < self.manifest.len() {
-            let rest = &self.manifest[self.position..];
-            let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-            self.position += end + 1;
-            self.line += 1;
-            let line = rest[..end].trim_ascii();
-            if !line.is_empty() && line[0] != b'#' {
-                return Some(line);
+    fn next_byte(&mut self) -> Result<Option<u8>, SemihostingFrameError> {
+        if self.chunk_pos == self.chunk_len {
+            self.chunk_len = self
+                .manifest
+                .read(&mut self.chunk)
+                .map_err(|_| SemihostingFrameError::Manifest)?;
+            self.chunk_pos = 0;
+            if self.chunk_len == 0 {
+                return Ok(None);
             }
         }
-        None
+        self.chunk_pos += 1;
+        Ok(Some(self.chunk[self.chunk_pos - 1]))
     }
-}
 
-fn parse_format(word: &[u8]) -> Option<PixelFormat> {
-    Some(match word {
-        b"gray8" => PixelFormat::Gray8,
-        b"rgb888" => PixelFormat::Rgb888,
-        b"rgb565le" => PixelFormat::Rgb565Le,
-        b"rgb565be" => PixelFormat::Rgb565Be,
-        b"yuyv" => PixelFormat::Yuyv,
-        _ => return None,
-    })
+    /// The next line that names a frame, into `buffer`; `None` at the end of the list.
+    fn next_line<'b>(
+        &mut self,
+        buffer: &'b mut [u8; LINE_CAPACITY],
+    ) -> Result<Option<&'b [u8]>, SemihostingFrameError> {
+        loop {
+            let mut len = 0;
+            let mut any = false;
+            while let Some(b) = self.next_byte()? {
+                any = true;
+                if b == b'\n' {
+                    break;
+                }
+                if len == LINE_CAPACITY {
+                    return Err(SemihostingFrameError::LineTooLong {
+                        line: self.line + 1,
+                        capacity: LINE_CAPACITY,
+                    });
+                }
+                buffer[len] = b;
+                len += 1;
+            }
+            if !any {
+                return Ok(None);
+            }
+            self.line += 1;
+            let line = buffer[..len].trim_ascii();
+            if !line.is_empty() && line[0] != b'#' {
+                let start = line.as_ptr() as usize - buffer.as_ptr() as usize;
+                let end = start + line.len();
+                return Ok(Some(&buffer[start..end]));
+            }
+        }
+    }
 }
 
 fn parse_u16(word: &[u8]) -> Option<u16> {
@@ -105,8 +125,10 @@ fn parse_u16(word: &[u8]) -> Option<u16> {
 impl FrameSource for SemihostingFrames {
     type Error = SemihostingFrameError;
 
-    fn capture(&mut self, buffer: &mut [u8]) -> Result<Option<FrameInfo>, Self::Error> {
-        let Some(text) = self.next_line() else {
+    fn next_frame(&mut self) -> Result<Option<FrameInfo>, Self::Error> {
+        self.frame = None;
+        let mut buffer = [0u8; LINE_CAPACITY];
+        let Some(text) = self.next_line(&mut buffer)? else {
             return Ok(None);
         };
         let line = self.line;
@@ -123,8 +145,11 @@ impl FrameSource for SemihostingFrames {
         ) else {
             return Err(bad_line);
         };
+        let format = core::str::from_utf8(format)
+            .ok()
+            .and_then(PixelFormat::parse);
         let (Some(width), Some(height), Some(format)) =
-            (parse_u16(width), parse_u16(height), parse_format(format))
+            (parse_u16(width), parse_u16(height), format)
         else {
             return Err(bad_line);
         };
@@ -135,26 +160,42 @@ impl FrameSource for SemihostingFrames {
         c_path[..path.len()].copy_from_slice(path);
         let c_path = CStr::from_bytes_until_nul(&c_path).map_err(|_| bad_line)?;
         let read = SemihostingFrameError::Read { line };
-        let mut file = File::open(c_path).map_err(|_| read)?;
+        let file = File::open(c_path).map_err(|_| read)?;
         let len = file
             .metadata()
             .map_err(|_| SemihostingFrameError::Read { line })?
             .len() as usize;
-        if len > buffer.len() {
-            return Err(SemihostingFrameError::FrameTooLarge {
+        let row_bytes = format.row_bytes(width as usize);
+        let expected = row_bytes * height as usize;
+        if len != expected {
+            return Err(SemihostingFrameError::WrongLength {
                 line,
                 len,
-                capacity: buffer.len(),
+                expected,
             });
         }
-        file.read_exact(&mut buffer[..len])
-            .map_err(|_| SemihostingFrameError::Read { line })?;
+        self.frame = Some((file, row_bytes, 0));
         Ok(Some(FrameInfo {
             width,
             height,
             format,
-            len,
         }))
+    }
+
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), Self::Error> {
+        let read = SemihostingFrameError::Read { line: self.line };
+        let Some((file, row_bytes, position)) = &mut self.frame else {
+            return Err(read);
+        };
+        let offset = y * *row_bytes;
+        // Rows come in increasing order, mostly consecutive: seek only over skipped rows.
+        if *position != offset {
+            file.seek(SeekFrom::Start(offset as u64))
+                .map_err(|_| read)?;
+        }
+        file.read_exact(out).map_err(|_| read)?;
+        *position = offset + out.len();
+        Ok(())
     }
 }
 
@@ -200,7 +241,7 @@ impl Default for CmsdkInstructionCounter {
 }
 
 impl Counter for CmsdkInstructionCounter {
-    const UNIT: &'static str = "instructions";
+    const UNIT: CountUnit = CountUnit::Instructions;
 
     fn start(&mut self) {
         self.started_at = Self::value();

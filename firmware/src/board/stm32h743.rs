@@ -8,7 +8,8 @@
 //!   NUCLEO boards supply VCORE from the internal LDO, which is what `embassy-stm32` sets for
 //!   this part (PWR_CR3 LDOEN + SCUEN); there is no `supply_config` to choose.
 //! - I- and D-cache on. The frame buffer is kept coherent by cache maintenance around each
-//!   capture ([`DcmiCamera::capture`]); no other buffer is touched by DMA. The RTT window (the
+//!   capture ([`DcmiCamera`]'s `next_frame`); no other buffer is touched by DMA. The frame loop
+//!   reads the frame buffer a row at a time. The RTT window (the
 //!   first 2 KiB of AXI SRAM, `boards/stm32h743/memory.x`) is made non-cacheable with the MPU,
 //!   because the debugger reads and writes it behind the core's back.
 //! - Camera: XCLK 24 MHz from MCO1 (PLL1 Q / 5) on PA8; SCCB on I2C1 (PB8 SCL, PB9 SDA) at
@@ -25,6 +26,8 @@ use embassy_stm32::rcc::{self, Mco, Mco1Source, McoConfig, McoPrescaler};
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, dma, peripherals, Peripherals};
 use embassy_time::{with_timeout, Delay, Duration};
+use static_cell::ConstStaticCell;
+use tinycnn::protocol::CountUnit;
 use tinycnn::PixelFormat;
 
 use super::{Counter, FrameInfo, FrameSource};
@@ -168,7 +171,8 @@ pub fn log_sensor_error(error: &SensorError) {
 /// Capture failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
 pub enum CameraError {
-    /// The capture buffer is shorter than a frame or not aligned to a cache line.
+    /// The frame buffer is shorter than a frame or not aligned to a cache line, or a row
+    /// outside the frame was asked for.
     Buffer { len: usize, address: usize },
     /// The DCMI reported an overrun or a synchronisation error.
     Capture(dcmi::Error),
@@ -176,8 +180,17 @@ pub enum CameraError {
     Timeout,
 }
 
-/// Frames from the sensor over DCMI + DMA1 stream 0, one snapshot per [`FrameSource::capture`].
+/// The DMA target of the camera: one QVGA RGB565 frame, on a cache line and whole cache lines,
+/// in AXI SRAM (`.bss`, `boards/stm32h743/memory.x`), which DMA1 reaches.
+#[repr(C, align(32))]
+struct FrameBuffer([u8; FRAME_BYTES]);
+
+static FRAME: ConstStaticCell<FrameBuffer> = ConstStaticCell::new(FrameBuffer([0; FRAME_BYTES]));
+
+/// Frames from the sensor over DCMI + DMA1 stream 0, one snapshot per
+/// [`FrameSource::next_frame`] into the frame buffer, served to the frame loop a row at a time.
 pub struct DcmiCamera {
+    frame: &'static mut FrameBuffer,
     dcmi: Dcmi<'static, peripherals::DCMI>,
     scb: cortex_m::peripheral::SCB,
     /// Kept so SCCB stays configured for the sensor's lifetime.
@@ -232,6 +245,7 @@ impl DcmiCamera {
             dcmi::Config::default(),
         );
         Ok(Self {
+            frame: FRAME.take(),
             dcmi,
             scb,
             _sensor: sensor,
@@ -243,10 +257,9 @@ impl DcmiCamera {
 impl FrameSource for DcmiCamera {
     type Error = CameraError;
 
-    /// Captures one frame into the first [`FRAME_BYTES`] of `buffer`, which must start on a
-    /// cache line (the frame buffer of `classify.rs` is 32-byte aligned) in memory DMA1 reaches
-    /// (AXI SRAM, `boards/stm32h743/memory.x`).
-    fn capture(&mut self, buffer: &mut [u8]) -> Result<Option<FrameInfo>, CameraError> {
+    /// Captures one frame into the frame buffer.
+    fn next_frame(&mut self) -> Result<Option<FrameInfo>, CameraError> {
+        let buffer = &mut self.frame.0;
         let (len, address) = (buffer.len(), buffer.as_ptr() as usize);
         let bad_buffer = CameraError::Buffer { len, address };
         if address % CACHE_LINE != 0 {
@@ -275,7 +288,6 @@ impl FrameSource for DcmiCamera {
                     width,
                     height,
                     format: PixelFormat::Rgb565Be,
-                    len: FRAME_BYTES,
                 }))
             }
             Ok(Err(e)) => Err(CameraError::Capture(e)),
@@ -289,6 +301,18 @@ impl FrameSource for DcmiCamera {
                 Err(CameraError::Timeout)
             }
         }
+    }
+
+    fn read_row(&mut self, y: usize, out: &mut [u8]) -> Result<(), CameraError> {
+        let frame = &self.frame.0;
+        let bad_row = CameraError::Buffer {
+            len: frame.len(),
+            address: frame.as_ptr() as usize,
+        };
+        let start = y.checked_mul(out.len()).ok_or(bad_row)?;
+        let row = frame.get(start..start + out.len()).ok_or(bad_row)?;
+        out.copy_from_slice(row);
+        Ok(())
     }
 }
 
@@ -308,7 +332,7 @@ impl DwtCycleCounter {
 }
 
 impl Counter for DwtCycleCounter {
-    const UNIT: &'static str = "cycles";
+    const UNIT: CountUnit = CountUnit::Cycles;
 
     fn start(&mut self) {
         self.started_at = cortex_m::peripheral::DWT::cycle_count();
