@@ -40,6 +40,20 @@ fn bench_forward(c: &mut Criterion) {
                     black_box(&logits);
                 })
             });
+            let mut stream = vec![0i8; arch.stream_scratch_len()];
+            let mut acc = vec![0i32; arch.stream_acc_len()];
+            group.bench_function(format!("{name}_streaming/{level}"), |b| {
+                b.iter(|| {
+                    forward_rows_from(
+                        &model,
+                        black_box(&input),
+                        &mut stream,
+                        &mut acc,
+                        &mut logits,
+                    );
+                    black_box(&logits);
+                })
+            });
         }
     }
     group.finish();
@@ -73,7 +87,7 @@ fn levels() -> Vec<&'static str> {
 #[cfg(not(all(target_arch = "x86_64", not(feature = "portable"))))]
 fn set_level(_: &str) {}
 
-/// The three conv blocks of `fashion` row by row through the row kernel (as a streaming
+/// The conv blocks of `fashion` row by row through the row kernel (as a streaming
 /// forward pass runs them), with and without [`pin_weights`] around the pass.
 fn bench_conv_rows(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv_rows_fashion");
@@ -82,22 +96,14 @@ fn bench_conv_rows(c: &mut Criterion) {
         .to_bytes()
         .expect("random model encodes");
     let model = Model::from_bytes(&bytes).expect("random model loads");
-    let shapes: Vec<ConvShape> = (0..3)
-        .map(|b| {
-            let (height, width) = arch.block_input_hw(b);
-            ConvShape {
-                height,
-                width,
-                in_channels: arch.block_in_channels(b),
-                out_channels: arch.block_out_channels(b),
-            }
-        })
-        .collect();
+    let shapes: Vec<ConvShape> = (0..arch.blocks()).map(|b| arch.block_shape(b)).collect();
     let mut maps: Vec<Vec<i8>> = vec![(0..arch.input_len())
         .map(|i| (i * 31 % 256) as u8 as i8)
         .collect()];
     maps.extend(shapes.iter().map(|s| vec![0i8; s.pooled_len()]));
-    let weights: Vec<&[i8]> = (0..3).map(|b| model.layers[b].weights()).collect();
+    let weights: Vec<&[i8]> = (0..arch.blocks())
+        .map(|b| model.layers[b].weights())
+        .collect();
     let run = |maps: &mut Vec<Vec<i8>>| {
         let mut zp = model.input.zero_point;
         for (b, s) in shapes.iter().enumerate() {
@@ -146,20 +152,6 @@ fn bench_dense(c: &mut Criterion) {
                 let mut acc = [0i32; 128];
                 dense_acc_s8(black_box(&input), &weights, n, -7, &mut acc);
                 black_box(acc)
-            })
-        });
-        let mut stream = vec![0i8; arch.stream_scratch_len()];
-        let mut acc = vec![0i32; arch.stream_acc_len()];
-        group.bench_function(format!("{name}_streaming"), |b| {
-            b.iter(|| {
-                forward_rows_from(
-                    &model,
-                    black_box(&input),
-                    &mut stream,
-                    &mut acc,
-                    &mut logits,
-                );
-                black_box(&logits);
             })
         });
     }

@@ -544,7 +544,7 @@ impl<'w> RowPreprocessor<'w> {
         if width == 0 || height == 0 {
             return Err(FrameError::ZeroSize);
         }
-        if format == PixelFormat::Yuyv && width % 2 != 0 {
+        if format == PixelFormat::Yuyv && !width.is_multiple_of(2) {
             return Err(FrameError::OddYuyvWidth(width));
         }
         let row_len = arch.width as u64 * arch.channels as u64;
