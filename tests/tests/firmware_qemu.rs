@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use tinycnn::ExitCode;
 use tinycnn::{Arch, Model};
-use tinycnn_runtime::firmware::{self, FirmwareError};
+use tinycnn_runtime::firmware::{self, FirmwareError, QemuBoard};
 use tinycnn_tests::firmware_fixtures::{build_firmware, random_model_file, trained_fashion_model};
 use tinycnn_tests::fixtures::{fashion_small, scratch_dir};
 
@@ -26,6 +27,16 @@ enum ModelSource {
 
 /// Builds, runs and checks one model; returns the report for further checks.
 fn run_model(
+    test: &str,
+    source: ModelSource,
+    frame_count: usize,
+) -> Result<firmware::FirmwareReport> {
+    run_model_on(QemuBoard::Mps2An386, test, source, frame_count)
+}
+
+/// [`run_model`] on `board`.
+fn run_model_on(
+    board: QemuBoard,
     test: &str,
     source: ModelSource,
     frame_count: usize,
@@ -47,9 +58,18 @@ fn run_model(
         "only {} frames from the test subset",
         frames.len()
     );
-    let elf = build_firmware(&model_path, &dir)?;
-    let report =
-        firmware::run_frames(&elf, &model, blob.len() as u64, &frames, &dir, QEMU_TIMEOUT)?;
+    let firmware_dir = firmware::FirmwareOptions::default_firmware_dir();
+    let elf = firmware::build_board(&firmware_dir, &model_path, &dir, board.name())?;
+    let report = firmware::run_frames(
+        board,
+        &elf,
+        &model,
+        blob.len() as u64,
+        &frames,
+        &dir,
+        QEMU_TIMEOUT,
+    )?;
+    assert_eq!(report.board, board.name());
     for check in &report.per_frame {
         assert!(
             check.bit_exact,
@@ -144,6 +164,19 @@ fn random_fashion_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
+/// The same frame loop on QEMU's Cortex-M7 board (`mps2-an500`), bit-exact like the M4.
+#[test]
+fn random_fashion_model_on_cortex_m7_matches_host_bit_for_bit() -> Result<()> {
+    let report = run_model_on(
+        QemuBoard::Mps2An500,
+        "fashion-m7",
+        ModelSource::Random(Arch::fashion(), 11),
+        4,
+    )?;
+    eprintln!("{}", report.summary_line());
+    Ok(())
+}
+
 #[test]
 fn tutorial_sized_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
     let report = run_model("tutorial", ModelSource::Random(Arch::tutorial(2), 12), 2)?;
@@ -172,6 +205,7 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     std::fs::write(&corrupt, &elf_bytes)?;
     let frames = firmware::camera_frames(&fashion_small().join("test"), &arch, 1)?;
     let error = firmware::run_frames(
+        QemuBoard::Mps2An386,
         &corrupt,
         &model,
         blob.len() as u64,
@@ -182,12 +216,9 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     .expect_err("a corrupt model must not run");
     match &error {
         FirmwareError::FirmwareFailed {
-            status,
-            meaning,
-            log,
-            ..
+            exit, meaning, log, ..
         } => {
-            assert!(status.contains('2'), "exit status {status}");
+            assert_eq!(*exit, Some(ExitCode::InvalidModel));
             assert_eq!(*meaning, "the embedded model is invalid");
             assert!(
                 log.contains("the embedded model") && log.contains("is invalid"),
@@ -236,14 +267,11 @@ fn frame_of_the_wrong_size_stops_the_firmware_with_exit_code_3() -> Result<()> {
     std::fs::write(dir.join("short.raw"), [0u8; 100])?;
     std::fs::write(dir.join("frames.txt"), "short.raw 28 28 gray8\n")?;
     let elf_bytes = std::fs::read(&elf)?;
-    match firmware::run_qemu(&elf, &dir, QEMU_TIMEOUT, &elf_bytes) {
+    match firmware::run_qemu(QemuBoard::Mps2An386, &elf, &dir, QEMU_TIMEOUT, &elf_bytes) {
         Err(FirmwareError::FirmwareFailed {
-            status,
-            meaning,
-            log,
-            ..
+            exit, meaning, log, ..
         }) => {
-            assert!(status.contains('3'), "exit status {status}");
+            assert_eq!(exit, Some(ExitCode::BadFrame));
             assert_eq!(meaning, "a frame could not be read or preprocessed");
             assert!(log.contains("frame 0"), "log: {log}");
         }

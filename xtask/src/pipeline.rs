@@ -163,6 +163,7 @@ pub fn test(ctx: &Context) -> Result<()> {
         )
     })?;
     portability(ctx)?;
+    firmware_lints(ctx)?;
     ctx.step("binaries", || {
         // Tests run these binaries; building them here keeps cargo out of the test run.
         cmd::run(
@@ -266,6 +267,67 @@ const KERNEL_SUITE_TIMEOUT_S: &str = "300";
 
 /// The on-target kernel suite (`firmware/kernel-tests`: DSP vs portable vs reference kernels)
 /// in QEMU on each of [`KERNEL_SUITE_BOARDS`]; returns its (passed, failed) cases, summed.
+/// Each firmware build the lints cover: the boards' binaries and their features (the STM32 board
+/// with each camera sensor), and the model-free kernel suite.
+const FIRMWARE_BUILDS: [&[&str]; 5] = [
+    &["--bin", "qemu-mps2-an386"],
+    &[
+        "--bin",
+        "qemu-mps2-an500",
+        "--no-default-features",
+        "--features",
+        "board-qemu-mps2-an500",
+    ],
+    &[
+        "--bin",
+        "stm32h743",
+        "--no-default-features",
+        "--features",
+        "board-stm32h743",
+    ],
+    &[
+        "--bin",
+        "stm32h743",
+        "--no-default-features",
+        "--features",
+        "board-stm32h743,camera-ov7725",
+    ],
+    &["-p", "tinycnn-kernel-tests"],
+];
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` on the firmware workspace, every board,
+/// with a random `fashion` model embedded (the boards need one to build).
+fn firmware_lints(ctx: &Context) -> Result<()> {
+    let firmware = ctx.path("firmware");
+    ctx.step("firmware: fmt", || {
+        cmd::run(
+            ctx.cargo()
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(&firmware),
+        )
+    })?;
+    let model = ctx.path("target/lint-model.tcnn");
+    ctx.step("firmware: clippy, every board", || {
+        cmd::run(
+            ctx.cargo()
+                .args(["run", "--quiet", "--release", "-p", "tinycnn", "--example"])
+                .args(["random_model", "--", "fashion", "1"])
+                .arg(&model),
+        )?;
+        for build in FIRMWARE_BUILDS {
+            cmd::run(
+                ctx.cargo()
+                    .args(["clippy", "--release"])
+                    .args(build)
+                    .args(["--", "-D", "warnings"])
+                    .env("TINYCNN_MODEL", &model)
+                    .current_dir(&firmware),
+            )?;
+        }
+        Ok(())
+    })
+}
+
 fn kernel_suite(ctx: &Context) -> Result<(u64, u64)> {
     let firmware = ctx.path("firmware");
     ctx.step("firmware: build the kernel suite", || {
