@@ -4,6 +4,7 @@
 //! crate (`tinycnn-host`) builds on this one.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod dataset;
 pub mod firmware;
 pub mod fsutil;

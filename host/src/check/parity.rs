@@ -8,6 +8,8 @@
 //! - **tract float**: the float ONNX in tract matches tch's float logits within 1e-4 relative.
 //! - **tract QDQ**: the QDQ ONNX in tract matches `shared`'s int8 logits within 1 LSB, with argmax
 //!   agreement >= 99.5%.
+//! - **streaming**: the row-streaming forward pass (the firmware's) equals the whole-map one on
+//!   every logit of every image, bit for bit.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -44,6 +46,10 @@ pub struct ParityReport {
     /// The first logit where tract QDQ differs from `shared` by the maximum (image, class).
     pub tract_qdq_worst: Option<(usize, usize)>,
     pub int8_test_accuracy: f64,
+    /// Logits where the streaming forward pass differs from the whole-map one (must be 0).
+    pub streaming_mismatched_logits: usize,
+    /// The first image where they differ.
+    pub streaming_first_mismatch_image: Option<usize>,
 }
 
 /// Largest |a - b| and the first (row, column) where it occurs.
@@ -100,6 +106,8 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let shared = &sim.shared_logits;
     let shared_argmax = argmax_rows(shared, classes);
     let int8_test_accuracy = qat::accuracy(shared, classes, &data.targets);
+    let shared_model = tinycnn::Model::from_bytes(inputs.blob).expect("the blob loaded above");
+    let streaming = tinycnn_runtime::check::streaming_vs_whole_map(&shared_model, &images, shared);
 
     let params: Vec<tinycnn::blob::QuantParams> = model.layers.iter().map(|l| l.output).collect();
     let fake = qat::fake_quant_int8_logits(inputs.net, params, data, inputs.device);
@@ -152,6 +160,8 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
         fakequant_worst,
         tract_qdq_worst,
         int8_test_accuracy,
+        streaming_mismatched_logits: streaming.mismatched_logits,
+        streaming_first_mismatch_image: streaming.first_mismatch_image,
     })
 }
 
@@ -165,6 +175,12 @@ impl ParityReport {
                 self.int_sim_mismatched_logits.to_string(),
                 "0 (every layer bit-exact)".into(),
                 self.int_sim_mismatched_logits == 0 && self.int_sim_first_mismatch.is_none(),
+            ),
+            (
+                "streaming vs whole-map: mismatched logits".into(),
+                self.streaming_mismatched_logits.to_string(),
+                "0 (bit-exact)".into(),
+                self.streaming_mismatched_logits == 0,
             ),
             (
                 "fake quant vs shared: logits within 1 LSB".into(),
@@ -215,6 +231,11 @@ impl ParityReport {
             .collect();
         if let Some(m) = &self.int_sim_first_mismatch {
             out.push(format!("int sim vs shared: {m}"));
+        }
+        if let Some(image) = self.streaming_first_mismatch_image {
+            out.push(format!(
+                "streaming vs whole-map: image {image} differs first"
+            ));
         }
         if self.fakequant_max_lsb > FAKEQUANT_MAX_LSB {
             if let Some((image, class)) = self.fakequant_worst {
@@ -276,7 +297,7 @@ pub struct ParityArgs {
     /// report.json to merge the `parity` object into (default: report.json next to the model).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Fail when any check misses its tolerance. Without it only an int sim mismatch (a broken
+    /// Fail when any check misses its tolerance. Without it only an int sim or streaming mismatch (a broken
     /// bit-exactness contract) fails; tolerance misses are reported in the table and JSON.
     #[arg(long)]
     pub strict: bool,
@@ -336,8 +357,9 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
         .unwrap_or_else(|| dir.join("report.json"));
     tinycnn_runtime::report::merge(&report_path, serde_json::json!({ "parity": json }))?;
     let failures = report.failures();
-    let bit_exact =
-        report.int_sim_mismatched_logits == 0 && report.int_sim_first_mismatch.is_none();
+    let bit_exact = report.int_sim_mismatched_logits == 0
+        && report.int_sim_first_mismatch.is_none()
+        && report.streaming_mismatched_logits == 0;
     if !failures.is_empty() {
         if args.strict || !bit_exact {
             bail!("parity failed:\n  {}", failures.join("\n  "));

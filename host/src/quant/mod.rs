@@ -393,22 +393,10 @@ pub fn accuracy<T: PartialOrd + Copy>(values: &[T], classes: usize, targets: &[i
     correct as f64 / targets.len().max(1) as f64
 }
 
-/// int8 logits of `model` for every image of `data` through `tinycnn::forward`, `[images][classes]`.
+/// int8 logits of `model` for every image of `data` through `tinycnn::forward`, `[images][classes]`,
+/// on all cores.
 pub fn shared_logits(model: &tinycnn::blob::Model, data: &Dataset) -> Vec<i8> {
-    let arch = model.arch;
-    let classes = arch.classes as usize;
-    let mut scratch = vec![0i8; arch.scratch_len()];
-    let mut input = vec![0i8; arch.input_len()];
-    let mut logits = vec![0i8; classes];
-    let mut out = Vec::with_capacity(data.len() * classes);
-    for i in 0..data.len() {
-        for (q, &p) in input.iter_mut().zip(data.image(i)) {
-            *q = tinycnn::preprocess::pixel_to_input(p);
-        }
-        tinycnn::forward(model, &input, &mut scratch, &mut logits);
-        out.extend_from_slice(&logits);
-    }
-    out
+    tinycnn_runtime::check::shared_logits(model, &int8_inputs(data))
 }
 
 /// `data`'s images as int8 model inputs (`p - 128`), image after image.
