@@ -97,7 +97,9 @@ fn bench_conv_rows(c: &mut Criterion) {
         .map(|i| (i * 31 % 256) as u8 as i8)
         .collect()];
     maps.extend(shapes.iter().map(|s| vec![0i8; s.pooled_len()]));
-    let weights: Vec<&[i8]> = (0..3).map(|b| model.layers[b].weights()).collect();
+    let weights: Vec<&[i8]> = (0..3)
+        .map(|b| model.layers[b].weights().as_s8().unwrap())
+        .collect();
     let run = |maps: &mut Vec<Vec<i8>>| {
         let mut zp = model.input.zero_point;
         for (b, s) in shapes.iter().enumerate() {
@@ -113,7 +115,7 @@ fn bench_conv_rows(c: &mut Criterion) {
             let out_rows = rest[0].chunks_exact_mut(row.pooled_row_len());
             for (py, out) in out_rows.enumerate() {
                 let rows = pool_rows(&done[b], s.height, row.input_row_len(), py);
-                conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, out);
+                conv3x3_pool_row_s8(rows, row, layer.weights().as_s8().unwrap(), &rq, out);
             }
             zp = layer.output().zero_point;
         }
