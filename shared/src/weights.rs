@@ -139,7 +139,7 @@ pub const fn s4_hi(b: u8) -> i8 {
 #[inline(always)]
 pub fn s4_get(packed: &[u8], k: usize) -> i8 {
     let b = packed[k / 2];
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         s4_lo(b)
     } else {
         s4_hi(b)
