@@ -1,7 +1,8 @@
 //! Integer kernels. Layouts are HWC for activations, `[C_out][3][3][C_in]` for conv weights and
 //! `[out][in]` for dense weights. Naive versions live in [`mod@reference`]. Each kernel has an
 //! `_s8` (int8 weights) and an `_s4` (int4 weights packed two per byte, see [`crate::weights`])
-//! form; the `_s4` ones are portable everywhere except [`dense_acc_s4`] on thumbv7em.
+//! form; the `_s4` ones are portable everywhere except [`dense_acc_s4`] on thumbv7em (DSP). The x86
+//! kernels are int8 only: int4 layers run the portable `_s4` kernels there.
 //!
 //! On thumbv7em (`cfg(tinycnn_arm_dsp)`, set by `build.rs`) [`conv3x3_pool_row_s8`] and
 //! [`dense_acc_s8`] run Cortex-M DSP kernels unless the `portable` feature is on; everywhere else
@@ -24,7 +25,7 @@ mod x86;
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
 #[doc(hidden)]
-pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s8_dsp, requantize_dsp};
+pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s4_dsp, dense_acc_s8_dsp, requantize_dsp};
 #[doc(hidden)]
 pub use conv::conv3x3_pool_row_s8_portable;
 pub use conv::{
