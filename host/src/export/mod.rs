@@ -263,9 +263,41 @@ mod tests {
         let loaded = tinycnn::blob::Model::from_bytes(&bytes).unwrap();
         assert_eq!(loaded.arch, arch);
         for (i, layer) in model.layers.iter().enumerate() {
-            assert_eq!(loaded.layers[i].weights(), &layer.weights[..]);
+            assert_eq!(loaded.layers[i].weights().as_s8(), Some(&layer.weights[..]));
             assert!(layer.weights.iter().all(|&w| w >= -127));
         }
+    }
+
+    #[test]
+    fn int4_layers_export_at_scale_max_over_7() {
+        let arch = tiny_arch();
+        let mut float = float_params(arch, 1);
+        float.weight_bits = tinycnn::parse_weight_bits(&arch, "all4").unwrap().to_vec();
+        let model = export(&float, &activations()).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        let loaded = tinycnn::blob::Model::from_bytes(&bytes).unwrap();
+        for (spec, (layer, f)) in arch.layers().zip(model.layers.iter().zip(&float.layers)) {
+            assert_eq!(layer.weight_bits, tinycnn::WeightBits::S4);
+            assert_eq!(
+                loaded.layers[spec.index].weight_bits(),
+                tinycnn::WeightBits::S4
+            );
+            assert!(layer.weights.iter().all(|w| w.abs() <= 7));
+            // Each channel's largest |w| maps to +-7.
+            let max_abs = f.weight.iter().fold(0f32, |m, w| m.max(w.abs()));
+            let max_scale = layer.weight_scales.iter().copied().fold(0f32, f32::max);
+            assert!(
+                (max_scale - max_abs / 7.0).abs() <= 1e-6 * max_abs,
+                "{}",
+                spec.name
+            );
+            assert!(layer.weights.contains(&7) || layer.weights.contains(&-7));
+        }
+        float.weight_bits.pop();
+        assert!(matches!(
+            export(&float, &activations()),
+            Err(ExportError::LayerCount { .. })
+        ));
     }
 
     #[test]
