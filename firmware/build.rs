@@ -93,7 +93,7 @@ fn run() -> Result<(), String> {
         )
     })?;
     let arch = model.arch;
-    check_fits(board, &memory, &arch, blob.len() as u64)?;
+    check_fits(board, &memory, &model, blob.len() as u64)?;
 
     let canonical = model_path.canonicalize().unwrap_or(model_path);
     let mut code = String::new();
@@ -142,9 +142,10 @@ fn run() -> Result<(), String> {
 fn check_fits(
     board: &str,
     memory: &str,
-    arch: &tinycnn::Arch,
+    model: &tinycnn::Model,
     blob_bytes: u64,
 ) -> Result<(), String> {
+    let arch = &model.arch;
     let flash = region_length(memory, "FLASH")?;
     let ram = region_length(memory, "RAM")?;
     let describe = |a: &tinycnn::Arch| {
@@ -158,6 +159,33 @@ fn check_fits(
         )
     };
     let fashion = tinycnn::Arch::fashion();
+    // The blob with int4 dense layers: each int8 dense layer's weights shrink to half.
+    let dense4_bytes = blob_bytes
+        - arch
+            .layers()
+            .zip(model.layers.iter())
+            .filter(|(spec, layer)| {
+                spec.kind == tinycnn::LayerKind::Dense
+                    && layer.weight_bits() == tinycnn::WeightBits::S8
+            })
+            .map(|(spec, _)| {
+                (spec.weight_len() - spec.weight_bytes(tinycnn::WeightBits::S4)) as u64
+            })
+            .sum::<u64>();
+    if blob_bytes + CODE_FLASH_RESERVE > flash
+        && dense4_bytes < blob_bytes
+        && dense4_bytes + CODE_FLASH_RESERVE <= flash
+    {
+        return Err(format!(
+            "the model ({}, {blob_bytes} bytes) does not fit {board}'s {} KiB of flash with \
+             about {} KiB of code. With int4 dense layers it would be {dense4_bytes} bytes and \
+             fit: quantize it again with `tinycnn quantize --weight-bits dense4`, or use a \
+             smaller preset such as `--preset fashion`",
+            describe(arch),
+            flash / 1024,
+            CODE_FLASH_RESERVE / 1024,
+        ));
+    }
     if blob_bytes + CODE_FLASH_RESERVE > flash {
         return Err(format!(
             "the model ({}, {blob_bytes} bytes) does not fit {board}'s {} KiB of flash with about \

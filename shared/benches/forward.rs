@@ -102,7 +102,7 @@ fn bench_conv_rows(c: &mut Criterion) {
         .collect()];
     maps.extend(shapes.iter().map(|s| vec![0i8; s.pooled_len()]));
     let weights: Vec<&[i8]> = (0..arch.blocks())
-        .map(|b| model.layers[b].weights())
+        .map(|b| model.layers[b].weights().as_s8().unwrap())
         .collect();
     let run = |maps: &mut Vec<Vec<i8>>| {
         let mut zp = model.input.zero_point;
@@ -119,7 +119,7 @@ fn bench_conv_rows(c: &mut Criterion) {
             let out_rows = rest[0].chunks_exact_mut(row.pooled_row_len());
             for (py, out) in out_rows.enumerate() {
                 let rows = pool_rows(&done[b], s.height, row.input_row_len(), py);
-                conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, out);
+                conv3x3_pool_row_s8(rows, row, layer.weights().as_s8().unwrap(), &rq, out);
             }
             zp = layer.output().zero_point;
         }

@@ -166,6 +166,12 @@ impl LayerSpec {
         self.fan_in * self.outputs
     }
 
+    /// Bytes of the layer's weights stored at `bits` (int8: one per weight; int4: packed two
+    /// per byte, [`WeightBits::bytes`](crate::weights::WeightBits::bytes)).
+    pub const fn weight_bytes(&self, bits: crate::weights::WeightBits) -> usize {
+        bits.bytes(self.weight_len())
+    }
+
     /// Elements of the layer's input: the HWC map of a conv block, the vector of a dense layer.
     pub const fn input_len(&self) -> usize {
         match self.kind {

@@ -7,8 +7,11 @@
 //! - `input`: [`QuantParams`] of the input (scale 1/255, zero point -128)
 //! - `layers`: a sequence of `arch.layer_count()` layers in [`Arch::layer`] order (the conv
 //!   blocks, fc1, fc2), each a sequence of byte strings:
-//!   - `weights`: int8, conv `[C_out][3][3][C_in]`, dense `[out][in]`; fc1's `in` index is the
-//!     HWC flatten order `(h, w, c)` of the last block's output
+//!   - `weight_bits`: u8, 8 or 4 (see [`crate::weights`])
+//!   - `weights`: conv `[C_out][3][3][C_in]`, dense `[out][in]`; fc1's `in` index is the
+//!     HWC flatten order `(h, w, c)` of the last block's output. int8: one byte per weight;
+//!     int4: `ceil(n / 2)` bytes, two weights per byte, low nibble first, a 0 padding nibble
+//!     after an odd count
 //!   - `bias`: int32 little-endian, one per output channel (scale `s_in * s_w[c]`)
 //!   - `multiplier`: int32 little-endian Q0.31, one per output channel, in `0..=i32::MAX`
 //!   - `shift`: int8, one per output channel, in `MIN_SHIFT..=MAX_SHIFT` (> 0 = left)
@@ -16,24 +19,26 @@
 //!   - `output`: [`QuantParams`] of the layer output (scale for reporting only)
 //! - CRC-32 (IEEE, as zlib/PNG) of every byte before it, little-endian u32.
 //!
-//! Version 2 made the number of conv blocks variable (`arch.filters` and `layers` are sequences);
-//! version 1 blobs are refused with a message that says to re-export.
+//! Version 3 added `weight_bits` (int4 layers); version 2 made the number of conv blocks
+//! variable. Older blobs are refused with a message that says to re-export.
 //!
 //! Loading checks, in order: magic, version, structure (truncated/malformed), CRC, architecture,
-//! label count, layer count, every array length against `Arch`, weights in [-127, 127], multipliers >= 0,
+//! label count, layer count, the weight bit width (8 or 4), every array length against `Arch` and
+//! the bit width, weights in [-127, 127] (int8) or [-7, 7] with 0 padding (int4), multipliers >= 0,
 //! shifts in range, `|bias| <= i32::MAX - accumulator_bound` (so `acc + bias` cannot overflow),
 //! the input zero point -128, finite scales. No input bytes can make it panic.
 
 use crate::arch::{Arch, ArchError, MAX_CLASSES, MAX_LABEL_LEN, MAX_LAYERS};
 use crate::crc32::crc32;
 use crate::quant::{INPUT_ZERO_POINT, MAX_SHIFT, MIN_SHIFT};
+use crate::weights::{WeightBits, Weights};
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// First 4 bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"TCNN";
 /// Blob format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Scale and zero point of a tensor. The scale is for reporting and export only: the integer
 /// forward pass never reads it (except [`crate::probabilities`] for the logits).
@@ -50,7 +55,9 @@ pub struct QuantParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Field {
-    /// int8 weights.
+    /// Weight bit width.
+    WeightBits,
+    /// Weights (int8, or packed int4).
     Weights,
     /// int32 biases.
     Bias,
@@ -69,6 +76,7 @@ pub enum Field {
 impl Field {
     const fn name(self) -> &'static str {
         match self {
+            Field::WeightBits => "weight bit width",
             Field::Weights => "weights",
             Field::Bias => "bias",
             Field::Multiplier => "multiplier",
@@ -134,6 +142,12 @@ pub enum LoadError {
         /// Length in the blob (bytes / element size, rounded down).
         found: usize,
     },
+    /// An int4 layer with an odd weight count has a non-zero padding nibble (the high nibble
+    /// of its last weight byte).
+    PaddingNibble {
+        /// Layer name (`conv1`.., `fc1`, `fc2`).
+        layer: &'static str,
+    },
     /// A value is outside its allowed range.
     OutOfRange {
         /// Layer name (`conv1`.., `fc1`, `fc2`), or `input`.
@@ -183,6 +197,10 @@ impl fmt::Display for LoadError {
                 "model blob {layer} {} has {found} elements but the architecture needs {expected}; re-export the model",
                 field.name()
             ),
+            LoadError::PaddingNibble { layer } => write!(
+                f,
+                "model blob {layer} int4 weights have a non-zero padding nibble after the last weight; the file is corrupt, re-export the model"
+            ),
             LoadError::OutOfRange { layer, field, index } => write!(
                 f,
                 "model blob {layer} {} value at index {index} is out of range; re-export the model",
@@ -198,6 +216,7 @@ impl std::error::Error for LoadError {}
 /// The serialized form of one layer: arrays as borrowed byte strings.
 #[derive(Serialize, Deserialize)]
 struct WireLayer<'a> {
+    weight_bits: u8,
     #[serde(borrow)]
     weights: &'a [u8],
     #[serde(borrow)]
@@ -225,12 +244,12 @@ struct WireModel<'a> {
 
 /// One validated layer, borrowing its arrays from the blob.
 ///
-/// Invariants (checked by [`Model::from_bytes`]): lengths match the model's `Arch`, weights in
-/// [-127, 127], multipliers >= 0, shifts in `MIN_SHIFT..=MAX_SHIFT`, biases leave room for the
+/// Invariants (checked by [`Model::from_bytes`]): lengths match the model's `Arch` and the
+/// layer's bit width, weights in [-127, 127] (int8) or [-7, 7] (int4), multipliers >= 0, shifts in `MIN_SHIFT..=MAX_SHIFT`, biases leave room for the
 /// accumulator bound.
 #[derive(Clone, Copy)]
 pub struct Layer<'a> {
-    weights: &'a [i8],
+    weights: Weights<'a>,
     bias: &'a [u8],
     multiplier: &'a [u8],
     shift: &'a [i8],
@@ -242,7 +261,7 @@ pub struct Layer<'a> {
 impl fmt::Debug for Layer<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Layer")
-            .field("weights", &self.weights.len())
+            .field("weights", &self.weights)
             .field("out_channels", &self.out_channels())
             .field("output", &self.output)
             .finish()
@@ -255,9 +274,14 @@ fn le_i32(bytes: &[u8], i: usize) -> i32 {
 }
 
 impl<'a> Layer<'a> {
-    /// int8 weights: conv `[C_out][3][3][C_in]`, dense `[out][in]`.
-    pub fn weights(&self) -> &'a [i8] {
+    /// The weights at the layer's bit width: conv `[C_out][3][3][C_in]`, dense `[out][in]`.
+    pub fn weights(&self) -> Weights<'a> {
         self.weights
+    }
+
+    /// The bit width of the weights.
+    pub fn weight_bits(&self) -> WeightBits {
+        self.weights.bits()
     }
 
     /// Number of output channels (length of bias, multiplier, shift).
@@ -354,6 +378,60 @@ fn check_scale(
     }
 }
 
+/// The weights of layer `layer` (`n` of them, `bits` as stored) if their length and values are
+/// valid: int8 in [-127, 127]; int4 `ceil(n / 2)` bytes, nibbles in [-7, 7], the padding nibble
+/// of an odd count 0.
+fn check_weights<'a>(
+    layer: &'static str,
+    bits: u8,
+    bytes: &'a [u8],
+    n: usize,
+) -> Result<Weights<'a>, LoadError> {
+    let out_of_range = |index| LoadError::OutOfRange {
+        layer,
+        field: Field::Weights,
+        index,
+    };
+    match WeightBits::from_bits(bits) {
+        Some(WeightBits::S8) => {
+            check_len(layer, Field::Weights, bytes, 1, n)?;
+            let weights: &'a [i8] = bytemuck::cast_slice(bytes);
+            match weights.iter().position(|&v| v == i8::MIN) {
+                Some(index) => Err(out_of_range(index)),
+                None => Ok(Weights::S8(weights)),
+            }
+        }
+        Some(WeightBits::S4) => {
+            if bytes.len() != n.div_ceil(2) {
+                return Err(LoadError::ShapeMismatch {
+                    layer,
+                    field: Field::Weights,
+                    expected: n,
+                    found: bytes.len().saturating_mul(2),
+                });
+            }
+            if n % 2 == 1 && bytes[n / 2] >> 4 != 0 {
+                return Err(LoadError::PaddingNibble { layer });
+            }
+            // -8 is the nibble 0x8, in either half of a byte.
+            if let Some(j) = bytes.iter().position(|&b| b & 0x0f == 8 || b >> 4 == 8) {
+                let index = if bytes[j] & 0x0f == 8 {
+                    2 * j
+                } else {
+                    2 * j + 1
+                };
+                return Err(out_of_range(index));
+            }
+            Ok(Weights::S4(bytes))
+        }
+        None => Err(LoadError::OutOfRange {
+            layer,
+            field: Field::WeightBits,
+            index: 0,
+        }),
+    }
+}
+
 impl<'a> Model<'a> {
     /// Validates `bytes` and borrows the weights in place. Never panics; see the module docs for
     /// the checks.
@@ -414,19 +492,11 @@ impl<'a> Model<'a> {
         for (spec, w) in arch.layers().zip(wire.layers.iter()) {
             let layer = spec.name;
             let channels = spec.outputs;
-            check_len(layer, Field::Weights, w.weights, 1, spec.weight_len())?;
+            let weights = check_weights(layer, w.weight_bits, w.weights, spec.weight_len())?;
             check_len(layer, Field::Bias, w.bias, 4, channels)?;
             check_len(layer, Field::Multiplier, w.multiplier, 4, channels)?;
             check_len(layer, Field::Shift, w.shift, 1, channels)?;
             check_len(layer, Field::WeightScales, w.weight_scales, 4, channels)?;
-            let weights: &'a [i8] = bytemuck::cast_slice(w.weights);
-            if let Some(index) = weights.iter().position(|&v| v == i8::MIN) {
-                return Err(LoadError::OutOfRange {
-                    layer,
-                    field: Field::Weights,
-                    index,
-                });
-            }
             check_scale(layer, Field::Output, 0, w.output.scale)?;
             let shift: &'a [i8] = bytemuck::cast_slice(w.shift);
             let bias_limit = i32::MAX as i64 - spec.accumulator_bound();
@@ -484,9 +554,14 @@ const fn varint_len(mut v: u64) -> usize {
     n
 }
 
-/// Exact blob size in bytes for `arch` whose labels total `label_bytes` UTF-8 bytes (each
-/// label shorter than 128 bytes, which `MAX_LABEL_LEN` guarantees).
+/// Exact blob size in bytes for `arch` with int8 weights whose labels total `label_bytes` UTF-8
+/// bytes (each label shorter than 128 bytes, which `MAX_LABEL_LEN` guarantees).
 pub const fn blob_len(arch: &Arch, label_bytes: usize) -> usize {
+    blob_len_bits(arch, &[], label_bytes)
+}
+
+/// [`blob_len`] with layer `l` stored at `bits[l]` (int8 where `bits` is shorter).
+pub const fn blob_len_bits(arch: &Arch, bits: &[WeightBits], label_bytes: usize) -> usize {
     // magic, version, arch fields (varints), label count + per-label length byte + text, input
     let mut n = 4 + varint_len(FORMAT_VERSION as u64);
     n += varint_len(arch.height as u64) + varint_len(arch.width as u64) + 1;
@@ -503,9 +578,15 @@ pub const fn blob_len(arch: &Arch, label_bytes: usize) -> usize {
     let mut l = 0;
     while l < arch.layer_count() {
         let spec = arch.layer(l);
-        let w = spec.weight_len();
+        let b = if l < bits.len() {
+            bits[l]
+        } else {
+            WeightBits::S8
+        };
+        let w = spec.weight_bytes(b);
         let c = spec.outputs;
-        n += varint_len(w as u64) + w;
+        // weight_bits (one byte: 8 and 4 are single-byte varints), then the weights.
+        n += 1 + varint_len(w as u64) + w;
         n += 3 * (varint_len(4 * c as u64) + 4 * c) + varint_len(c as u64) + c;
         n += QUANT_PARAMS_LEN;
         l += 1;
@@ -528,7 +609,11 @@ mod owned {
     /// One layer with owned arrays (host side). Same layouts and invariants as [`Layer`].
     #[derive(Clone, Debug, PartialEq)]
     pub struct OwnedLayer {
-        /// int8 weights, conv `[C_out][3][3][C_in]`, dense `[out][in]` (fc1: HWC flatten order).
+        /// Bit width the weights are stored at.
+        pub weight_bits: WeightBits,
+        /// Weight values (unpacked, one `i8` each, whatever the width; in [-127, 127], or
+        /// [-7, 7] for int4), conv `[C_out][3][3][C_in]`, dense `[out][in]` (fc1: HWC flatten
+        /// order).
         pub weights: Vec<i8>,
         /// int32 bias per output channel.
         pub bias: Vec<i32>,
@@ -618,12 +703,31 @@ mod owned {
                     .push(s)
                     .map_err(|_| EncodeError::TooManyLabels(self.labels.len()))?;
             }
+            let mut packed = Vec::with_capacity(self.layers.len());
+            for (i, l) in self.layers.iter().enumerate() {
+                packed.push(match l.weight_bits {
+                    WeightBits::S8 => bytemuck::cast_slice::<i8, u8>(&l.weights).to_vec(),
+                    WeightBits::S4 => crate::weights::pack_s4(&l.weights).map_err(|index| {
+                        let layer = if i < self.arch.layer_count() {
+                            self.arch.layer(i).name
+                        } else {
+                            "extra layer"
+                        };
+                        EncodeError::Invalid(LoadError::OutOfRange {
+                            layer,
+                            field: Field::Weights,
+                            index,
+                        })
+                    })?,
+                });
+            }
             let bytes: Vec<[Vec<u8>; 5]> = self
                 .layers
                 .iter()
-                .map(|l| {
+                .zip(packed)
+                .map(|(l, weights)| {
                     [
-                        bytemuck::cast_slice::<i8, u8>(&l.weights).to_vec(),
+                        weights,
                         le_bytes(&l.bias, i32::to_le_bytes),
                         le_bytes(&l.multiplier, i32::to_le_bytes),
                         bytemuck::cast_slice::<i8, u8>(&l.shift).to_vec(),
@@ -632,6 +736,7 @@ mod owned {
                 })
                 .collect();
             let layer = |i: usize| WireLayer {
+                weight_bits: self.layers[i].weight_bits.bits(),
                 weights: &bytes[i][0],
                 bias: &bytes[i][1],
                 multiplier: &bytes[i][2],
@@ -668,6 +773,16 @@ mod owned {
         /// # Panics
         /// If `arch` fails [`Arch::validate`].
         pub fn random(arch: Arch, seed: u64) -> OwnedModel {
+            OwnedModel::random_bits(arch, &[], seed)
+        }
+
+        /// [`OwnedModel::random`] with layer `l`'s weights at `bits[l]` (int8 where `bits` is
+        /// shorter): int4 weights are uniform in [-7, 7], with multipliers scaled to keep the
+        /// same activation spread. With every layer int8 it is exactly `random(arch, seed)`.
+        ///
+        /// # Panics
+        /// If `arch` fails [`Arch::validate`].
+        pub fn random_bits(arch: Arch, bits: &[WeightBits], seed: u64) -> OwnedModel {
             if let Err(e) = arch.validate() {
                 panic!("OwnedModel::random: {e}");
             }
@@ -676,11 +791,18 @@ mod owned {
                 .layers()
                 .map(|spec| {
                     let (fan_in, out) = (spec.fan_in, spec.outputs);
+                    let weight_bits = bits.get(spec.index).copied().unwrap_or_default();
+                    let qmax = weight_bits.qmax();
                     let weights = (0..fan_in * out)
-                        .map(|_| rng.range_i32(-127, 127) as i8)
+                        .map(|_| rng.range_i32(-qmax, qmax) as i8)
                         .collect();
-                    // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * 73; aim at ~40 steps.
-                    let target = 40.0 / ((fan_in as f64).sqrt() * 74.0 * 73.0);
+                    // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * std(w), std(w)
+                    // ~ qmax / sqrt(3) (73 for int8); aim at ~40 steps.
+                    let w_std = match weight_bits {
+                        WeightBits::S8 => 73.0,
+                        WeightBits::S4 => qmax as f64 / 3f64.sqrt(),
+                    };
+                    let target = 40.0 / ((fan_in as f64).sqrt() * 74.0 * w_std);
                     let mut multiplier = Vec::with_capacity(out);
                     let mut shift = Vec::with_capacity(out);
                     for _ in 0..out {
@@ -696,6 +818,7 @@ mod owned {
                         rng.range_i32(-128, -64)
                     };
                     OwnedLayer {
+                        weight_bits,
                         weights,
                         bias,
                         multiplier,
@@ -726,12 +849,22 @@ mod owned {
         /// Copies the model into an [`OwnedModel`] (host side).
         pub fn to_owned_model(&self) -> OwnedModel {
             let layers = self
-                .layers
-                .iter()
-                .map(|layer| {
+                .arch
+                .layers()
+                .zip(self.layers.iter())
+                .map(|(spec, layer)| {
                     let n = layer.out_channels();
+                    let weights = match layer.weights() {
+                        Weights::S8(w) => w.to_vec(),
+                        Weights::S4(packed) => {
+                            let mut w = std::vec![0; spec.weight_len()];
+                            crate::weights::unpack_s4(packed, 0, &mut w);
+                            w
+                        }
+                    };
                     OwnedLayer {
-                        weights: layer.weights().to_vec(),
+                        weight_bits: layer.weight_bits(),
+                        weights,
                         bias: (0..n).map(|i| layer.bias(i)).collect(),
                         multiplier: (0..n).map(|i| layer.multiplier(i)).collect(),
                         shift: (0..n).map(|i| layer.shift(i) as i8).collect(),

@@ -5,13 +5,16 @@
 //! - [`forward_rows`]: rows stream through the conv blocks' 4-row rings into fc1's int32
 //!   accumulators; about 15 KB of activations for the tutorial net instead of 213 KB.
 //!
-//! Both call the same kernels ([`conv3x3_pool_row_s8`] and [`dense_acc_s8`]).
+//! Both call the same kernels ([`conv3x3_pool_row_s8`] and [`dense_acc_s8`], or their `_s4`
+//! forms for a layer with int4 weights: each layer dispatches on its bit width).
 
 use crate::arch::{Arch, LayerKind, DENSE_LAYERS, MAX_BLOCKS};
 use crate::blob::{Layer, Model};
 use crate::ops::{
-    conv3x3_pool_row_s8, conv3x3_pool_s8, dense_acc_s8, dense_s8, ConvShape, PoolRows, Requant,
+    conv3x3_pool_row_s4, conv3x3_pool_row_s8, conv3x3_pool_s4, conv3x3_pool_s8, dense_acc_s4,
+    dense_acc_s8, dense_s4, dense_s8, ConvShape, PoolRows, Requant,
 };
+use crate::weights::Weights;
 use core::convert::Infallible;
 
 fn requant<'a>(layer: &'a Layer<'a>, input_zero_point: i8, relu: bool) -> Requant<'a, Layer<'a>> {
@@ -79,9 +82,11 @@ pub fn forward_traced(
             &mut dst[..spec.output_len]
         };
         let rq = requant(layer, zp, spec.relu);
-        match spec.kind {
-            LayerKind::ConvBlock(shape) => conv3x3_pool_s8(x, shape, layer.weights(), &rq, out),
-            LayerKind::Dense => dense_s8(x, layer.weights(), &rq, out),
+        match (spec.kind, layer.weights()) {
+            (LayerKind::ConvBlock(shape), Weights::S8(w)) => conv3x3_pool_s8(x, shape, w, &rq, out),
+            (LayerKind::ConvBlock(shape), Weights::S4(w)) => conv3x3_pool_s4(x, shape, w, &rq, out),
+            (LayerKind::Dense, Weights::S8(w)) => dense_s8(x, w, &rq, out),
+            (LayerKind::Dense, Weights::S4(w)) => dense_s4(x, w, &rq, out),
         }
         trace(spec.index, out);
         zp = layer.output().zero_point;
@@ -186,8 +191,11 @@ pub fn forward_rows<E>(
     for py in 0..out_h {
         stream.fill(last, (2 * py + 2).min(last_shape.height - 1))?;
         stream.pooled_row(last, py, row);
-        let columns = &fc1.weights()[py * row.len()..];
-        dense_acc_s8(row, columns, fc1_spec.fan_in, fc1_zp, acc);
+        let first = py * row.len();
+        match fc1.weights() {
+            Weights::S8(w) => dense_acc_s8(row, &w[first..], fc1_spec.fan_in, fc1_zp, acc),
+            Weights::S4(w) => dense_acc_s4(row, w, first, fc1_spec.fan_in, fc1_zp, acc),
+        }
     }
 
     let rq = requant(fc1, fc1_zp as i8, fc1_spec.relu);
@@ -198,7 +206,10 @@ pub fn forward_rows<E>(
     let logits_spec = arch.logits_layer();
     let fc2 = &model.layers[logits_spec.index];
     let rq = requant(fc2, input_zero_point(model, logits_spec.index), false);
-    dense_s8(hidden, fc2.weights(), &rq, logits);
+    match fc2.weights() {
+        Weights::S8(w) => dense_s8(hidden, w, &rq, logits),
+        Weights::S4(w) => dense_s4(hidden, w, &rq, logits),
+    }
     Ok(())
 }
 
@@ -291,7 +302,10 @@ impl<E> Stream<'_, '_, '_, E> {
 fn block_row(model: &Model, b: usize, shape: ConvShape, rows: PoolRows<'_>, out: &mut [i8]) {
     let (layer, zp) = (&model.layers[b], input_zero_point(model, b));
     let rq = requant(layer, zp, true);
-    conv3x3_pool_row_s8(rows, shape.row(), layer.weights(), &rq, out);
+    match layer.weights() {
+        Weights::S8(w) => conv3x3_pool_row_s8(rows, shape.row(), w, &rq, out),
+        Weights::S4(w) => conv3x3_pool_row_s4(rows, shape.row(), w, &rq, out),
+    }
 }
 
 /// The [`PoolRows`] of pooled row `py` from a ring holding input rows `next - 4 .. next` of a

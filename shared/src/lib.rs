@@ -7,6 +7,7 @@
 //! - [`forward`](mod@forward): the whole network, no floats and no allocation.
 //! - [`preprocess`](mod@preprocess): camera frame to model input, fixed point.
 //! - [`protocol`]: the host–firmware protocol (exit codes, frame line, pixel-format names).
+//! - [`weights`]: per-layer weight storage, int8 or int4 packed two per byte.
 //! - `session` (std): [`Session`], a model with the buffers of one forward pass.
 //!
 //! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
@@ -34,6 +35,7 @@ pub mod protocol;
 pub mod quant;
 #[cfg(feature = "std")]
 pub mod session;
+pub mod weights;
 
 pub use arch::{
     Arch, ArchError, Filters, LayerKind, LayerSpec, MAX_BLOCKS, MAX_CLASSES, MAX_LABEL_LEN,
@@ -52,7 +54,9 @@ pub use preprocess::{
 pub use protocol::{ExitCode, FrameReport, ParsedFrame};
 pub use quant::{
     multiply_by_quantized_multiplier, quantize_multiplier, quantize_weights_per_channel,
-    requantize, rounding_divide_by_pot, saturating_rounding_doubling_high_mul, INPUT_ZERO_POINT,
+    quantize_weights_per_channel_bits, requantize, rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul, INPUT_ZERO_POINT,
 };
 #[cfg(feature = "std")]
 pub use session::Session;
+pub use weights::{parse_weight_bits, LayerBits, WeightBits, WeightBitsError, Weights};

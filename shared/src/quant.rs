@@ -2,13 +2,16 @@
 //!
 //! - Input: pixel `p` in 0..=255 is the real value `p / 255`: scale 1/255, zero point -128, so
 //!   `q = p - 128` exactly.
-//! - Weights: per output channel, symmetric, int8 in [-127, 127], zero point 0.
+//! - Weights: per output channel, symmetric, int8 in [-127, 127] or int4 in [-7, 7] (per layer,
+//!   see [`crate::weights`]), zero point 0.
 //! - Bias: int32 with scale `s_in * s_w[c]`.
 //! - Activations: per tensor, asymmetric int8. ReLU is folded into the output clamp `[zp, 127]`.
 //! - Requantization: `M = s_in * s_w[c] / s_out` is split on the host into a Q0.31 multiplier and
 //!   a power-of-two shift by [`quantize_multiplier`]; the integer path applies
 //!   [`multiply_by_quantized_multiplier`] (TFLite's double-rounding reference), adds the output
 //!   zero point and clamps.
+
+use crate::weights::WeightBits;
 
 /// Zero point of the input tensor (scale 1/255): `q = p - 128`.
 pub const INPUT_ZERO_POINT: i8 = -128;
@@ -127,6 +130,20 @@ pub fn quantize_weights_per_channel(
     q: &mut [i8],
     scales: &mut [f32],
 ) {
+    quantize_weights_per_channel_bits(w, out_channels, WeightBits::S8, q, scales)
+}
+
+/// [`quantize_weights_per_channel`] at bit width `bits`: scale `max|w| / qmax` with `qmax` 127
+/// (int8) or 7 (int4), values rounded half away from zero and clamped to `[-qmax, qmax]`. The
+/// values stay unpacked, one `i8` each (the blob encoder packs int4).
+pub fn quantize_weights_per_channel_bits(
+    w: &[f32],
+    out_channels: usize,
+    bits: WeightBits,
+    q: &mut [i8],
+    scales: &mut [f32],
+) {
+    let qmax = bits.qmax() as f32;
     assert!(
         out_channels > 0 && w.len().is_multiple_of(out_channels),
         "quantize_weights_per_channel: {} weights do not split into {out_channels} channels",
@@ -146,10 +163,10 @@ pub fn quantize_weights_per_channel(
     for (c, scale_out) in scales.iter_mut().enumerate() {
         let row = &w[c * per..(c + 1) * per];
         let max_abs = row.iter().fold(0.0f32, |m, v| m.max(libm::fabsf(*v)));
-        let scale = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+        let scale = if max_abs > 0.0 { max_abs / qmax } else { 1.0 };
         *scale_out = scale;
         for (dst, v) in q[c * per..(c + 1) * per].iter_mut().zip(row) {
-            *dst = libm::roundf(v / scale).clamp(-127.0, 127.0) as i8;
+            *dst = libm::roundf(v / scale).clamp(-qmax, qmax) as i8;
         }
     }
 }

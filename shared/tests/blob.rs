@@ -5,9 +5,10 @@ use proptest::test_runner::TestRunner;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use tinycnn::arch::ArchError;
-use tinycnn::blob::blob_len;
+use tinycnn::blob::{blob_len, blob_len_bits};
 use tinycnn::{
-    crc32, Arch, EncodeError, Field, Filters, LoadError, Model, OwnedModel, FORMAT_VERSION, MAGIC,
+    crc32, parse_weight_bits, Arch, EncodeError, Field, Filters, LoadError, Model, OwnedModel,
+    WeightBits, Weights, FORMAT_VERSION, MAGIC,
 };
 
 /// A small architecture so mutation fuzzing reaches the semantic checks quickly.
@@ -22,6 +23,33 @@ const SMALL: Arch = Arch {
 
 fn small_blob() -> Vec<u8> {
     OwnedModel::random(SMALL, 11).to_bytes().unwrap()
+}
+
+/// A small architecture whose every layer has an odd weight count (conv 81, 81, 27; fc 5, 15),
+/// so each int4 layer ends in a padding nibble.
+const ODD: Arch = Arch {
+    height: 5,
+    width: 6,
+    channels: 3,
+    filters: Filters::of([3, 3, 1]),
+    fc_width: 5,
+    classes: 3,
+};
+
+/// [`ODD`] with int4 conv1, conv3, fc1 and fc2, int8 conv2: both widths, and every int4 layer
+/// with padding.
+const ODD_BITS: [WeightBits; 5] = [
+    WeightBits::S4,
+    WeightBits::S8,
+    WeightBits::S4,
+    WeightBits::S4,
+    WeightBits::S4,
+];
+
+fn int4_blob() -> Vec<u8> {
+    OwnedModel::random_bits(ODD, &ODD_BITS, 11)
+        .to_bytes()
+        .unwrap()
 }
 
 /// Replaces the trailing CRC so that a mutation reaches the checks after the CRC.
@@ -49,7 +77,7 @@ fn round_trip_presets() {
         assert_eq!(model.arch, arch);
         assert_eq!(model.to_owned_model(), owned);
         // Zero-copy: the weights point into the blob.
-        let w = model.layers[3].weights();
+        let w = model.layers[3].weights().as_bytes();
         let range = bytes.as_ptr_range();
         assert!(range.contains(&(w.as_ptr() as *const u8)));
     }
@@ -247,13 +275,22 @@ fn error_messages_say_what_to_do() {
     assert!(LoadError::BadMagic.to_string().contains("TCNN"));
 }
 
-/// Cases each fuzz run executes; the tests print the tally (`cargo test -p tinycnn --test blob
-/// -- --nocapture`).
+/// Cases each fuzz run executes unless `TINYCNN_FUZZ_CASES` says otherwise (the long run); the
+/// tests print the tally (`cargo test -p tinycnn --test blob -- --nocapture`).
 const FUZZ_CASES: u32 = 16384;
+
+fn fuzz_cases() -> u32 {
+    match std::env::var("TINYCNN_FUZZ_CASES") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("TINYCNN_FUZZ_CASES={v:?}: give a case count")),
+        Err(_) => FUZZ_CASES,
+    }
+}
 
 fn runner() -> TestRunner {
     TestRunner::new(ProptestConfig {
-        cases: FUZZ_CASES,
+        cases: fuzz_cases(),
         failure_persistence: None,
         ..ProptestConfig::default()
     })
@@ -290,6 +327,7 @@ fn kind(e: &LoadError) -> &'static str {
         LoadError::LayerCount { .. } => "layers",
         LoadError::ShapeMismatch { .. } => "shape",
         LoadError::OutOfRange { .. } => "range",
+        LoadError::PaddingNibble { .. } => "padding",
     }
 }
 
@@ -359,7 +397,7 @@ fn fuzz_random_bytes() {
         .unwrap();
     let tally = tally.into_inner();
     eprintln!("fuzz_random_bytes: {tally:?}");
-    assert_eq!(tally.cases, FUZZ_CASES as usize);
+    assert_eq!(tally.cases, fuzz_cases() as usize);
 }
 
 /// Mutated valid blobs (1 to 4 mutations: flips, overwrites, truncation, extension, insertion,
@@ -368,12 +406,36 @@ fn fuzz_random_bytes() {
 /// also runs `forward`.
 #[test]
 fn fuzz_mutated_blobs() {
-    let good = small_blob();
+    let tally = fuzz_mutations("fuzz_mutated_blobs", &small_blob());
+    // The recomputed-CRC half must reach the semantic checks, not stop at the CRC.
+    assert!(
+        tally.errors.get("shape").copied().unwrap_or(0)
+            + tally.errors.get("range").copied().unwrap_or(0)
+            > 0
+    );
+}
+
+/// [`fuzz_mutated_blobs`] on an int4 blob (mixed widths, every int4 layer with a padding
+/// nibble): the nibble range and padding checks are reached, and nothing panics.
+#[test]
+fn fuzz_mutated_int4_blobs() {
+    let tally = fuzz_mutations("fuzz_mutated_int4_blobs", &int4_blob());
+    for kind in ["padding", "range", "shape"] {
+        assert!(
+            tally.errors.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} errors: {tally:?}"
+        );
+    }
+}
+
+/// 1 to 4 mutations of `good` per case (see [`fuzz_mutated_blobs`]); prints and returns the
+/// tally.
+fn fuzz_mutations(name: &str, good: &[u8]) -> Tally {
     let tally = RefCell::new(Tally::default());
     let strategy = (proptest::collection::vec(mutation(), 1..5), any::<bool>());
     runner()
         .run(&strategy, |(mutations, fix)| {
-            let mut bytes = good.clone();
+            let mut bytes = good.to_vec();
             for m in &mutations {
                 if bytes.is_empty() {
                     break;
@@ -400,25 +462,25 @@ fn fuzz_mutated_blobs() {
         })
         .unwrap();
     let tally = tally.into_inner();
-    eprintln!("fuzz_mutated_blobs: {tally:?}");
-    assert_eq!(tally.cases, FUZZ_CASES as usize);
-    // The recomputed-CRC half must reach the semantic checks, not stop at the CRC.
-    assert!(
-        tally.errors.get("shape").copied().unwrap_or(0)
-            + tally.errors.get("range").copied().unwrap_or(0)
-            > 0
-    );
+    eprintln!("{name}: {tally:?}");
+    assert_eq!(tally.cases, fuzz_cases() as usize);
+    tally
 }
 
 /// Every single-byte flip at every position of a small blob, with a recomputed CRC, and every
 /// truncation length: exhaustive, deterministic.
 #[test]
 fn exhaustive_single_byte_damage() {
-    let good = small_blob();
+    for good in [small_blob(), int4_blob()] {
+        exhaustive_damage(&good);
+    }
+}
+
+fn exhaustive_damage(good: &[u8]) {
     let mut cases = 0usize;
     for at in 0..good.len() {
         for mask in [0x01u8, 0x80, 0xff] {
-            let mut b = good.clone();
+            let mut b = good.to_vec();
             b[at] ^= mask;
             fix_crc(&mut b);
             let _ = Model::from_bytes(&b);
@@ -433,4 +495,154 @@ fn exhaustive_single_byte_damage() {
         "exhaustive_single_byte_damage: {cases} blobs of a {}-byte model",
         good.len()
     );
+}
+
+/// Where layer `l`'s weight bytes start in `blob` (they are borrowed from it).
+fn weights_offset(blob: &[u8], l: usize) -> (usize, usize) {
+    let model = Model::from_bytes(blob).unwrap();
+    let w = model.layers[l].weights().as_bytes();
+    (w.as_ptr() as usize - blob.as_ptr() as usize, w.len())
+}
+
+#[test]
+fn int4_round_trip_and_size() {
+    let owned = OwnedModel::random_bits(ODD, &ODD_BITS, 4);
+    let bytes = owned.to_bytes().unwrap();
+    let labels: usize = owned.labels.iter().map(String::len).sum();
+    assert_eq!(bytes.len(), blob_len_bits(&ODD, &ODD_BITS, labels));
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.to_owned_model(), owned);
+    for (l, spec) in ODD.layers().enumerate() {
+        let layer = &model.layers[l];
+        assert_eq!(layer.weight_bits(), ODD_BITS[l]);
+        assert_eq!(
+            layer.weights().as_bytes().len(),
+            spec.weight_bytes(ODD_BITS[l])
+        );
+        // Zero-copy at either width.
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&layer.weights().as_bytes().as_ptr()));
+        match layer.weights() {
+            Weights::S8(_) => assert_eq!(ODD_BITS[l], WeightBits::S8),
+            Weights::S4(_) => assert!(owned.layers[l].weights.iter().all(|w| w.abs() <= 7)),
+        }
+        for k in 0..spec.weight_len() {
+            assert_eq!(layer.weights().get(k), owned.layers[l].weights[k]);
+        }
+    }
+    // The size target: the tutorial net with int4 fc1 in at most 1.1 MB (int8: over 2 MB).
+    let t = Arch::tutorial(2);
+    let dense4 = parse_weight_bits(&t, "dense4").unwrap();
+    let fc1_only = parse_weight_bits(&t, "8,8,8,4,8").unwrap();
+    let labels = "cat".len() + "dog".len();
+    eprintln!(
+        "tutorial blob: int8 {} B, int4 fc1 {} B, int4 dense {} B",
+        blob_len(&t, labels),
+        blob_len_bits(&t, &fc1_only, labels),
+        blob_len_bits(&t, &dense4, labels)
+    );
+    assert!(blob_len(&t, labels) > 2_000_000);
+    assert!(blob_len_bits(&t, &fc1_only, labels) <= 1_100_000);
+    assert!(blob_len_bits(&t, &dense4, labels) <= blob_len_bits(&t, &fc1_only, labels));
+    let random = OwnedModel::random_bits(t, &fc1_only, 1).to_bytes().unwrap();
+    assert_eq!(
+        random.len(),
+        blob_len_bits(&t, &fc1_only, "class0".len() + "class1".len())
+    );
+}
+
+#[test]
+fn int4_errors() {
+    // Out of the int4 grid at encode time: 8 (does not fit a nibble) and -8 (invalid).
+    for bad in [8i8, -8, 100] {
+        let mut m = OwnedModel::random_bits(ODD, &ODD_BITS, 2);
+        m.layers[3].weights[4] = bad;
+        assert_eq!(
+            m.to_bytes(),
+            Err(EncodeError::Invalid(LoadError::OutOfRange {
+                layer: "fc1",
+                field: Field::Weights,
+                index: 4
+            }))
+        );
+    }
+    let good = int4_blob();
+    let patched = |at: usize, value: u8| {
+        let mut b = good.clone();
+        b[at] = value;
+        fix_crc(&mut b);
+        Model::from_bytes(&b).map(drop).unwrap_err()
+    };
+    // conv1: 81 weights in 41 bytes; the last byte's high nibble is padding.
+    let (start, len) = weights_offset(&good, 0);
+    assert_eq!(len, 41);
+    let last = good[start + 40];
+    assert_eq!(last >> 4, 0);
+    assert_eq!(
+        patched(start + 40, last | 0x10),
+        LoadError::PaddingNibble { layer: "conv1" }
+    );
+    // -8 in the low nibble of byte 3 is weight 6, in the high nibble weight 7.
+    let b3 = good[start + 3];
+    assert_eq!(
+        patched(start + 3, (b3 & 0xf0) | 0x08),
+        LoadError::OutOfRange {
+            layer: "conv1",
+            field: Field::Weights,
+            index: 6
+        }
+    );
+    assert_eq!(
+        patched(start + 3, (b3 & 0x0f) | 0x80),
+        LoadError::OutOfRange {
+            layer: "conv1",
+            field: Field::Weights,
+            index: 7
+        }
+    );
+    // The bit width byte precedes the weights' one-byte length.
+    let bits_at = start - 2;
+    assert_eq!(good[bits_at], 4);
+    assert_eq!(
+        patched(bits_at, 5),
+        LoadError::OutOfRange {
+            layer: "conv1",
+            field: Field::WeightBits,
+            index: 0
+        }
+    );
+    // Claiming int8 for packed bytes: the length no longer matches.
+    assert_eq!(
+        patched(bits_at, 8),
+        LoadError::ShapeMismatch {
+            layer: "conv1",
+            field: Field::Weights,
+            expected: 81,
+            found: 41
+        }
+    );
+    // And int4 for int8 bytes (conv2: 81 bytes for 81 weights, int4 needs 41).
+    let (start2, len2) = weights_offset(&good, 1);
+    assert_eq!(len2, 81);
+    assert_eq!(
+        patched(start2 - 2, 4),
+        LoadError::ShapeMismatch {
+            layer: "conv2",
+            field: Field::Weights,
+            expected: 81,
+            found: 162
+        }
+    );
+    let msg = LoadError::PaddingNibble { layer: "fc1" }.to_string();
+    assert!(msg.contains("fc1") && msg.contains("re-export"), "{msg}");
+}
+
+#[test]
+fn older_versions_are_refused_with_a_fix() {
+    let mut old = small_blob();
+    old[4] = 2;
+    fix_crc(&mut old);
+    let e = load_err(&old);
+    assert_eq!(e, LoadError::UnsupportedVersion { found: 2 });
+    assert!(e.to_string().contains("re-export"), "{e}");
 }

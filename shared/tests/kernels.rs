@@ -398,9 +398,18 @@ fn reference_forward(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
         match spec.kind {
             LayerKind::ConvBlock(shape) => {
                 let mut full = vec![0i8; shape.height * shape.width * shape.out_channels];
-                reference::conv3x3_pool_s8(&x, shape, layer.weights(), &rq, &mut full, &mut out);
+                reference::conv3x3_pool_s8(
+                    &x,
+                    shape,
+                    layer.weights().as_s8().unwrap(),
+                    &rq,
+                    &mut full,
+                    &mut out,
+                );
             }
-            LayerKind::Dense => reference::dense_s8(&x, layer.weights(), &rq, &mut out),
+            LayerKind::Dense => {
+                reference::dense_s8(&x, layer.weights().as_s8().unwrap(), &rq, &mut out)
+            }
         }
         zp = layer.output().zero_point;
         outs.push(out.clone());
@@ -441,7 +450,9 @@ fn check_forward(arch: Arch, seed: u64, input: &[i8]) -> Result<(), TestCaseErro
 fn conv_blocks_by_rows(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
     let arch = model.arch;
     let blocks = arch.blocks();
-    let weights: Vec<&[i8]> = (0..blocks).map(|b| model.layers[b].weights()).collect();
+    let weights: Vec<&[i8]> = (0..blocks)
+        .map(|b| model.layers[b].weights().as_s8().unwrap())
+        .collect();
     ops::pin_weights(&weights, || {
         let mut outs = Vec::new();
         let mut x = input.to_vec();
@@ -463,7 +474,7 @@ fn conv_blocks_by_rows(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
                 for (i, r) in rows.iter_mut().enumerate() {
                     *r = copies.get((2 * py + i).wrapping_sub(1)).map(Vec::as_slice);
                 }
-                ops::conv3x3_pool_row_s8(rows, row, layer.weights(), &rq, o);
+                ops::conv3x3_pool_row_s8(rows, row, layer.weights().as_s8().unwrap(), &rq, o);
             }
             zp = layer.output().zero_point;
             outs.push(out.clone());

@@ -13,7 +13,18 @@ pub fn random_model_file(
     dir: &Path,
     name: &str,
 ) -> Result<(Vec<u8>, PathBuf)> {
-    let blob = OwnedModel::random(arch, seed)
+    random_model_file_bits(arch, &[], seed, dir, name)
+}
+
+/// [`random_model_file`] with layer `l`'s weights at `bits[l]` (`OwnedModel::random_bits`).
+pub fn random_model_file_bits(
+    arch: Arch,
+    bits: &[tinycnn::WeightBits],
+    seed: u64,
+    dir: &Path,
+    name: &str,
+) -> Result<(Vec<u8>, PathBuf)> {
+    let blob = OwnedModel::random_bits(arch, bits, seed)
         .to_bytes()
         .context("encoding a random model")?;
     let path = dir.join(name);

@@ -12,7 +12,9 @@ use anyhow::{ensure, Result};
 use tinycnn::ExitCode;
 use tinycnn::{Arch, Model};
 use tinycnn_runtime::firmware::{self, FirmwareError, QemuBoard};
-use tinycnn_tests::firmware_fixtures::{build_firmware, random_model_file, trained_fashion_model};
+use tinycnn_tests::firmware_fixtures::{
+    build_firmware, random_model_file, random_model_file_bits, trained_fashion_model,
+};
 use tinycnn_tests::fixtures::{fashion_small, scratch_dir};
 
 const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
@@ -21,6 +23,8 @@ const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
 enum ModelSource {
     /// `OwnedModel::random(arch, seed)`.
     Random(Arch, u64),
+    /// `OwnedModel::random_bits(arch, bits, seed)`, `bits` a `--weight-bits` choice.
+    RandomBits(Arch, &'static str, u64),
     /// `fashion`, trained briefly on the test subset and QAT-quantized.
     TrainedFashion,
 }
@@ -45,6 +49,10 @@ fn run_model_on(
     let data = fashion_small();
     let (blob, model_path) = match source {
         ModelSource::Random(arch, seed) => random_model_file(arch, seed, &dir, "model.tcnn")?,
+        ModelSource::RandomBits(arch, bits, seed) => {
+            let bits = tinycnn::parse_weight_bits(&arch, bits)?;
+            random_model_file_bits(arch, &bits, seed, &dir, "model.tcnn")?
+        }
         ModelSource::TrainedFashion => {
             let path = trained_fashion_model(&data, &dir)?;
             (std::fs::read(&path)?, path)
@@ -187,6 +195,20 @@ fn tutorial_sized_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
+/// The tutorial net with int4 fc1 (fc1 packed two weights per byte, the DSP `dense_acc_s4`):
+/// half the flash, the same bit-exactness.
+#[test]
+fn tutorial_int4_fc1_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
+    let source = ModelSource::RandomBits(Arch::tutorial(2), "8,8,8,4,8", 12);
+    let report = run_model("tutorial-int4-fc1", source, 2)?;
+    assert!(
+        report.memory.flash_bytes < 1_200_000,
+        "{} bytes of flash: fc1 should be 1 MiB packed",
+        report.memory.flash_bytes
+    );
+    Ok(())
+}
+
 #[test]
 fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     let dir = scratch_dir("corrupt")?;
@@ -242,10 +264,25 @@ fn stm32h743_profile_builds_for_fashion_and_refuses_tutorial_clearly() -> Result
     assert!(memory.flash_bytes <= 2 * 1024 * 1024 && memory.flash_bytes > blob.len() as u64);
     assert!(memory.ram_bytes <= 512 * 1024);
 
-    let (_, tutorial) = random_model_file(Arch::tutorial(2), 15, &dir, "tutorial.tcnn")?;
+    // The tutorial net with int4 fc1 (1.08 MB) fits the 2 MiB part.
+    let t = Arch::tutorial(2);
+    let fc1_int4 = tinycnn::parse_weight_bits(&t, "8,8,8,4,8")?;
+    let (blob, tutorial4) = random_model_file_bits(t, &fc1_int4, 15, &dir, "tutorial-int4.tcnn")?;
+    assert!(blob.len() <= 1_100_000, "{} bytes", blob.len());
+    let elf = firmware::build_board(&firmware_dir, &tutorial4, &dir, firmware::STM32H743_BOARD)?;
+    let memory = firmware::elf_memory(&elf, &std::fs::read(&elf)?, blob.len() as u64)?;
+    assert!(memory.flash_bytes <= 2 * 1024 * 1024 && memory.flash_bytes > blob.len() as u64);
+    assert!(memory.ram_bytes <= 512 * 1024);
+    eprintln!(
+        "stm32h743 tutorial int4 fc1: flash {} B, RAM {} B",
+        memory.flash_bytes, memory.ram_bytes
+    );
+
+    let (_, tutorial) = random_model_file(t, 15, &dir, "tutorial.tcnn")?;
     match firmware::build_board(&firmware_dir, &tutorial, &dir, firmware::STM32H743_BOARD) {
         Err(FirmwareError::Build { stderr, .. }) => {
             assert!(stderr.contains("does not fit stm32h743"), "{stderr}");
+            assert!(stderr.contains("--weight-bits dense4"), "{stderr}");
             assert!(stderr.contains("--preset fashion"), "{stderr}");
         }
         Err(other) => panic!("expected a build error naming a preset that fits, got: {other}"),

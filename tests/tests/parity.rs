@@ -52,6 +52,7 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         batch: 32,
         calib_images: 500,
         seed: 0,
+        weight_bits: "int8".into(),
         report: None,
     })?;
     // A model that learned something, so the comparisons below are not about noise.

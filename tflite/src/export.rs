@@ -36,6 +36,16 @@ pub enum ExportError {
         /// Scale of the layer output.
         output_scale: f32,
     },
+    /// The layer has int4 weights. TFLite's int4 weights are a different (experimental) path
+    /// that this exporter does not write; it exports int8 layers only.
+    #[error(
+        "{layer} has int4 weights, and the .tflite export writes int8 layers only; quantize \
+         with `--weight-bits int8` for a .tflite, or run the int4 blob with tinycnn's runtimes"
+    )]
+    Int4Layer {
+        /// Layer name (`conv1` ... `fc2`).
+        layer: &'static str,
+    },
     /// Labels are stored one per line, so a label may not contain a line break.
     #[error("class label {index} ({label:?}) contains a line break; rename the class")]
     LabelLineBreak {
@@ -222,7 +232,8 @@ impl Graph {
         let n = layer.out_channels();
         let name = model.arch.layer(l).name;
         let weight_scales: Vec<f32> = (0..n).map(|c| layer.weight_scale(c)).collect();
-        let weights = layer.weights().iter().map(|&w| w as u8).collect();
+        // `build_graph` refused int4 layers.
+        let weights = layer.weights().as_bytes().to_vec();
         let w = self.tensor(
             format!("{name}/weights"),
             shape,
@@ -289,6 +300,11 @@ pub fn to_tflite_traced(model: &Model) -> Result<Vec<u8>, ExportError> {
 
 /// The graph [`to_tflite`] (or, `traced`, [`to_tflite_traced`]) writes.
 pub(crate) fn build_graph(model: &Model, traced: bool) -> Result<Graph, ExportError> {
+    for (spec, layer) in model.arch.layers().zip(model.layers.iter()) {
+        if layer.weights().as_s8().is_none() {
+            return Err(ExportError::Int4Layer { layer: spec.name });
+        }
+    }
     check_multipliers(model)?;
     for (index, label) in model.labels.iter().enumerate() {
         if label.contains(['\n', '\r']) {

@@ -610,6 +610,7 @@ impl<'g, 'a> Walker<'g, 'a> {
             })
             .unzip();
         Ok(OwnedLayer {
+            weight_bits: tinycnn::WeightBits::S8,
             weights,
             bias,
             multiplier,

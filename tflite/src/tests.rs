@@ -420,3 +420,14 @@ fn truncated_and_foreign_files() {
     let blob = model(10).to_bytes().unwrap();
     assert!(matches!(from_tflite(&blob), Err(ImportError::NotTflite)));
 }
+
+#[test]
+fn int4_layers_are_refused_by_name() {
+    let arch = Arch::fashion();
+    let bits = tinycnn::parse_weight_bits(&arch, "dense4").unwrap();
+    let bytes = OwnedModel::random_bits(arch, &bits, 3).to_bytes().unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let err = crate::to_tflite(&model).unwrap_err();
+    assert_eq!(err, crate::ExportError::Int4Layer { layer: "fc1" });
+    assert_mentions(&err.to_string(), &["fc1", "int4", "--weight-bits int8"]);
+}

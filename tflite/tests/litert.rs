@@ -178,7 +178,7 @@ fn block1_single_rounding(model: &Model, input: &[i8]) -> Vec<i8> {
                 }
                 for ci in 0..cin {
                     let v = input[(iy as usize * w + ix as usize) * cin + ci] as i32 - zp_in;
-                    acc += v * layer.weights()[((c * 3 + ky) * 3 + kx) * cin + ci] as i32;
+                    acc += v * layer.weights().get(((c * 3 + ky) * 3 + kx) * cin + ci) as i32;
                 }
             }
         }

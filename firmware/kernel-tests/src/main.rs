@@ -20,10 +20,12 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use semihosting::println;
 use tinycnn::ops::reference;
 use tinycnn::ops::{
-    conv3x3_pool_row_s8_dsp, conv3x3_pool_row_s8_portable, conv3x3_pool_s8, dense_acc_s8_dsp,
-    dense_acc_s8_portable, dense_s8, pool_rows, requantize_dsp, ChannelSlices, ConvShape, Requant,
+    conv3x3_pool_row_s8_dsp, conv3x3_pool_row_s8_portable, conv3x3_pool_s8, dense_acc_s4_dsp,
+    dense_acc_s4_portable, dense_acc_s8_dsp, dense_acc_s8_portable, dense_s4, dense_s8, pool_rows,
+    requantize_dsp, ChannelSlices, ConvShape, Requant,
 };
 use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
+use tinycnn::weights::s4_get;
 
 /// Largest conv cases: 9 x 9 x 64 input; 72 filters (two blocks of output stages); 1,023-pixel
 /// rows.
@@ -419,6 +421,132 @@ fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
     true
 }
 
+/// Packs int4 values (in [-7, 7]) two per byte, low nibble first, into `out`.
+fn pack_s4(values: &[i8], out: &mut [u8]) {
+    for (b, pair) in out.iter_mut().zip(values.chunks(2)) {
+        let hi = pair.get(1).copied().unwrap_or(0);
+        *b = (pair[0] as u8 & 0x0f) | ((hi as u8 & 0x0f) << 4);
+    }
+}
+
+/// A dense case with int4 weights: `dense_acc_s4_dsp` and `dense_acc_s4_portable` against the
+/// i64 sums, each row's run starting `first` elements in (odd starts read a high nibble first;
+/// an odd stride alternates the parity row by row), then the whole `dense_s4` layer against
+/// `reference::dense_s4`.
+fn dense_s4_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
+    let (n, out) = (case.inputs, case.outputs);
+    let stride = n + case.stride_extra;
+    let first = index % 3;
+    let zp: i8 = match case.fill {
+        Fill::Extreme if index % 2 == 0 => -128,
+        Fill::Extreme => 127,
+        _ => rng.range(-128, 127) as i8,
+    };
+    let sign = if index % 4 < 2 { 1 } else { -1 };
+    let mut input = [0i8; MAX_N];
+    let mut values = [0i8; MAX_OUT * MAX_STRIDE + 2];
+    fill_activations(rng, case.fill, zp, &mut input[..n]);
+    let len = first + (out - 1) * stride + n;
+    for v in values[..len].iter_mut() {
+        *v = match case.fill {
+            Fill::Random => rng.range(-7, 7) as i8,
+            Fill::Extreme => 7 * sign,
+            Fill::Corners => [-7, 7, 0, 1][rng.range(0, 3) as usize],
+        };
+    }
+    let mut packed = [0u8; (MAX_OUT * MAX_STRIDE + 2).div_ceil(2)];
+    pack_s4(&values[..len], &mut packed);
+    let (input, packed) = (&input[..n], &packed[..len.div_ceil(2)]);
+
+    let mut start = [0i32; MAX_OUT];
+    for s in start[..out].iter_mut() {
+        *s = rng.range(-1 << 20, 1 << 20);
+    }
+    let mut dsp = start;
+    let mut portable = start;
+    dense_acc_s4_dsp(input, packed, first, stride, zp as i32, &mut dsp[..out]);
+    dense_acc_s4_portable(
+        input,
+        packed,
+        first,
+        stride,
+        zp as i32,
+        &mut portable[..out],
+    );
+    let mut expected = [0i32; MAX_OUT];
+    for (o, e) in expected[..out].iter_mut().enumerate() {
+        let k0 = first + o * stride;
+        let sum: i64 = input
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x as i64 - zp as i64) * s4_get(packed, k0 + i) as i64)
+            .sum();
+        *e = i32::try_from(start[o] as i64 + sum).expect("accumulator bound");
+    }
+    for (name, got) in [("dsp", &dsp[..out]), ("portable", &portable[..out])] {
+        if let Some(i) = first_difference(got, &expected[..out]) {
+            println!(
+                "FAIL dense s4 case {index} {case:?} first={first} zp={zp}: {name} accumulator \
+                 differs from the i64 sum first at output {i}: {} != {}",
+                got[i], expected[i]
+            );
+            return false;
+        }
+    }
+
+    if case.stride_extra == 0 && first == 0 {
+        let mut bias = [0i32; MAX_OUT];
+        let mut mult = [0i32; MAX_OUT];
+        let mut shift = [0i8; MAX_OUT];
+        let scale = match case.fill {
+            Fill::Extreme => 255 * 7 * n as u32,
+            _ => 100 * 4 * (n as u32).isqrt() + 1,
+        };
+        fill_params(
+            rng,
+            scale,
+            &mut bias[..out],
+            &mut mult[..out],
+            &mut shift[..out],
+        );
+        let params = ChannelSlices {
+            bias: &bias[..out],
+            multiplier: &mult[..out],
+            shift: &shift[..out],
+        };
+        let rq = Requant {
+            params: &params,
+            input_zero_point: zp,
+            output_zero_point: rng.range(-128, 127) as i8,
+            relu: index % 2 == 0,
+        };
+        let mut got = [0i8; MAX_OUT];
+        let mut want = [0i8; MAX_OUT];
+        let mut unpacked = [0i8; MAX_OUT * MAX_STRIDE];
+        dense_s4(input, packed, &rq, &mut got[..out]);
+        reference::dense_s4(
+            input,
+            packed,
+            &rq,
+            &mut unpacked[..n * out],
+            &mut want[..out],
+        );
+        if let Some(i) = first_difference(&got[..out], &want[..out]) {
+            println!(
+                "FAIL dense s4 case {index} {case:?} zp={zp}: dense_s4 differs from reference \
+                 first at output {i}: {} != {}",
+                got[i], want[i]
+            );
+            return false;
+        }
+    }
+    println!(
+        "ok dense s4 case {index}: {n} -> {out} (stride {stride}, first {first}) {:?} zp={zp}",
+        case.fill
+    );
+    true
+}
+
 /// Random draws per round of the requantization comparison.
 const REQUANT_DRAWS: u32 = 20_000;
 
@@ -486,6 +614,9 @@ fn main() -> ! {
         }
         for (i, case) in DENSE_CASES.iter().enumerate() {
             tally(dense_case(i, case, &mut rng));
+        }
+        for (i, case) in DENSE_CASES.iter().enumerate() {
+            tally(dense_s4_case(i, case, &mut rng));
         }
         tally(requant_case(&mut rng));
     }

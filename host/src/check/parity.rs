@@ -331,8 +331,12 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
     let float_onnx = read(&dir.join(qat::FLOAT_ONNX_FILE), "the float ONNX model")?;
     let qdq_onnx = read(&dir.join(qat::QDQ_ONNX_FILE), "the QDQ ONNX model")?;
     let device = Device::cuda_if_available();
-    let ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
+    let mut ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the QAT checkpoint {}", checkpoint_path.display()))?;
+    // Fake quantization at the blob's per-layer weight bit widths (a bad blob fails in `run`).
+    if let Ok(m) = tinycnn::blob::Model::from_bytes(&blob) {
+        ckpt.net.weight_bits = m.layers.iter().map(|l| l.weight_bits()).collect();
+    }
     let data = Dataset::load_for_model(&args.data, &ckpt.meta.arch, &ckpt.meta.labels)
         .with_context(|| format!("loading test images from {}", args.data.display()))?;
     data.warn_skipped();

@@ -64,6 +64,8 @@ pub struct FloatParams {
     pub labels: Vec<String>,
     /// One per `arch.layers()`, in order.
     pub layers: Vec<FloatLayer>,
+    /// The bit width each layer's weights are exported at, one per `arch.layers()`.
+    pub weight_bits: Vec<tinycnn::WeightBits>,
 }
 
 impl FloatParams {
@@ -138,8 +140,8 @@ pub fn input_params() -> QuantParams {
 /// (`activations[i]` is layer i's output: after pool+ReLU for the conv blocks, after ReLU for fc1,
 /// the logits for fc2; one per `arch.layers()`).
 ///
-/// Weights are quantized per output channel, symmetric in [-127, 127] (shared's
-/// `quantize_weights_per_channel`), biases to int32 at scale `s_in * s_w[c]`, and each channel's
+/// Weights are quantized per output channel at the layer's bit width, symmetric in [-127, 127]
+/// or [-7, 7] (shared's `quantize_weights_per_channel_bits`), biases to int32 at scale `s_in * s_w[c]`, and each channel's
 /// `s_in * s_w[c] / s_out` becomes a TFLite (multiplier, shift) pair. Conv weights are reordered
 /// to `[out][3][3][in]` and fc1's columns from NCHW to HWC flatten order.
 pub fn export(float: &FloatParams, activations: &[QuantParams]) -> Result<OwnedModel, ExportError> {
@@ -149,6 +151,12 @@ pub fn export(float: &FloatParams, activations: &[QuantParams]) -> Result<OwnedM
         return Err(ExportError::LayerCount {
             expected: arch.layer_count(),
             actual: activations.len(),
+        });
+    }
+    if float.weight_bits.len() != arch.layer_count() {
+        return Err(ExportError::LayerCount {
+            expected: arch.layer_count(),
+            actual: float.weight_bits.len(),
         });
     }
     let mut input = input_params();
@@ -166,9 +174,11 @@ pub fn export(float: &FloatParams, activations: &[QuantParams]) -> Result<OwnedM
         debug_assert_eq!(weight.len(), spec.weight_len());
         let mut weights = vec![0i8; weight.len()];
         let mut weight_scales = vec![0f32; out];
-        tinycnn::quant::quantize_weights_per_channel(
+        let weight_bits = float.weight_bits[spec.index];
+        tinycnn::quant::quantize_weights_per_channel_bits(
             &weight,
             out,
+            weight_bits,
             &mut weights,
             &mut weight_scales,
         );
@@ -176,6 +186,7 @@ pub fn export(float: &FloatParams, activations: &[QuantParams]) -> Result<OwnedM
         let (multiplier, shift) =
             requant::channel_multipliers(input.scale, &weight_scales, output.scale);
         layers.push(OwnedLayer {
+            weight_bits,
             weights,
             bias,
             multiplier,
@@ -231,6 +242,7 @@ mod tests {
             arch,
             labels,
             layers,
+            weight_bits: vec![tinycnn::WeightBits::S8; arch.layer_count()],
         }
     }
 
@@ -251,9 +263,41 @@ mod tests {
         let loaded = tinycnn::blob::Model::from_bytes(&bytes).unwrap();
         assert_eq!(loaded.arch, arch);
         for (i, layer) in model.layers.iter().enumerate() {
-            assert_eq!(loaded.layers[i].weights(), &layer.weights[..]);
+            assert_eq!(loaded.layers[i].weights().as_s8(), Some(&layer.weights[..]));
             assert!(layer.weights.iter().all(|&w| w >= -127));
         }
+    }
+
+    #[test]
+    fn int4_layers_export_at_scale_max_over_7() {
+        let arch = tiny_arch();
+        let mut float = float_params(arch, 1);
+        float.weight_bits = tinycnn::parse_weight_bits(&arch, "all4").unwrap().to_vec();
+        let model = export(&float, &activations()).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        let loaded = tinycnn::blob::Model::from_bytes(&bytes).unwrap();
+        for (spec, (layer, f)) in arch.layers().zip(model.layers.iter().zip(&float.layers)) {
+            assert_eq!(layer.weight_bits, tinycnn::WeightBits::S4);
+            assert_eq!(
+                loaded.layers[spec.index].weight_bits(),
+                tinycnn::WeightBits::S4
+            );
+            assert!(layer.weights.iter().all(|w| w.abs() <= 7));
+            // Each channel's largest |w| maps to +-7.
+            let max_abs = f.weight.iter().fold(0f32, |m, w| m.max(w.abs()));
+            let max_scale = layer.weight_scales.iter().copied().fold(0f32, f32::max);
+            assert!(
+                (max_scale - max_abs / 7.0).abs() <= 1e-6 * max_abs,
+                "{}",
+                spec.name
+            );
+            assert!(layer.weights.contains(&7) || layer.weights.contains(&-7));
+        }
+        float.weight_bits.pop();
+        assert!(matches!(
+            export(&float, &activations()),
+            Err(ExportError::LayerCount { .. })
+        ));
     }
 
     #[test]

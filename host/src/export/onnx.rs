@@ -276,7 +276,9 @@ pub fn float_model(float: &FloatParams) -> pb::ModelProto {
 }
 
 /// A blob layer's int8 weights in ONNX layout with their dims: conv OIHW, dense `[in, out]`
-/// (what MatMulInteger takes), fc1's rows in NCHW flatten order.
+/// (what MatMulInteger takes), fc1's rows in NCHW flatten order. An int4 layer's values, in
+/// [-7, 7], go into the same int8 tensors: exact, and every ONNX runtime reads them (the QDQ
+/// graph does not use ONNX's INT4 type).
 fn onnx_weights(spec: &LayerSpec, weights: &[i8]) -> (Vec<i8>, Vec<usize>) {
     let out = spec.outputs;
     match (spec.kind, spec.input_hwc) {

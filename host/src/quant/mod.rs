@@ -2,8 +2,9 @@
 //!
 //! The fake-quantized forward pass mirrors the int8 network exactly in its choices:
 //! - input: fixed scale 1/255, zero point -128;
-//! - weights: per output channel, symmetric in [-127, 127], `scale = max|w| / 127`, rounded half
-//!   away from zero (shared's `quantize_weights_per_channel`);
+//! - weights: per output channel, symmetric at the layer's bit width (`Net::weight_bits`):
+//!   int8 in [-127, 127] with `scale = max|w| / 127`, or int4 in [-7, 7] with `scale = max|w| / 7`,
+//!   rounded half away from zero (shared's `quantize_weights_per_channel_bits`);
 //! - biases: rounded to int32 at `s_in * s_w[c]` (straight-through gradient);
 //! - activations: per tensor, asymmetric int8, after each pool+ReLU and after each dense layer,
 //!   with (scale, zero point) from [`crate::export::requant::activation_params`] of an observed
@@ -99,23 +100,29 @@ pub fn new_observers(net: &Net) -> Vec<Observer> {
 /// Per-output-channel symmetric weight scales `max|w| / 127` (1.0 for an all-zero channel), as
 /// shared's `quantize_weights_per_channel` computes them.
 pub fn weight_scales(w: &Tensor) -> Tensor {
+    weight_scales_at(w, tinycnn::WeightBits::S8)
+}
+
+/// [`weight_scales`] at bit width `bits`: `max|w| / qmax`, `qmax` 127 or 7.
+pub fn weight_scales_at(w: &Tensor, bits: tinycnn::WeightBits) -> Tensor {
     let w = w.detach().to_kind(Kind::Float);
     let dims: Vec<i64> = (1..w.dim() as i64).collect();
     let max_abs = w.abs().amax(dims.as_slice(), false);
-    let scale = &max_abs / 127.0;
+    let scale = &max_abs / bits.qmax() as f64;
     scale.where_self(&max_abs.gt(0.0), &Tensor::ones_like(&scale))
 }
 
-/// Weights fake-quantized to `clamp(round_half_away(w / s), -127, 127) * s` per output channel,
-/// the exact rounding of shared's `quantize_weights_per_channel` (libtorch's
-/// `fake_quantize_per_channel_affine` rounds half to even), with a straight-through gradient.
-/// With `s = max|w| / 127` nothing clips, so the straight-through mask is all ones.
-fn fake_quant_weight(w: &Tensor, scales: &Tensor) -> Tensor {
+/// Weights fake-quantized to `clamp(round_half_away(w / s), -qmax, qmax) * s` per output channel
+/// (`qmax` 127 for int8, 7 for int4), the exact rounding of shared's
+/// `quantize_weights_per_channel_bits` (libtorch's `fake_quantize_per_channel_affine` rounds half
+/// to even), with a straight-through gradient. With `s = max|w| / qmax` nothing clips, so the
+/// straight-through mask is all ones.
+fn fake_quant_weight(w: &Tensor, scales: &Tensor, bits: tinycnn::WeightBits) -> Tensor {
     let mut shape = vec![-1i64];
     shape.resize(w.dim(), 1);
     let s = scales.view(shape.as_slice());
     let ratio = w.detach() / &s;
-    let q = (ratio.abs() + 0.5).floor().clamp(0.0, 127.0) * ratio.sign();
+    let q = (ratio.abs() + 0.5).floor().clamp(0.0, bits.qmax() as f64) * ratio.sign();
     w + (q * &s - w).detach()
 }
 
@@ -167,8 +174,9 @@ impl<'a> FakeQuant<'a> {
         let mut x = fake_quant_activation(xs, input);
         let mut in_scale = input.scale;
         for (spec, layer) in net.arch.layers().zip(&net.layers) {
-            let scales = weight_scales(layer.ws());
-            let w = fake_quant_weight(layer.ws(), &scales);
+            let bits = net.weight_bits[spec.index];
+            let scales = weight_scales_at(layer.ws(), bits);
+            let w = fake_quant_weight(layer.ws(), &scales, bits);
             let b = layer.bs().map(|b| fake_quant_bias(b, in_scale, &scales));
             let mut y = match layer {
                 NetLayer::Conv(_) => x
@@ -231,6 +239,7 @@ pub fn float_params(net: &Net, labels: &[String]) -> FloatParams {
         arch: net.arch,
         labels: labels.to_vec(),
         layers: net.layers.iter().map(|l| layer(l.ws(), l.bs())).collect(),
+        weight_bits: net.weight_bits.clone(),
     }
 }
 
@@ -442,6 +451,11 @@ pub struct QuantizeArgs {
     pub calib_images: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Weight bit width per layer: `int8` (default), `dense4` (fc1 and fc2 int4), `all4`, or
+    /// one 8 or 4 per layer in order, conv blocks then fc1, fc2 (e.g. `8,8,8,4,8`). int4
+    /// weights halve the blob; the .tflite export takes int8 layers only.
+    #[arg(long, default_value = "int8")]
+    pub weight_bits: String,
     /// report.json to merge int8_test_accuracy, ptq_test_accuracy, blob_bytes and peak_ram_bytes
     /// into (default: OUT/report.json).
     #[arg(long)]
@@ -494,6 +508,10 @@ pub struct LayerReport {
     pub shift_min: i8,
     pub shift_max: i8,
     pub weights: usize,
+    /// 8 or 4.
+    pub weight_bits: u8,
+    /// Bytes the weights take in the blob (int4: two per byte).
+    pub weight_bytes: usize,
 }
 
 pub fn layer_reports(model: &tinycnn::blob::OwnedModel) -> Vec<LayerReport> {
@@ -518,6 +536,8 @@ pub fn layer_reports(model: &tinycnn::blob::OwnedModel) -> Vec<LayerReport> {
                 shift_min: l.shift.iter().copied().min().unwrap_or(0),
                 shift_max: l.shift.iter().copied().max().unwrap_or(0),
                 weights: l.weights.len(),
+                weight_bits: l.weight_bits.bits(),
+                weight_bytes: spec.weight_bytes(l.weight_bits),
             };
             input = l.output;
             r
@@ -574,11 +594,11 @@ impl QuantizeReport {
         let _ = writeln!(s, "| blob bytes | {} |", self.blob_bytes);
         let _ = writeln!(s, "| peak activation RAM bytes | {} |", self.peak_ram_bytes);
         let _ = writeln!(s, "| MACs per image | {} |\n", self.macs);
-        let _ = writeln!(s, "| layer | in scale | in zp | out scale | out zp | weight scales | shifts | weights |\n|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "| layer | in scale | in zp | out scale | out zp | weight scales | shifts | weights | bits | weight bytes |\n|---|---|---|---|---|---|---|---|---|---|");
         for l in &self.layers {
             let _ = writeln!(
                 s,
-                "| {} | {:.6e} | {} | {:.6e} | {} | {:.3e} .. {:.3e} | {} .. {} | {} |",
+                "| {} | {:.6e} | {} | {:.6e} | {} | {:.3e} .. {:.3e} | {} .. {} | {} | {} | {} |",
                 l.name,
                 l.input_scale,
                 l.input_zero_point,
@@ -588,7 +608,9 @@ impl QuantizeReport {
                 l.weight_scale_max,
                 l.shift_min,
                 l.shift_max,
-                l.weights
+                l.weights,
+                l.weight_bits,
+                l.weight_bytes
             );
         }
         s
@@ -610,9 +632,12 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         ),
     };
     let device = Device::cuda_if_available();
-    let ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
+    let mut ckpt = crate::train::checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the float checkpoint {}", checkpoint_path.display()))?;
     let arch = ckpt.meta.arch;
+    ckpt.net.weight_bits = tinycnn::parse_weight_bits(&arch, &args.weight_bits)
+        .with_context(|| format!("--weight-bits {:?}", args.weight_bits))?
+        .to_vec();
     let labels = ckpt.meta.labels.clone();
     let train = Dataset::load_for_model(&args.data, &arch, &labels)
         .with_context(|| format!("loading training images from {}", args.data.display()))?;
@@ -742,7 +767,6 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         return Err(err.context("evaluating a QAT epoch on the validation split"));
     }
     let (selected_epoch, _, observers, best_vs) = best;
-    let mut ckpt = ckpt;
     ckpt.vs.copy(&best_vs)?;
     eprintln!(
         "exporting {} (best int8 validation accuracy)",
@@ -781,6 +805,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let mut meta = ckpt.meta.clone();
     meta.options = serde_json::json!({
         "float_checkpoint": checkpoint_path.display().to_string(),
+        "weight_bits": args.weight_bits,
         "qat": qat,
         "activation_observers": observers,
         "training_options": ckpt.meta.options,

@@ -46,6 +46,10 @@ impl NetLayer {
 pub struct Net {
     pub arch: Arch,
     pub layers: Vec<NetLayer>,
+    /// The bit width each layer's weights are quantized at (QAT's fake quantization and the
+    /// export), one per `arch.layers()`; int8 unless `tinycnn quantize --weight-bits` says
+    /// otherwise.
+    pub weight_bits: Vec<tinycnn::WeightBits>,
 }
 
 /// Overwrites `t` with a normal(0, std) sample truncated at ±2 std (TF1's `truncated_normal`),
@@ -107,6 +111,7 @@ impl Net {
         Net {
             arch: *arch,
             layers,
+            weight_bits: vec![tinycnn::WeightBits::S8; arch.layer_count()],
         }
     }
 

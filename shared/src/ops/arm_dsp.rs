@@ -744,3 +744,132 @@ pub fn dense_acc_s8_dsp(input: &[i8], weights: &[i8], stride: usize, zp: i32, ac
         }
     }
 }
+
+/// Inputs a dense int4 run widens at a time, in each of its two layouts (2 x 1 KiB of i16
+/// pairs on the stack).
+const DENSE4_CHUNK: usize = 512;
+
+/// Widened dense inputs for int4 weights: group `g` (inputs `8g..8g + 8`, minus the zero point,
+/// as i16) is the 4 words `[x0, x4] [x2, x6] [x1, x5] [x3, x7]` (low half first), the order in
+/// which [`dot_s4_groups`] splits a word of 8 packed weights.
+#[repr(C, align(8))]
+struct Dense4Input([u32; DENSE4_CHUNK / 2]);
+
+/// Widens `x` (whole groups of 8; a shorter tail is left to the caller) into `out` in the
+/// [`Dense4Input`] order; returns the number of groups.
+fn widen_s4(x: &[i8], zp: i32, out: &mut [u32]) -> usize {
+    let groups = x.len() / 8;
+    for (words, xs) in out.chunks_exact_mut(4).zip(x.chunks_exact(8)) {
+        // |x - zp| <= 255 fits i16; its 16 low bits go in one half.
+        let d = |i: usize| ((xs[i] as i32 - zp) as u16) as u32;
+        words[0] = d(0) | d(4) << 16;
+        words[1] = d(2) | d(6) << 16;
+        words[2] = d(1) | d(5) << 16;
+        words[3] = d(3) | d(7) << 16;
+    }
+    groups
+}
+
+/// `Σ x·w` over `groups` groups of 8: the widened inputs `x` (see [`Dense4Input`]) and the
+/// packed int4 weights `w` (`4 * groups` bytes, element 0 in the low nibble of byte 0, any
+/// alignment).
+///
+/// Per word `W` of 8 weights `n0..n7` (nibble `i` at bits `4i..4i + 4`): `E = (W << 4) &
+/// 0xf0f0f0f0` holds `16 * n0, 16 * n2, 16 * n4, 16 * n6` as int8 bytes, `O = W & 0xf0f0f0f0`
+/// holds `16 * n1, .., 16 * n7`, and `SXTB16` (plain and `ROR #8`) splits each into the i16
+/// pairs `[16n0, 16n4] [16n2, 16n6]` and `[16n1, 16n5] [16n3, 16n7]`, which `SMLAD` multiplies
+/// with the matching input words. Every product is 16 times the true one, so the sum is
+/// `16 * Σ x·w` exactly, and `>> 4` undoes it. No partial sum overflows: `|16 * w * (x - zp)|
+/// <= 16 * 7 * 255 < 255 * 127`, inside the int8 accumulator bound the callers check.
+/// 12 instructions per 8 MACs, plus the loop's 2.
+#[inline(always)]
+fn dot_s4_groups(x: &Dense4Input, w: &[u8], groups: usize) -> i32 {
+    assert!(groups >= 1 && 4 * groups <= x.0.len());
+    let w = &w[..4 * groups];
+    let mut acc = 0i32;
+    // SAFETY: `r2` walks `w` (4 * groups bytes, one unaligned `LDR` per group, supported on
+    // M4/M7) and the loop ends when it reaches `r5`, the end of `w`; `r4` reads 4 words of `x`
+    // per group (`LDM`, word-aligned: `Dense4Input` is 8-byte aligned), `4 * groups <=
+    // x.0.len()`. Only memory is read; r1, r3, r8..r11, lr and the flags are declared
+    // clobbered.
+    unsafe {
+        asm!(
+            "2:",
+            "ldm r4!, {{r8, r9, r10, r11}}",
+            "ldr r3, [r2], #4",
+            "and r1, r12, r3, lsl #4",
+            "and r3, r3, r12",
+            "sxtb16 lr, r1",
+            "smlad r0, r8, lr, r0",
+            "sxtb16 lr, r1, ror #8",
+            "smlad r0, r9, lr, r0",
+            "sxtb16 lr, r3",
+            "smlad r0, r10, lr, r0",
+            "sxtb16 lr, r3, ror #8",
+            "smlad r0, r11, lr, r0",
+            "cmp r2, r5",
+            "bne 2b",
+            inout("r0") acc,
+            inout("r2") w.as_ptr() => _,
+            inout("r4") x.0.as_ptr() => _,
+            in("r5") w.as_ptr_range().end,
+            in("r12") 0xf0f0_f0f0u32,
+            out("r1") _,
+            out("r3") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("lr") _,
+            options(readonly, nostack),
+        );
+    }
+    acc >> 4
+}
+
+/// DSP version of [`dense_acc_s4`](super::dense_acc_s4), called by it after its argument
+/// checks (same contract).
+///
+/// A row whose run starts at an odd element takes its first weight from a high nibble, then
+/// reads whole bytes: the inputs are widened in two layouts, from input 0 and from input 1,
+/// and each row uses the one that matches its start's parity (the second only when some row
+/// needs it).
+#[doc(hidden)]
+pub fn dense_acc_s4_dsp(
+    input: &[i8],
+    weights: &[u8],
+    first: usize,
+    stride: usize,
+    zp: i32,
+    acc: &mut [i32],
+) {
+    let mut even = Dense4Input([0; DENSE4_CHUNK / 2]);
+    let mut odd = Dense4Input([0; DENSE4_CHUNK / 2]);
+    let need_odd = first % 2 == 1 || (stride % 2 == 1 && acc.len() > 1);
+    for (c, chunk) in input.chunks(DENSE4_CHUNK).enumerate() {
+        let c0 = c * DENSE4_CHUNK;
+        let even_groups = widen_s4(chunk, zp, &mut even.0);
+        let odd_groups = if need_odd {
+            widen_s4(&chunk[1..], zp, &mut odd.0)
+        } else {
+            0
+        };
+        for (o, a) in acc.iter_mut().enumerate() {
+            // Element of input `chunk[i]` in this row: `k0 + i`.
+            let k0 = first + o * stride + c0;
+            let (mut sum, skip, x, groups) = if k0.is_multiple_of(2) {
+                (0, 0, &even, even_groups)
+            } else {
+                let w0 = crate::weights::s4_hi(weights[k0 / 2]) as i32;
+                ((chunk[0] as i32 - zp) * w0, 1, &odd, odd_groups)
+            };
+            if groups > 0 {
+                sum += dot_s4_groups(x, &weights[(k0 + skip) / 2..], groups);
+            }
+            for (i, &xi) in chunk.iter().enumerate().skip(skip + 8 * groups) {
+                sum += (xi as i32 - zp) * crate::weights::s4_get(weights, k0 + i) as i32;
+            }
+            *a += sum;
+        }
+    }
+}

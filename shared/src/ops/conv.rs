@@ -4,8 +4,10 @@
 //! row from the four input rows it reads. The whole-map [`conv3x3_pool_s8`] is a loop over it,
 //! and the streaming forward pass feeds it from ring buffers.
 
+use super::dense::dot_s4;
 use super::requant::{dot_s8, ChannelParams, Requant};
 use crate::arch::KERNEL;
+use crate::weights::unpack_s4;
 
 /// Shape of a 3x3 convolution: input `height x width x in_channels` (HWC), weights
 /// `[out_channels][3][3][in_channels]`.
@@ -188,6 +190,12 @@ fn check_row_args<P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &[i8],
 ) {
+    check_row_shape(rows, shape, output);
+    check_weights(shape, weights, rq);
+}
+
+/// The shape checks of every row kernel entry point.
+fn check_row_shape(rows: PoolRows<'_>, shape: RowShape, output: &[i8]) {
     let s = shape;
     assert!(s.width > 0, "conv3x3_pool_row_s8: empty row");
     assert!(rows[1].is_some(), "conv3x3_pool_row_s8: rows[1] is missing");
@@ -207,7 +215,6 @@ fn check_row_args<P: ChannelParams + ?Sized>(
         s.pooled_row_len(),
         "conv3x3_pool_row_s8: output length"
     );
-    check_weights(s, weights, rq);
 }
 
 /// The weight checks every conv entry point makes: the length (always), the accumulator bound,
@@ -218,11 +225,16 @@ fn check_weights<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Re
         s.weight_len(),
         "conv3x3_pool_s8: weights length"
     );
-    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
     debug_assert!(
         !weights.contains(&i8::MIN),
         "conv3x3_pool_row_s8: weights must be in [-127, 127]"
     );
+    check_requant(s, rq);
+}
+
+/// The accumulator bound and multipliers `>= 0` (debug builds).
+fn check_requant<P: ChannelParams + ?Sized>(s: RowShape, rq: &Requant<P>) {
+    rq.debug_assert_bound(KERNEL * KERNEL * s.in_channels, s.out_channels);
     if cfg!(debug_assertions) {
         for o in 0..s.out_channels {
             assert!(
@@ -233,10 +245,100 @@ fn check_weights<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Re
     }
 }
 
-fn pool_row_portable<P: ChannelParams + ?Sized>(
+/// How the portable row kernels read one layer's conv weights, `[C_out][3][3][C_in]` at
+/// either bit width.
+trait ConvWeights {
+    /// The `taps` weights of output channel `o` as int8: borrowed as stored, or unpacked into
+    /// `buf` (`taps <= buf.len()`).
+    fn channel<'s>(&'s self, o: usize, taps: usize, buf: &'s mut [i8]) -> &'s [i8];
+    /// `Σ (x[i] - zp) * w[at + i]`, element `at` of the flat weights onward.
+    fn dot(&self, x: &[i8], at: usize, zp: i32) -> i32;
+}
+
+impl ConvWeights for [i8] {
+    #[inline(always)]
+    fn channel<'s>(&'s self, o: usize, taps: usize, _: &'s mut [i8]) -> &'s [i8] {
+        &self[o * taps..][..taps]
+    }
+
+    #[inline(always)]
+    fn dot(&self, x: &[i8], at: usize, zp: i32) -> i32 {
+        dot_s8(x, &self[at..][..x.len()], zp)
+    }
+}
+
+/// Packed int4 conv weights (see [`crate::weights`]).
+struct PackedS4<'a>(&'a [u8]);
+
+impl ConvWeights for PackedS4<'_> {
+    #[inline(always)]
+    fn channel<'s>(&'s self, o: usize, taps: usize, buf: &'s mut [i8]) -> &'s [i8] {
+        unpack_s4(self.0, o * taps, &mut buf[..taps]);
+        &buf[..taps]
+    }
+
+    #[inline(always)]
+    fn dot(&self, x: &[i8], at: usize, zp: i32) -> i32 {
+        dot_s4(x, self.0, at, zp)
+    }
+}
+
+/// [`conv3x3_pool_row_s8`] for int4 weights: `weights` is `[C_out][3][3][C_in]` packed two per
+/// byte, low nibble first (`ceil(weight_len / 2)` bytes; a channel may start mid-byte), values
+/// in [-7, 7]. Everything else, including the accumulator bound, is as for int8.
+///
+/// # Panics
+/// As [`conv3x3_pool_row_s8`].
+pub fn conv3x3_pool_row_s4<P: ChannelParams + ?Sized>(
+    rows: PoolRows<'_>,
+    shape: RowShape,
+    weights: &[u8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    check_row_shape(rows, shape, output);
+    check_weights_s4(shape, weights, rq);
+    pool_row_portable(rows, shape, &PackedS4(weights), rq, output);
+}
+
+/// [`conv3x3_pool_s8`] for int4 weights (packed as in [`conv3x3_pool_row_s4`]): the row kernel
+/// for every pooled row.
+///
+/// # Panics
+/// If a slice length does not match `shape`.
+pub fn conv3x3_pool_s4<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    weights: &[u8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+) {
+    let s = shape;
+    check_map_shape(input, s, output);
+    check_weights_s4(s.row(), weights, rq);
+    let row = s.row();
+    let out_rows = output.chunks_exact_mut(row.pooled_row_len());
+    for (py, out) in out_rows.enumerate() {
+        let rows = pool_rows(input, s.height, row.input_row_len(), py);
+        pool_row_portable(rows, row, &PackedS4(weights), rq, out);
+    }
+}
+
+/// The int4 weight checks: the packed length (always), the accumulator bound and multipliers
+/// `>= 0` (debug builds).
+fn check_weights_s4<P: ChannelParams + ?Sized>(s: RowShape, weights: &[u8], rq: &Requant<P>) {
+    assert_eq!(
+        weights.len(),
+        s.weight_len().div_ceil(2),
+        "conv3x3_pool_s4: weights length"
+    );
+    check_requant(s, rq);
+}
+
+fn pool_row_portable<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
     rows: PoolRows<'_>,
     s: RowShape,
-    weights: &[i8],
+    weights: &W,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
@@ -263,13 +365,7 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
     output: &mut [i8],
 ) {
     let s = shape;
-    assert!(s.height > 0 && s.width > 0, "conv3x3_pool_s8: empty input");
-    assert_eq!(input.len(), s.input_len(), "conv3x3_pool_s8: input length");
-    assert_eq!(
-        output.len(),
-        s.pooled_len(),
-        "conv3x3_pool_s8: output length"
-    );
+    check_map_shape(input, s, output);
     check_weights(s.row(), weights, rq);
     #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
     if super::x86::conv3x3_pool_s8(input, s, weights, rq, output) {
@@ -281,6 +377,17 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
         let rows = pool_rows(input, s.height, row.input_row_len(), py);
         conv3x3_pool_row_s8(rows, row, weights, rq, out);
     }
+}
+
+/// The shape checks of the whole-map entry points.
+fn check_map_shape(input: &[i8], s: ConvShape, output: &[i8]) {
+    assert!(s.height > 0 && s.width > 0, "conv3x3_pool_s8: empty input");
+    assert_eq!(input.len(), s.input_len(), "conv3x3_pool_s8: input length");
+    assert_eq!(
+        output.len(),
+        s.pooled_len(),
+        "conv3x3_pool_s8: output length"
+    );
 }
 
 /// Writes the SAME 3x3 patch whose kernel rows are `rows` (input rows y-1, y, y+1; `None` is
@@ -345,10 +452,10 @@ pub(super) fn conv_rows(rows: PoolRows<'_>) -> ([Option<&[i8]>; 3], [Option<&[i8
     (top, bottom)
 }
 
-fn pool_row_patches<P: ChannelParams + ?Sized>(
+fn pool_row_patches<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
     rows: PoolRows<'_>,
     s: RowShape,
-    weights: &[i8],
+    weights: &W,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
@@ -359,6 +466,8 @@ fn pool_row_patches<P: ChannelParams + ?Sized>(
     let zp = rq.input_zero_point as i16;
     let (top, bottom) = conv_rows(rows);
     let mut patches = [[0i16; PATCH]; 4];
+    // Unpacked weights of one channel (int4); int8 weights are read in place.
+    let mut unpacked = [0i8; PATCH];
     for px in 0..ow {
         // A window hanging over the right edge repeats its left column (max is idempotent).
         let x1 = (2 * px + 1).min(s.width - 1);
@@ -369,17 +478,25 @@ fn pool_row_patches<P: ChannelParams + ?Sized>(
         gather(bottom, &s, zp, x1, &mut d[..taps]);
         let p = [&a[..taps], &b[..taps], &c[..taps], &d[..taps]];
         let out = &mut output[px * co..][..co];
-        for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
+        for (o, dst) in out.iter_mut().enumerate() {
+            let wk = weights.channel(o, taps, &mut unpacked);
             *dst = rq.apply(o, max4(dot4(p, wk)));
         }
     }
 }
 
-/// The int32 accumulator `Σ (x - zp) * w` of the SAME 3x3 convolution at column `x` for one
-/// output channel whose weights are `wk` (`[3][3][C_in]`), with kernel rows `rows`. Padding
-/// contributes nothing (it is the zero point, real 0).
+/// The int32 accumulator `Σ (x - zp) * w` of the SAME 3x3 convolution at column `x` for output
+/// channel `o` (weights `[3][3][C_in]` from element `o * 9 * C_in` of `weights`), with kernel
+/// rows `rows`. Padding contributes nothing (it is the zero point, real 0).
 #[inline(always)]
-fn conv_at(rows: [Option<&[i8]>; 3], s: &RowShape, zp: i32, wk: &[i8], x: usize) -> i32 {
+fn conv_at<W: ConvWeights + ?Sized>(
+    rows: [Option<&[i8]>; 3],
+    s: &RowShape,
+    zp: i32,
+    weights: &W,
+    o: usize,
+    x: usize,
+) -> i32 {
     let (w, ci) = (s.width, s.in_channels);
     let x_lo = x.saturating_sub(1);
     let x_hi = (x + 1).min(w - 1);
@@ -388,36 +505,32 @@ fn conv_at(rows: [Option<&[i8]>; 3], s: &RowShape, zp: i32, wk: &[i8], x: usize)
     let mut acc = 0;
     for (ky, row) in rows.iter().enumerate() {
         if let Some(row) = row {
-            acc += dot_s8(
-                &row[x_lo * ci..][..run],
-                &wk[(ky * 3 + kx_lo) * ci..][..run],
-                zp,
-            );
+            let at = (o * KERNEL * KERNEL + ky * 3 + kx_lo) * ci;
+            acc += weights.dot(&row[x_lo * ci..][..run], at, zp);
         }
     }
     acc
 }
 
-fn pool_row_direct<P: ChannelParams + ?Sized>(
+fn pool_row_direct<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
     rows: PoolRows<'_>,
     s: RowShape,
-    weights: &[i8],
+    weights: &W,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     let ow = s.width.div_ceil(2);
     let co = s.out_channels;
-    let taps = KERNEL * KERNEL * s.in_channels;
     let zp = rq.input_zero_point as i32;
     let (top, bottom) = conv_rows(rows);
     for px in 0..ow {
         let x1 = (2 * px + 1).min(s.width - 1);
         let out = &mut output[px * co..][..co];
-        for (o, (dst, wk)) in out.iter_mut().zip(weights.chunks_exact(taps)).enumerate() {
-            let best = conv_at(top, &s, zp, wk, 2 * px)
-                .max(conv_at(top, &s, zp, wk, x1))
-                .max(conv_at(bottom, &s, zp, wk, 2 * px))
-                .max(conv_at(bottom, &s, zp, wk, x1));
+        for (o, dst) in out.iter_mut().enumerate() {
+            let best = conv_at(top, &s, zp, weights, o, 2 * px)
+                .max(conv_at(top, &s, zp, weights, o, x1))
+                .max(conv_at(bottom, &s, zp, weights, o, 2 * px))
+                .max(conv_at(bottom, &s, zp, weights, o, x1));
             *dst = rq.apply(o, best);
         }
     }

@@ -1,5 +1,8 @@
 //! Integer kernels. Layouts are HWC for activations, `[C_out][3][3][C_in]` for conv weights and
-//! `[out][in]` for dense weights. Naive versions live in [`mod@reference`].
+//! `[out][in]` for dense weights. Naive versions live in [`mod@reference`]. Each kernel has an
+//! `_s8` (int8 weights) and an `_s4` (int4 weights packed two per byte, see [`crate::weights`])
+//! form; the `_s4` ones are portable everywhere except [`dense_acc_s4`] on thumbv7em (DSP). The x86
+//! kernels are int8 only: int4 layers run the portable `_s4` kernels there.
 //!
 //! On thumbv7em (`cfg(tinycnn_arm_dsp)`, set by `build.rs`) [`conv3x3_pool_row_s8`] and
 //! [`dense_acc_s8`] run Cortex-M DSP kernels unless the `portable` feature is on; everywhere else
@@ -22,15 +25,16 @@ mod x86;
 
 #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
 #[doc(hidden)]
-pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s8_dsp, requantize_dsp};
+pub use arm_dsp::{conv3x3_pool_row_s8_dsp, dense_acc_s4_dsp, dense_acc_s8_dsp, requantize_dsp};
 #[doc(hidden)]
 pub use conv::conv3x3_pool_row_s8_portable;
 pub use conv::{
-    conv3x3_pool_row_s8, conv3x3_pool_s8, pin_weights, pool_rows, ConvShape, PoolRows, RowShape,
+    conv3x3_pool_row_s4, conv3x3_pool_row_s8, conv3x3_pool_s4, conv3x3_pool_s8, pin_weights,
+    pool_rows, ConvShape, PoolRows, RowShape,
 };
+pub use dense::{dense_acc_s4, dense_acc_s8, dense_s4, dense_s8, dot_s4};
 #[doc(hidden)]
-pub use dense::dense_acc_s8_portable;
-pub use dense::{dense_acc_s8, dense_s8};
+pub use dense::{dense_acc_s4_portable, dense_acc_s8_portable};
 pub use requant::{dot_s8, ChannelParams, ChannelSlices, Requant};
 #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
 pub use x86::{

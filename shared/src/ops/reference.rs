@@ -6,6 +6,7 @@
 use super::conv::ConvShape;
 use super::requant::{ChannelParams, Requant};
 use crate::quant::requantize;
+use crate::weights::unpack_s4;
 
 fn output_stage<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i64) -> i8 {
     let p = rq.params;
@@ -118,6 +119,36 @@ pub fn dense_s8<P: ChannelParams + ?Sized>(
         }
         output[o] = output_stage(rq, o, acc);
     }
+}
+
+/// [`conv3x3_pool_s8`] on int4 weights: unpacks `packed` (two per byte, low nibble first) into
+/// `unpacked` (`C_out * 9 * C_in` values), then runs the int8 reference.
+pub fn conv3x3_pool_s4<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    shape: ConvShape,
+    packed: &[u8],
+    rq: &Requant<P>,
+    unpacked: &mut [i8],
+    full: &mut [i8],
+    output: &mut [i8],
+) {
+    assert_eq!(packed.len(), unpacked.len().div_ceil(2));
+    unpack_s4(packed, 0, unpacked);
+    conv3x3_pool_s8(input, shape, unpacked, rq, full, output);
+}
+
+/// [`dense_s8`] on int4 weights: unpacks `packed` into `unpacked` (`out * in` values), then runs
+/// the int8 reference.
+pub fn dense_s4<P: ChannelParams + ?Sized>(
+    input: &[i8],
+    packed: &[u8],
+    rq: &Requant<P>,
+    unpacked: &mut [i8],
+    output: &mut [i8],
+) {
+    assert_eq!(packed.len(), unpacked.len().div_ceil(2));
+    unpack_s4(packed, 0, unpacked);
+    dense_s8(input, unpacked, rq, output);
 }
 
 /// Index of the first maximum (0 for an empty slice).
