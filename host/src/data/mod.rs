@@ -193,16 +193,18 @@ impl TrainSet {
 /// Runs `consume(b, pixels, targets)` on the batches `order.chunks(batch)` in order, while a
 /// background thread reads the next `depth` batches from `source` (and passes each through
 /// `prepare(b, pixels)`, e.g. augmentation). Stops at the first error of either side.
-pub fn prefetch_batches<E>(
+pub fn prefetch_batches<E, P, C>(
     source: &dyn ImageSource,
     order: &[usize],
     batch: usize,
     depth: usize,
-    prepare: &(dyn Fn(usize, &[usize], Vec<u8>) -> Vec<u8> + Sync),
-    consume: &mut dyn FnMut(usize, &[u8], Vec<i64>) -> Result<(), E>,
+    prepare: P,
+    mut consume: C,
 ) -> Result<(), E>
 where
     E: From<SourceError>,
+    P: Fn(usize, Vec<u8>) -> Vec<u8> + Send,
+    C: FnMut(usize, &[u8], Vec<i64>) -> Result<(), E>,
 {
     let len = source.arch().input_len();
     let batch = batch.max(1);
@@ -213,7 +215,7 @@ where
                 let mut pixels = vec![0u8; indices.len() * len];
                 let item = source
                     .fill(indices, &mut pixels)
-                    .map(|()| prepare(b, indices, pixels));
+                    .map(|()| prepare(b, pixels));
                 let failed = item.is_err();
                 // A closed channel means the consumer stopped; nothing is left to do.
                 if tx.send(item).is_err() || failed {

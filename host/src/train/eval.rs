@@ -36,8 +36,8 @@ pub fn evaluate(
             indices,
             batch.max(1),
             2,
-            &|_, _, pixels| pixels,
-            &mut |_, pixels, targets| -> Result<()> {
+            |_, pixels| pixels,
+            |_, pixels, targets| -> Result<()> {
                 let count = targets.len();
                 let xs = pixels_to_tensor(pixels, count, data.arch(), device);
                 let ys = Tensor::from_slice(&targets).to_device(device);

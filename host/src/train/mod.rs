@@ -425,8 +425,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             &order,
             opts.batch,
             PREFETCH_BATCHES,
-            &|b, _, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
-            &mut |b, pixels, targets| -> Result<()> {
+            |b, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
+            |b, pixels, targets| -> Result<()> {
                 if interrupted() {
                     bar.abandon();
                     let kept = if start_epoch == epoch && epoch == 0 {
