@@ -122,6 +122,7 @@ impl TrainSet {
     /// only the file list. Both passes show a progress bar.
     pub fn open(root: &Path, input: &Arch, budget_bytes: u64) -> Result<TrainSet, DataError> {
         let scan = ProgressBar::new_spinner().with_message(format!("scanning {}", root.display()));
+        scan.enable_steady_tick(std::time::Duration::from_millis(100));
         let files = ImageFiles::list(root, input)?;
         scan.finish_and_clear();
         let stream = files.memory_bytes() > budget_bytes;
