@@ -140,10 +140,28 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-impl Dataset {
-    /// Loads every image under `root`, preprocessed to `input`'s height, width and channels
-    /// (`input.classes` is ignored). Unusable files are skipped and listed in `skipped`.
-    pub fn load(root: &Path, input: &Arch) -> Result<Dataset, DataError> {
+/// The image files of a data set folder, in the order every loader indexes them: class by class
+/// (sorted class names), file names sorted within a class. Listing reads no image.
+#[derive(Clone, Debug)]
+pub struct ImageFiles {
+    /// Input geometry the images are preprocessed to; `classes` is `labels.len()`.
+    pub arch: Arch,
+    /// Sorted class folder names; index = class id.
+    pub labels: Vec<String>,
+    /// Class id of each image.
+    pub targets: Vec<i64>,
+    /// Source file of each image.
+    pub paths: Vec<PathBuf>,
+    /// Files in the class folders that are not used (not an image, or not decodable once
+    /// [`ImageFiles::check`] has run).
+    pub skipped: Vec<SkippedFile>,
+    class_dirs: Vec<PathBuf>,
+}
+
+impl ImageFiles {
+    /// Lists the image files under `root` for `input`'s height, width and channels
+    /// (`input.classes` is ignored). Files without an image extension go to `skipped`.
+    pub fn list(root: &Path, input: &Arch) -> Result<ImageFiles, DataError> {
         let classes = class_folders(root)?;
         let arch = Arch {
             classes: classes.len() as u16,
@@ -151,8 +169,7 @@ impl Dataset {
         };
         arch.validate()
             .map_err(|e| DataError::InvalidArch(e.to_string()))?;
-        let mut files: Vec<(PathBuf, i64)> = Vec::new();
-        let mut skipped = Vec::new();
+        let (mut targets, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
         for (class, (_, dir)) in classes.iter().enumerate() {
             let io = |source| DataError::Io {
                 path: dir.clone(),
@@ -181,52 +198,128 @@ impl Dataset {
                 }
             }
             entries.sort();
-            files.extend(entries.into_iter().map(|p| (p, class as i64)));
+            targets.extend(std::iter::repeat_n(class as i64, entries.len()));
+            paths.extend(entries);
         }
-
-        let len = arch.input_len();
-        let mut pixels = vec![0u8; files.len() * len];
-        let status: Vec<Result<(), String>> = pixels
-            .par_chunks_mut(len.max(1))
-            .zip(files.par_iter())
-            .map(|(out, (path, _))| {
-                let image = crate::images::decode_image(path)?;
-                crate::images::preprocess_image_into(&image, &arch, out).map_err(|e| e.to_string())
-            })
-            .collect();
-
-        let mut targets = Vec::with_capacity(files.len());
-        let mut paths = Vec::with_capacity(files.len());
-        let mut kept = 0;
-        for (i, ((path, class), result)) in files.into_iter().zip(status).enumerate() {
-            match result {
-                Ok(()) => {
-                    if kept != i {
-                        pixels.copy_within(i * len..(i + 1) * len, kept * len);
-                    }
-                    kept += 1;
-                    targets.push(class);
-                    paths.push(path);
-                }
-                Err(reason) => skipped.push(SkippedFile { path, reason }),
-            }
-        }
-        pixels.truncate(kept * len);
-        pixels.shrink_to_fit();
-        for (class, (_, dir)) in classes.iter().enumerate() {
-            if !targets.contains(&(class as i64)) {
-                return Err(DataError::EmptyClass(dir.clone()));
-            }
-        }
-        skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Dataset {
+        let (labels, class_dirs) = classes.into_iter().unzip();
+        Ok(ImageFiles {
             arch,
-            labels: classes.into_iter().map(|(n, _)| n).collect(),
-            pixels,
+            labels,
             targets,
             paths,
             skipped,
+            class_dirs,
         })
+    }
+
+    /// Number of listed images.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether no image is listed.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Bytes the preprocessed images take when held in memory ([`ImageFiles::load`]).
+    pub fn memory_bytes(&self) -> u64 {
+        self.len() as u64 * self.arch.input_len() as u64
+    }
+
+    /// Decodes and preprocesses image `i` into `out` (`arch.input_len()` HWC bytes); the error
+    /// says why the file is unusable.
+    pub fn decode_into(&self, i: usize, out: &mut [u8]) -> Result<(), String> {
+        let image = crate::images::decode_image(&self.paths[i])?;
+        crate::images::preprocess_image_into(&image, &self.arch, out).map_err(|e| e.to_string())
+    }
+
+    /// Decodes every image in parallel, calling `progress` once per image; undecodable files
+    /// move to `skipped`. Returns the pixels of the kept images if `keep` (else empty).
+    fn decode_all(
+        &mut self,
+        keep: bool,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<u8>, DataError> {
+        let len = self.arch.input_len().max(1);
+        let mut pixels = vec![0u8; if keep { self.len() * len } else { 0 }];
+        let status: Vec<Result<(), String>> = if keep {
+            pixels
+                .par_chunks_mut(len)
+                .enumerate()
+                .map(|(i, out)| {
+                    let r = self.decode_into(i, out);
+                    progress();
+                    r
+                })
+                .collect()
+        } else {
+            (0..self.len())
+                .into_par_iter()
+                .map_init(
+                    || vec![0u8; len],
+                    |out, i| {
+                        let r = self.decode_into(i, out);
+                        progress();
+                        r
+                    },
+                )
+                .collect()
+        };
+        let files = std::mem::take(&mut self.paths).into_iter();
+        let targets = std::mem::take(&mut self.targets);
+        let mut kept = 0;
+        for (i, ((path, class), result)) in files.zip(targets).zip(status).enumerate() {
+            match result {
+                Ok(()) => {
+                    if keep && kept != i {
+                        pixels.copy_within(i * len..(i + 1) * len, kept * len);
+                    }
+                    kept += 1;
+                    self.targets.push(class);
+                    self.paths.push(path);
+                }
+                Err(reason) => self.skipped.push(SkippedFile { path, reason }),
+            }
+        }
+        pixels.truncate(if keep { kept * len } else { 0 });
+        pixels.shrink_to_fit();
+        for (class, dir) in self.class_dirs.iter().enumerate() {
+            if !self.targets.contains(&(class as i64)) {
+                return Err(DataError::EmptyClass(dir.clone()));
+            }
+        }
+        self.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(pixels)
+    }
+
+    /// Decodes every image once without keeping it, so that undecodable files move to `skipped`
+    /// and the indices match [`ImageFiles::load`]'s. `progress` is called once per image.
+    pub fn check(mut self, progress: &(dyn Fn() + Sync)) -> Result<ImageFiles, DataError> {
+        self.decode_all(false, progress)?;
+        Ok(self)
+    }
+
+    /// Decodes every image into memory; undecodable files are skipped. `progress` is called
+    /// once per image.
+    pub fn load(mut self, progress: &(dyn Fn() + Sync)) -> Result<Dataset, DataError> {
+        let pixels = self.decode_all(true, progress)?;
+        Ok(Dataset {
+            arch: self.arch,
+            labels: self.labels,
+            pixels,
+            targets: self.targets,
+            paths: self.paths,
+            skipped: self.skipped,
+        })
+    }
+}
+
+impl Dataset {
+    /// Loads every image under `root`, preprocessed to `input`'s height, width and channels
+    /// (`input.classes` is ignored). Unusable files are skipped and listed in `skipped`.
+    pub fn load(root: &Path, input: &Arch) -> Result<Dataset, DataError> {
+        ImageFiles::list(root, input)?.load(&|| ())
     }
 
     /// Loads `root` for a model with `arch` and `labels`, failing if its classes differ.

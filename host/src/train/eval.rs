@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Dataset, TensorBatches};
+use crate::data::{pixels_to_tensor, prefetch_batches, Dataset, ImageSource};
 use crate::train::checkpoint;
 use crate::train::model::Net;
 
@@ -18,31 +18,42 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<u64>>,
 }
 
-/// Evaluates `net` on the images `indices` of `data`, `batch` at a time, without gradients.
+/// Evaluates `net` on the images `indices` of `data`, `batch` at a time, without gradients
+/// (the next batches are read in the background while one is evaluated).
 pub fn evaluate(
     net: &Net,
-    data: &Dataset,
+    data: &dyn ImageSource,
     indices: &[usize],
     batch: usize,
     device: Device,
 ) -> Result<Evaluation> {
-    let n = data.labels.len();
+    let n = data.arch().classes as usize;
     let mut confusion = vec![vec![0u64; n]; n];
     let (mut loss_sum, mut correct) = (0.0f64, 0u64);
     tch::no_grad(|| -> Result<()> {
-        for chunk in indices.chunks(batch.max(1)) {
-            let (xs, ys) = data.batch(chunk, device);
-            let logits = net.forward_t(&xs, false);
-            loss_sum += f64::try_from(logits.cross_entropy_for_logits(&ys).to_kind(Kind::Double))?
-                * chunk.len() as f64;
-            let predicted = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu))?;
-            for (&i, &p) in chunk.iter().zip(&predicted) {
-                let t = data.targets[i] as usize;
-                confusion[t][p as usize] += 1;
-                correct += u64::from(t == p as usize);
-            }
-        }
-        Ok(())
+        prefetch_batches(
+            data,
+            indices,
+            batch.max(1),
+            2,
+            |_, pixels| pixels,
+            |_, pixels, targets| -> Result<()> {
+                let count = targets.len();
+                let xs = pixels_to_tensor(pixels, count, data.arch(), device);
+                let ys = Tensor::from_slice(&targets).to_device(device);
+                let logits = net.forward_t(&xs, false);
+                loss_sum +=
+                    f64::try_from(logits.cross_entropy_for_logits(&ys).to_kind(Kind::Double))?
+                        * count as f64;
+                let predicted =
+                    Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu))?;
+                for (&t, &p) in targets.iter().zip(&predicted) {
+                    confusion[t as usize][p as usize] += 1;
+                    correct += u64::from(t == p);
+                }
+                Ok(())
+            },
+        )
     })?;
     let count = indices.len().max(1) as f64;
     Ok(Evaluation {

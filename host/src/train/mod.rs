@@ -1,5 +1,6 @@
 //! Float training of the tutorial CNN: Adam, seeded validation split, optional augmentation and
 //! learning-rate decay, per-epoch metrics (CSV, JSON, PNG), atomic checkpoints, Ctrl-C and resume.
+pub mod alloc;
 pub mod checkpoint;
 pub mod eval;
 pub mod model;
@@ -23,7 +24,7 @@ use tch::{Device, Tensor};
 use tinycnn::Arch;
 
 use crate::data::augment::Augment;
-use crate::data::{pixels_to_tensor, split_indices, Dataset, TensorBatches};
+use crate::data::{pixels_to_tensor, prefetch_batches, split_indices, TrainSet};
 use checkpoint::{CheckpointMeta, EpochMetrics, CHECKPOINT_FORMAT};
 use model::Net;
 
@@ -188,7 +189,24 @@ pub struct TrainOptions {
     /// be much faster than 2, because libtorch's threads spin while they wait for each other.
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Largest size of the decoded training images, in MiB, that is held in memory. A larger data
+    /// set is checked once and then decoded batch by batch in a background thread, with the same
+    /// batches in the same order (0 always streams).
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BUDGET_MB)]
+    #[serde(default = "default_memory_budget_mb")]
+    pub memory_budget_mb: u64,
 }
+
+/// Default of `--memory-budget-mb`: 4 GiB of decoded images, e.g. 87k tutorial images at
+/// 128x128x3.
+pub const DEFAULT_MEMORY_BUDGET_MB: u64 = 4096;
+
+fn default_memory_budget_mb() -> u64 {
+    DEFAULT_MEMORY_BUDGET_MB
+}
+
+/// Batches read ahead by the background loader during training.
+const PREFETCH_BATCHES: usize = 4;
 
 /// What a finished training run produced.
 #[derive(Debug)]
@@ -236,33 +254,23 @@ pub struct Interrupted {
     pub kept: String,
 }
 
-/// The float batch for `indices`, augmented with per-image seeds derived from `seed`.
-fn train_batch(
-    data: &Dataset,
-    indices: &[usize],
-    augment: &Augment,
-    seed: u64,
-    device: Device,
-) -> (Tensor, Tensor) {
+/// `pixels` (the images of one batch, HWC u8 each) augmented with per-image seeds derived from
+/// `seed`; unchanged when `augment` does nothing.
+fn augment_batch(pixels: Vec<u8>, arch: &Arch, augment: &Augment, seed: u64) -> Vec<u8> {
     if !augment.is_active() {
-        return data.batch(indices, device);
+        return pixels;
     }
-    let len = data.arch.input_len();
-    let mut bytes = vec![0u8; indices.len() * len];
-    bytes
-        .par_chunks_mut(len)
-        .zip(indices.par_iter())
+    let len = arch.input_len();
+    let mut out = vec![0u8; pixels.len()];
+    out.par_chunks_mut(len)
+        .zip(pixels.par_chunks(len))
         .enumerate()
-        .for_each(|(k, (dst, &i))| {
+        .for_each(|(k, (dst, src))| {
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            augment.apply(data.image(i), dst, &data.arch, &mut rng);
+            augment.apply(src, dst, arch, &mut rng);
         });
-    let targets: Vec<i64> = indices.iter().map(|&i| data.targets[i]).collect();
-    (
-        pixels_to_tensor(&bytes, indices.len(), &data.arch, device),
-        Tensor::from_slice(&targets).to_device(device),
-    )
+    out
 }
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -322,10 +330,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let input = opts.arch.apply(opts.preset, 2)?;
 
     let started = Instant::now();
-    let data = Dataset::load(&opts.data, &input)
-        .with_context(|| format!("loading training images from {}", opts.data.display()))?;
+    let data = TrainSet::open(
+        &opts.data,
+        &input,
+        opts.memory_budget_mb.saturating_mul(1 << 20),
+    )
+    .with_context(|| format!("loading training images from {}", opts.data.display()))?;
     data.warn_skipped();
-    let arch = opts.arch.apply(opts.preset, data.labels.len() as u16)?;
+    let arch = opts.arch.apply(opts.preset, data.labels().len() as u16)?;
     let (train_idx, val_idx) = split_indices(data.len(), opts.val_split, opts.seed);
     if train_idx.is_empty() || val_idx.is_empty() {
         bail!(
@@ -335,13 +347,21 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         );
     }
     println!(
-        "{} images in {} classes from {} ({} skipped), {} train / {} validation, loaded in {:.1}s on {:?}",
+        "{} images in {} classes from {} ({} skipped), {} train / {} validation, {} in {:.1}s on {:?}",
         data.len(),
-        data.labels.len(),
+        data.labels().len(),
         opts.data.display(),
-        data.skipped.len(),
+        data.skipped().len(),
         train_idx.len(),
         val_idx.len(),
+        if data.is_streamed() {
+            format!(
+                "checked (decoded batch by batch: over --memory-budget-mb {})",
+                opts.memory_budget_mb
+            )
+        } else {
+            "loaded".to_string()
+        },
         started.elapsed().as_secs_f64(),
         device
     );
@@ -353,14 +373,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
                 last_path.display()
             )
         })?;
-        if ck.meta.arch != arch || ck.meta.labels != data.labels {
+        if ck.meta.arch != arch || ck.meta.labels != data.labels() {
             bail!(
                 "the checkpoint in {} was trained with {:?} on classes {:?}, but these options give {:?} on {:?}; resume with the original --data/--preset options",
                 opts.out.display(),
                 ck.meta.arch,
                 ck.meta.labels,
                 arch,
-                data.labels
+                data.labels()
             );
         }
         println!(
@@ -398,60 +418,65 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
         let mut lr = opts.lr;
-        for (b, indices) in order.chunks(opts.batch).enumerate() {
-            if interrupted() {
-                bar.abandon();
-                let kept = if start_epoch == epoch && epoch == 0 {
-                    "no epoch had completed, so there is no checkpoint".to_string()
-                } else {
-                    format!(
-                        "the checkpoint of epoch {epoch} is in {}",
-                        last_path.display()
-                    )
-                };
-                return Err(Interrupted {
-                    epoch: number,
-                    kept,
+        let seed = epoch_seed(opts.seed, epoch);
+        let source = data.source();
+        prefetch_batches(
+            source,
+            &order,
+            opts.batch,
+            PREFETCH_BATCHES,
+            |b, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
+            |b, pixels, targets| -> Result<()> {
+                if interrupted() {
+                    bar.abandon();
+                    let kept = if start_epoch == epoch && epoch == 0 {
+                        "no epoch had completed, so there is no checkpoint".to_string()
+                    } else {
+                        format!(
+                            "the checkpoint of epoch {epoch} is in {}",
+                            last_path.display()
+                        )
+                    };
+                    return Err(Interrupted {
+                        epoch: number,
+                        kept,
+                    }
+                    .into());
                 }
-                .into());
-            }
-            lr = opts
-                .lr_schedule
-                .at(opts.lr, epoch * batches_per_epoch + b, total_steps);
-            opt.set_lr(lr);
-            let (xs, ys) = train_batch(
-                &data,
-                indices,
-                &opts.augment,
-                epoch_seed(opts.seed, epoch) ^ b as u64,
-                device,
-            );
-            let logits = net.forward_t(&xs, true);
-            let loss = logits.cross_entropy_for_logits(&ys);
-            opt.backward_step(&loss);
-            let batch_loss = f64::try_from(&loss)?;
-            if !batch_loss.is_finite() {
-                bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
-            }
-            loss_sum += batch_loss * indices.len() as f64;
-            correct += i64::try_from(
-                logits
-                    .argmax(-1, false)
-                    .eq_tensor(&ys)
-                    .sum(tch::Kind::Int64),
-            )?;
-            seen += indices.len();
-            let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4} {:.0} img/s",
-                loss_sum / seen as f64,
-                rate
-            ));
-            bar.inc(1);
-        }
+                lr = opts
+                    .lr_schedule
+                    .at(opts.lr, epoch * batches_per_epoch + b, total_steps);
+                opt.set_lr(lr);
+                let xs = pixels_to_tensor(pixels, targets.len(), source.arch(), device);
+                let ys = Tensor::from_slice(&targets).to_device(device);
+                let logits = net.forward_t(&xs, true);
+                let loss = logits.cross_entropy_for_logits(&ys);
+                opt.backward_step(&loss);
+                let batch_loss = f64::try_from(&loss)?;
+                if !batch_loss.is_finite() {
+                    bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
+                }
+                loss_sum += batch_loss * targets.len() as f64;
+                correct += i64::try_from(
+                    logits
+                        .argmax(-1, false)
+                        .eq_tensor(&ys)
+                        .sum(tch::Kind::Int64),
+                )?;
+                seen += targets.len();
+                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} {:.0} img/s",
+                    loss_sum / seen as f64,
+                    rate
+                ));
+                bar.inc(1);
+                Ok(())
+            },
+        )?;
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let val = eval::evaluate(&net, &data, &val_idx, opts.batch.max(256), device)?;
+        let val = eval::evaluate(&net, source, &val_idx, opts.batch.max(256), device)?;
         let m = EpochMetrics {
             epoch: number,
             train_loss: loss_sum / seen as f64,
@@ -479,7 +504,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             format: CHECKPOINT_FORMAT,
             preset: opts.preset.name().to_string(),
             arch,
-            labels: data.labels.clone(),
+            labels: data.labels().to_vec(),
             epoch: number,
             best_val_accuracy: best,
             metrics: metrics.clone(),
@@ -517,7 +542,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         .report
         .clone()
         .unwrap_or_else(|| opts.out.join("report.json"));
-    let mut skipped = data.skipped.len();
+    let mut skipped = data.skipped().len();
     let mut test_accuracy = None;
     if let Some(test_dir) = &opts.test {
         let result = eval::run(&best_path, test_dir, Some(&opts.out.join("confusion.png")))?;
@@ -526,7 +551,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     }
     let mut fields = json!({
         "preset": opts.preset.name(),
-        "classes": data.labels,
+        "classes": data.labels(),
         "train_images_per_second": train_images_per_second,
         "skipped_files": skipped,
         "best_val_accuracy": best,
@@ -546,7 +571,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     );
     Ok(TrainSummary {
         arch,
-        labels: data.labels,
+        labels: data.labels().to_vec(),
         metrics,
         best_val_accuracy: best,
         train_images_per_second,

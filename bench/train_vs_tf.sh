@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Side by side: training throughput of TensorFlow/Keras (bench/train_tf.py) and
+# `tinycnn bench-train` on the same network, batch 32, 2 threads, synthetic images, alternating
+# TF, tinycnn, TF, tinycnn per preset so that load from elsewhere on the machine shows.
+#
+#   bench/train_vs_tf.sh                      # both presets, 2 rounds
+#   ROUNDS=3 PRESETS=tutorial bench/train_vs_tf.sh
+#
+# TensorFlow lives in bench/.venv-tf (gitignored, created on the first run); it is not part of
+# CI or the project's venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=bench/.venv-tf
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "tensorflow-cpu==2.21.0" numpy
+fi
+cargo build --release --quiet -p tinycnn-host --bin tinycnn
+target_dir="${CARGO_TARGET_DIR:-target}"
+libtorch="$(readlink -f .libtorch 2>/dev/null || true)"
+export LD_LIBRARY_PATH="${libtorch:+$libtorch/lib:}${LD_LIBRARY_PATH:-}"
+rounds="${ROUNDS:-2}"
+uptime
+grep -m1 "model name" /proc/cpuinfo
+for preset in ${PRESETS:-tutorial fashion}; do
+    if [ "$preset" = tutorial ]; then steps=30; else steps=300; fi
+    for _ in $(seq "$rounds"); do
+        "$venv/bin/python" bench/train_tf.py --preset "$preset" --threads 2 --steps "$steps" 2>&1 | grep '^tf-train'
+        "$target_dir/release/tinycnn" bench-train --preset "$preset" --threads 2 --steps "$steps"
+    done
+done
+uptime
