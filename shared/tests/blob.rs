@@ -79,7 +79,7 @@ fn round_trip_presets() {
         // Zero-copy: the weights point into the blob.
         let w = model.layers[3].weights().as_bytes();
         let range = bytes.as_ptr_range();
-        assert!(range.contains(&(w.as_ptr() as *const u8)));
+        assert!(range.contains(&w.as_ptr()));
     }
 }
 
