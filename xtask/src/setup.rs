@@ -260,7 +260,7 @@ fn thumb_target(ctx: &Context) -> Result<()> {
         println!("{THUMB_TARGET} is installed; nothing to do");
         return Ok(());
     }
-    // Only the target: never `rustup update` or `toolchain install` (see DESIGN.md, Toolchain).
+    // Only the target: never `rustup update` or `toolchain install` (a newer stable may ship no thumbv7em std for this machine).
     cmd::run(ctx.command("rustup").args(["target", "add", THUMB_TARGET]))
 }
 
@@ -279,7 +279,7 @@ fn portable_targets(ctx: &Context) -> Result<()> {
         println!("the portability targets are installed; nothing to do");
         return Ok(());
     }
-    // Only targets: never `rustup update` or `toolchain install` (see DESIGN.md, Toolchain).
+    // Only targets: never `rustup update` or `toolchain install` (a newer stable may ship no thumbv7em std for this machine).
     cmd::run(ctx.command("rustup").args(["target", "add"]).args(&missing))
 }
 

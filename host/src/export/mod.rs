@@ -1,5 +1,5 @@
 //! Conversion of a trained float model and its activation quantization parameters into the
-//! `shared` blob (`tinycnn::blob::OwnedModel`), following DESIGN.md's quantization scheme.
+//! `shared` blob (`tinycnn::blob::OwnedModel`), following the quantization scheme of docs/ARCHITECTURE.md.
 //!
 //! The submodules mirror `shared/src/ops`: [`conv`] and [`dense`] own the weight layouts,
 //! [`requant`] owns every float-to-fixed decision (activation parameters, biases, multipliers).
