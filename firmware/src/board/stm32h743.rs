@@ -119,10 +119,11 @@ fn rtt_uncached(mpu: &mut cortex_m::peripheral::MPU) {
     // An MPU region's base is aligned to its size.
     defmt::assert!(start % RTT_WINDOW_BYTES == 0);
     cortex_m::asm::dmb();
-    // SAFETY: the firmware owns the MPU (taken from `cortex_m::Peripherals`) and nothing else
+    // The firmware owns the MPU (taken from `cortex_m::Peripherals`) and nothing else
     // has programmed it. Region 0 only removes cacheability from the RTT window, which the
     // D-cache has never held (it is still off); PRIVDEFENA keeps the default map everywhere
     // else, so no access that worked before can fault.
+    // SAFETY: programming the MPU this way changes no mapping any code relies on (see above).
     unsafe {
         mpu.ctrl.write(0);
         mpu.rnr.write(0);

@@ -193,13 +193,14 @@ fn pool_dots<const T: usize>(
         let mut acc = [0i32; 4];
         let pp: *const u32;
         let end = w[4 * full..].as_ptr();
-        // SAFETY: `r4` walks `w[..4 * full]` one word per group and stops at `end` (`full >= 1`;
+        // `r4` walks `w[..4 * full]` one word per group and stops at `end` (`full >= 1`;
         // an odd count runs one group before the loop of two). `r5` reads 8 words of `patch`
         // per group, `8 * full <= patch.0.len()` words in all, word aligned (`Patches` is
         // `align(8)`; `LDM` and `LDRD` need 4). The weight loads are unaligned `LDR`s, which M4
         // and M7 support. `r7` (the frame pointer, which Rust does not hand out) holds `end`
         // and is pushed and popped around the loop, leaving `sp` as it was. Only memory is
         // read; r8..r12, lr and the flags are declared clobbered.
+        // SAFETY: the facts above keep every access inside the borrowed memory.
         unsafe {
             asm!(
                 "push {{r7}}",
@@ -665,10 +666,11 @@ fn dot2(x: &DenseInput, w0: &[i8], w1: &[i8], groups: usize) -> (i32, i32) {
     assert!(groups >= 1 && 2 * groups <= x.0.len());
     let (w0, w1) = (&w0[..4 * groups], &w1[..4 * groups]);
     let (mut a0, mut a1) = (0i32, 0i32);
-    // SAFETY: `r2`/`r3` walk `w0`/`w1` (4 * groups bytes each, unaligned `LDR`s, supported on
+    // `r2`/`r3` walk `w0`/`w1` (4 * groups bytes each, unaligned `LDR`s, supported on
     // M4/M7) and `r2` stops at `end`, its end; `r4` reads 2 words of `x` per group, `2 * groups
     // <= x.0.len()`, 8-byte aligned for `LDRD`. An odd count runs one group before the loop of
     // two. Only memory is read; r8..r11 and the flags are declared clobbered.
+    // SAFETY: the facts above keep every access inside the borrowed memory.
     unsafe {
         asm!(
             "sub r8, r5, r2",
@@ -787,11 +789,12 @@ fn dot_s4_groups(x: &Dense4Input, w: &[u8], groups: usize) -> i32 {
     assert!(groups >= 1 && 4 * groups <= x.0.len());
     let w = &w[..4 * groups];
     let mut acc = 0i32;
-    // SAFETY: `r2` walks `w` (4 * groups bytes, one unaligned `LDR` per group, supported on
+    // `r2` walks `w` (4 * groups bytes, one unaligned `LDR` per group, supported on
     // M4/M7) and the loop ends when it reaches `r5`, the end of `w`; `r4` reads 4 words of `x`
     // per group (`LDM`, word-aligned: `Dense4Input` is 8-byte aligned), `4 * groups <=
     // x.0.len()`. Only memory is read; r1, r3, r8..r11, lr and the flags are declared
     // clobbered.
+    // SAFETY: the facts above keep every access inside the borrowed memory.
     unsafe {
         asm!(
             "2:",
