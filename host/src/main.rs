@@ -79,8 +79,10 @@ enum Command {
         threads: Option<i32>,
     },
     /// PTQ and QAT from a float checkpoint; writes model.tcnn, model.float.onnx, model.qdq.onnx,
-    /// qat.ot and model.report.{md,json}, and merges the int8 figures into report.json.
+    /// model.tflite, qat.ot and model.report.{md,json}, and merges the int8 figures into report.json.
     Quantize(Box<tinycnn_host::quant::QuantizeArgs>),
+    /// An int8 `.tflite` or a float ONNX model (with --calibrate) to a tinycnn blob.
+    Import(tinycnn_host::import::ImportArgs),
     /// Checks the int sim, the fake-quant QAT net and tract (float and QDQ ONNX) against `shared`;
     /// prints a table, writes parity.json and merges `parity` into report.json.
     Parity(tinycnn_host::check::parity::ParityArgs),
@@ -153,6 +155,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Firmware(args) => tinycnn_runtime::firmware::run_cli(&args)?,
         Command::Quantize(args) => {
             tinycnn_host::quant::quantize_command(&args)?;
+        }
+        Command::Import(args) => {
+            tinycnn_host::import::import_command(&args)?;
         }
         Command::Parity(args) => {
             tinycnn_host::check::parity::parity_command(&args)?;

@@ -57,12 +57,14 @@ pub fn predict_blob(model_path: &Path, images: &[PathBuf]) -> Result<()> {
     let model = tinycnn::Model::from_bytes(&bytes).expect("read_blob validated the model");
     let arch = model.arch;
     let labels: Vec<String> = model.labels.iter().map(|l| l.to_string()).collect();
-    let mut session = tinycnn::Session::new(model);
-    for_each_image(images, |path| {
-        session.run_pixels(&image_pixels(path, &arch)?);
-        print_probabilities(path, &labels, session.probabilities());
-        Ok(())
-    })
+    for_each_image(
+        images,
+        || tinycnn::Session::new(model.clone()),
+        |session, path| {
+            session.run_pixels(&image_pixels(path, &arch)?);
+            Ok(format_probabilities(path, &labels, session.probabilities()))
+        },
+    )
 }
 
 /// Runs every image through the ONNX model at `onnx_path` in tract and prints the softmax of its
@@ -74,21 +76,42 @@ pub fn predict_onnx(onnx_path: &Path, images: &[PathBuf]) -> Result<()> {
     let origin = onnx_path.display().to_string();
     let (arch, labels) = crate::tract::read_metadata(&bytes, &origin)?;
     let model = crate::tract::TractModel::from_bytes(&bytes, arch, 1, &origin)?;
-    for_each_image(images, |path| {
-        let logits = model.run_u8_hwc(&image_pixels(path, &arch)?)?;
-        print_probabilities(path, &labels, &softmax(&logits));
-        Ok(())
-    })
+    for_each_image(
+        images,
+        || (),
+        |_, path| {
+            let logits = model.run_u8_hwc(&image_pixels(path, &arch)?)?;
+            Ok(format_probabilities(path, &labels, &softmax(&logits)))
+        },
+    )
 }
 
-/// Runs `classify` on every image, reporting each failure and going on; fails at the end if any
-/// image could not be classified.
-fn for_each_image(images: &[PathBuf], mut classify: impl FnMut(&Path) -> Result<()>) -> Result<()> {
+/// Images classified per parallel round; results print in input order after each round.
+const PREDICT_CHUNK: usize = 256;
+
+/// Classifies every image on all cores (`init` makes one state per worker, such as a
+/// [`tinycnn::Session`]) and prints each result in input order, reporting each failure and
+/// going on; fails at the end if any image could not be classified.
+fn for_each_image<S>(
+    images: &[PathBuf],
+    init: impl Fn() -> S + Sync + Send,
+    classify: impl Fn(&mut S, &Path) -> Result<String> + Sync + Send,
+) -> Result<()> {
+    use rayon::prelude::*;
     let mut failures = 0;
-    for path in images {
-        if let Err(e) = classify(path) {
-            eprintln!("error: {e:#}");
-            failures += 1;
+    for chunk in images.chunks(PREDICT_CHUNK) {
+        let results: Vec<Result<String>> = chunk
+            .par_iter()
+            .map_init(&init, |state, path| classify(state, path))
+            .collect();
+        for result in results {
+            match result {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    failures += 1;
+                }
+            }
         }
     }
     if failures > 0 {

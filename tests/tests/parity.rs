@@ -72,11 +72,14 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         qat::QDQ_ONNX_FILE,
         qat::MODEL_REPORT_MD,
         qat::MODEL_REPORT_JSON,
+        qat::TFLITE_FILE,
     ] {
         assert!(run.join(file).is_file(), "{file} was not written");
     }
 
-    // --strict fails on any violated threshold; check the figures too, so a failure names them.
+    // Every row must pass except LiteRT's argmax agreement, whose 99.9% is meant for a trained
+    // model on the full test set (the demo): on this barely trained net one near-tie flip in 500
+    // images is 99.8%. Its logits are still within 1 LSB, checked below.
     let report = parity::parity_command(&ParityArgs {
         run: Some(run.clone()),
         model: None,
@@ -84,7 +87,9 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         data: data.join("test"),
         out: None,
         report: None,
-        strict: true,
+        strict: false,
+        python: None,
+        litert_images: 10_000,
     })?;
     assert!(report.images >= 100, "only {} test images", report.images);
     assert_eq!(
@@ -98,6 +103,23 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
     assert!(report.tract_float_max_rel_err <= 1e-4, "{report:?}");
     assert!(report.tract_qdq_max_lsb <= 1, "{report:?}");
     assert!(report.tract_qdq_argmax_agreement >= 0.995, "{report:?}");
+    let litert = report
+        .litert
+        .as_ref()
+        .unwrap_or_else(|| panic!("LiteRT did not run: {:?}", report.litert_not_run));
+    assert_eq!(litert.images, report.images);
+    assert!(litert.reference_conv_blocks_exact(), "{litert:?}");
+    assert!(litert.max_lsb() <= 1, "{litert:?}");
+    assert!(litert.min_argmax_agreement() >= 0.995, "{litert:?}");
+    print!("{}", report.table());
+    for (check, measured, required, ok) in report.rows() {
+        assert!(
+            ok || check.starts_with("LiteRT, all resolvers: argmax"),
+            "{check}: {measured}, required {required}"
+        );
+    }
+
+    imports_round_trip(&run, &data)?;
 
     let merged: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json"))?)?;
@@ -110,6 +132,45 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         assert!(merged.get(key).is_some(), "report.json lacks {key}");
     }
     assert_eq!(merged["parity"]["int_sim_mismatched_logits"], 0);
+    assert_eq!(merged["parity"]["litert"]["images"], report.images);
     std::fs::remove_dir_all(&run)?;
+    Ok(())
+}
+
+/// `tinycnn import` of the run's own exports: the `.tflite` gives back `model.tcnn` byte for
+/// byte; the float ONNX, calibrated on the training folder, gives the same blob as PTQ of the
+/// QAT checkpoint (whose weights the float ONNX holds) on the same calibration images.
+fn imports_round_trip(run: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
+    use tinycnn_host::import::{import_command, ImportArgs};
+    let args = |model: &str, out: &str, calibrate: bool| ImportArgs {
+        model: run.join(model),
+        out: run.join(out),
+        calibrate: calibrate.then(|| data.join("train")),
+        calib_images: 300,
+        seed: 5,
+        weight_bits: "int8".into(),
+    };
+    let blob = std::fs::read(run.join(qat::BLOB_FILE))?;
+    let from_tflite = import_command(&args(qat::TFLITE_FILE, "from-tflite.tcnn", false))?;
+    assert!(
+        from_tflite == blob,
+        "the imported .tflite differs from model.tcnn"
+    );
+
+    let from_onnx = import_command(&args(qat::FLOAT_ONNX_FILE, "from-onnx.tcnn", true))?;
+    let device = tch::Device::Cpu;
+    let ckpt = tinycnn_host::train::checkpoint::load(&run.join(qat::QAT_CHECKPOINT_FILE), device)?;
+    let train = tinycnn_host::data::Dataset::load_for_model(
+        &data.join("train"),
+        &ckpt.meta.arch,
+        &ckpt.meta.labels,
+    )?;
+    let calib = qat::calibration_indices(train.len(), 300, 5);
+    let (_, direct) =
+        qat::post_training_quantize(&ckpt.net, &ckpt.meta.labels, &train, &calib, device)?;
+    assert!(
+        from_onnx == direct.blob,
+        "the float ONNX import differs from direct PTQ"
+    );
     Ok(())
 }

@@ -10,12 +10,16 @@
 //!   agreement >= 99.5%.
 //! - **streaming**: the row-streaming forward pass (the firmware's) equals the whole-map one on
 //!   every logit of every image, bit for bit.
+//! - **LiteRT**: the `.tflite` export in TFLite's interpreter ([`crate::check::litert`]): conv
+//!   blocks bit-identical with the reference kernels, every layer within 1 LSB with every
+//!   resolver, argmax agreement >= 99.9%.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use tch::Device;
 
 use crate::check::int_sim::Mismatch;
+use crate::check::litert::{LiteRtParity, LITERT_MAX_LSB, LITERT_MIN_ARGMAX_AGREEMENT};
 use crate::data::Dataset;
 use crate::quant::{self as qat, argmax_rows};
 
@@ -50,6 +54,10 @@ pub struct ParityReport {
     pub streaming_mismatched_logits: usize,
     /// The first image where they differ.
     pub streaming_first_mismatch_image: Option<usize>,
+    /// The LiteRT comparison, when it ran.
+    pub litert: Option<LiteRtParity>,
+    /// Why the LiteRT comparison did not run (no LiteRT, or int4 layers).
+    pub litert_not_run: Option<String>,
 }
 
 /// Largest |a - b| and the first (row, column) where it occurs.
@@ -81,6 +89,12 @@ pub struct ParityInputs<'a> {
     pub float_onnx: &'a [u8],
     pub qdq_onnx: &'a [u8],
     pub device: Device,
+    /// The python with `ai-edge-litert` (see [`crate::check::litert::find_python`]).
+    pub python: Option<&'a Path>,
+    /// Images LiteRT runs (the first ones of `data`); 0 skips it.
+    pub litert_images: usize,
+    /// Scratch folder for the LiteRT run.
+    pub work_dir: PathBuf,
 }
 
 /// Runs all four checks on every image of `inputs.data`.
@@ -147,6 +161,13 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let (tract_qdq_max_lsb, tract_qdq_worst, _) = max_lsb(&tract_q, shared, classes);
     let tract_qdq_argmax_agreement = agreement(&argmax_rows(&tract_q, classes), &shared_argmax);
 
+    let litert_inputs = &images[..images.len().min(inputs.litert_images * arch.input_len())];
+    let litert = if litert_inputs.is_empty() {
+        Err("--litert-images 0".to_string())
+    } else {
+        crate::check::litert::run(inputs.blob, litert_inputs, inputs.python, &inputs.work_dir)
+    };
+
     Ok(ParityReport {
         images: sim.images,
         int_sim_mismatched_logits: sim.mismatched_logits,
@@ -162,6 +183,8 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
         int8_test_accuracy,
         streaming_mismatched_logits: streaming.mismatched_logits,
         streaming_first_mismatch_image: streaming.first_mismatch_image,
+        litert_not_run: litert.as_ref().err().cloned(),
+        litert: litert.ok(),
     })
 }
 
@@ -169,7 +192,7 @@ impl ParityReport {
     /// (check, measured, required, passed) rows.
     pub fn rows(&self) -> Vec<(String, String, String, bool)> {
         let pct = |x: f64| format!("{:.3}%", 100.0 * x);
-        vec![
+        let mut rows: Vec<(String, String, String, bool)> = vec![
             (
                 "int sim vs shared: mismatched logits".into(),
                 self.int_sim_mismatched_logits.to_string(),
@@ -218,7 +241,35 @@ impl ParityReport {
                 format!(">= {}", pct(MIN_ARGMAX_AGREEMENT)),
                 self.tract_qdq_argmax_agreement >= MIN_ARGMAX_AGREEMENT,
             ),
-        ]
+        ];
+        if let Some(l) = &self.litert {
+            rows.extend([
+                (
+                    "LiteRT reference kernels: conv blocks".into(),
+                    if l.reference_conv_blocks_exact() {
+                        "bit-exact"
+                    } else {
+                        "differ"
+                    }
+                    .into(),
+                    "bit-exact".into(),
+                    l.reference_conv_blocks_exact(),
+                ),
+                (
+                    "LiteRT, all resolvers: max LSB".into(),
+                    l.max_lsb().to_string(),
+                    format!("<= {LITERT_MAX_LSB}"),
+                    l.max_lsb() <= LITERT_MAX_LSB,
+                ),
+                (
+                    "LiteRT, all resolvers: argmax agreement".into(),
+                    pct(l.min_argmax_agreement()),
+                    format!(">= {}", pct(LITERT_MIN_ARGMAX_AGREEMENT)),
+                    l.min_argmax_agreement() >= LITERT_MIN_ARGMAX_AGREEMENT,
+                ),
+            ]);
+        }
+        rows
     }
 
     /// Descriptions of the failed checks, with where to look.
@@ -272,6 +323,11 @@ impl ParityReport {
                 if ok { "ok" } else { "FAIL" }
             );
         }
+        match (&self.litert, &self.litert_not_run) {
+            (Some(l), _) => s += &l.details(),
+            (None, Some(why)) => s += &format!("LiteRT: not run ({why})\n"),
+            (None, None) => {}
+        }
         s
     }
 }
@@ -301,6 +357,13 @@ pub struct ParityArgs {
     /// bit-exactness contract) fails; tolerance misses are reported in the table and JSON.
     #[arg(long)]
     pub strict: bool,
+    /// Python with `ai-edge-litert` for the LiteRT line [default: $TINYCNN_PYTHON, else the
+    /// project's .venv/bin/python].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Test images LiteRT runs (its interpreter is slower than the other checks).
+    #[arg(long, default_value_t = 10_000)]
+    pub litert_images: usize,
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -350,6 +413,9 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
         float_onnx: &float_onnx,
         qdq_onnx: &qdq_onnx,
         device,
+        python: args.python.as_deref(),
+        litert_images: args.litert_images,
+        work_dir: dir.join("litert"),
     })?;
     print!("{}", report.table());
     let json = serde_json::to_value(&report)?;

@@ -191,3 +191,38 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint, CheckpointError> 
     })?;
     Ok(Checkpoint { meta, vs, net })
 }
+
+/// The validation split `tinycnn train` used for the run behind `meta`: (fraction, seed).
+/// Defaults to 0.2 and `default_seed` where the header does not record them.
+pub fn validation_split(meta: &CheckpointMeta, default_seed: u64) -> (f64, u64) {
+    let options = &meta.options;
+    let fraction = options
+        .get("val_split")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.2);
+    let seed = options
+        .get("seed")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(default_seed);
+    (fraction, seed)
+}
+
+/// The header of a QAT checkpoint made from the float run behind `float`: the float run's
+/// options are kept under `training_options`.
+pub fn quantized_meta(
+    float: &CheckpointMeta,
+    float_checkpoint: &Path,
+    weight_bits: &str,
+    qat: &crate::quant::QatOptions,
+    observers: &[crate::quant::Observer],
+) -> CheckpointMeta {
+    let mut meta = float.clone();
+    meta.options = serde_json::json!({
+        "float_checkpoint": float_checkpoint.display().to_string(),
+        "weight_bits": weight_bits,
+        "qat": qat,
+        "activation_observers": observers,
+        "training_options": float.options,
+    });
+    meta
+}
