@@ -174,7 +174,18 @@ def main():
     ap.add_argument("--preset", choices=sorted(PRESETS), action="append")
     ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per preset")
     ap.add_argument("--save", metavar="DIR", help="also write <preset>.tflite into DIR")
+    ap.add_argument("--model", metavar="FILE", action="append", default=[],
+                    help="also time this .tflite (e.g. a run's model.tflite from tinycnn quantize)")
     args = ap.parse_args()
+    for path in args.model:
+        with open(path, "rb") as f:
+            model = f.read()
+        med, lo, hi, n = time_invoke(model, args.seconds, 200)
+        print(f"litert/{path}: median {med / 1e3:.1f} us per invoke "
+              f"[p10 {lo / 1e3:.1f}, p90 {hi / 1e3:.1f}], {n} invokes, 1 thread")
+        sys.stdout.flush()
+    if args.model and not args.preset:
+        return
     for preset in args.preset or ["fashion", "tutorial"]:
         model = build(preset)
         if args.save:

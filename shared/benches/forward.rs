@@ -5,6 +5,8 @@
 //! `cargo bench -p tinycnn --bench forward` runs every kernel level this CPU has
 //! (`forward/<preset>/<level>`, `conv_rows_fashion/<level>/{unpinned,pinned}`,
 //! `dense_acc_fc1/<level>`; x86_64: portable, avx2, avx512vnni), side by side in one run.
+//! `TINYCNN_BENCH_MODEL=run/model.tcnn` adds `forward_model/<level>`: that blob's weights (the
+//! model `bench/litert_bench.py --model run/model.tflite` times in LiteRT).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -179,9 +181,39 @@ fn bench_preprocess(c: &mut Criterion) {
     group.finish();
 }
 
+/// `forward` on the blob named by `$TINYCNN_BENCH_MODEL`, if set, at every kernel level.
+fn bench_model_file(c: &mut Criterion) {
+    let Some(path) = std::env::var_os("TINYCNN_BENCH_MODEL") else {
+        return;
+    };
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("TINYCNN_BENCH_MODEL={}: {e}", path.to_string_lossy()));
+    let model = Model::from_bytes(&bytes)
+        .unwrap_or_else(|e| panic!("TINYCNN_BENCH_MODEL={}: {e}", path.to_string_lossy()));
+    let arch = model.arch;
+    let input: Vec<i8> = (0..arch.input_len())
+        .map(|i| (i * 31 % 256) as u8 as i8)
+        .collect();
+    let mut scratch = vec![0i8; arch.scratch_len()];
+    let mut logits = vec![0i8; arch.classes as usize];
+    let mut group = c.benchmark_group("forward_model");
+    group.throughput(Throughput::Elements(arch.macs()));
+    for level in levels() {
+        set_level(level);
+        group.bench_function(level, |b| {
+            b.iter(|| {
+                forward(&model, black_box(&input), &mut scratch, &mut logits);
+                black_box(&logits);
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_forward,
+    bench_model_file,
     bench_conv_rows,
     bench_dense,
     bench_preprocess

@@ -77,9 +77,7 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         assert!(run.join(file).is_file(), "{file} was not written");
     }
 
-    // Every row must pass except LiteRT's argmax agreement, whose 99.9% is meant for a trained
-    // model on the full test set (the demo): on this barely trained net one near-tie flip in 500
-    // images is 99.8%. Its logits are still within 1 LSB, checked below.
+    // Every row of the parity table must pass (near ties are excluded from LiteRT's argmax row).
     let report = parity::parity_command(&ParityArgs {
         run: Some(run.clone()),
         model: None,
@@ -101,7 +99,7 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
     assert!(report.fakequant_max_lsb <= 2, "{report:?}");
     assert!(report.argmax_agreement >= 0.995, "{report:?}");
     assert!(report.tract_float_max_rel_err <= 1e-4, "{report:?}");
-    assert!(report.tract_qdq_max_lsb <= 1, "{report:?}");
+    assert!(report.tract_qdq_max_lsb <= 2, "{report:?}");
     assert!(report.tract_qdq_argmax_agreement >= 0.995, "{report:?}");
     let litert = report
         .litert
@@ -109,14 +107,19 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         .unwrap_or_else(|| panic!("LiteRT did not run: {:?}", report.litert_not_run));
     assert_eq!(litert.images, report.images);
     assert!(litert.reference_conv_blocks_exact(), "{litert:?}");
-    assert!(litert.max_lsb() <= 1, "{litert:?}");
-    assert!(litert.min_argmax_agreement() >= 0.995, "{litert:?}");
+    assert!(
+        litert.reference_max_lsb().is_some_and(|m| m <= 1),
+        "{litert:?}"
+    );
+    assert!(litert.logits_max_lsb() <= 2, "{litert:?}");
+    assert!(
+        litert.min_decisive_argmax_agreement() >= 0.999,
+        "{litert:?}"
+    );
+    assert!(litert.min_argmax_agreement() >= 0.99, "{litert:?}");
     print!("{}", report.table());
     for (check, measured, required, ok) in report.rows() {
-        assert!(
-            ok || check.starts_with("LiteRT, all resolvers: argmax"),
-            "{check}: {measured}, required {required}"
-        );
+        assert!(ok, "{check}: {measured}, required {required}");
     }
 
     imports_round_trip(&run, &data)?;

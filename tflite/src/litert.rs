@@ -31,6 +31,29 @@ pub struct LayerDiff {
     pub max_lsb: i32,
 }
 
+/// The top-2 logit gap (in LSB) at or below which an input is a near tie: there the argmax is
+/// decided by the runtime's rounding, not by the model.
+pub const NEAR_TIE_LSB: i32 = 1;
+
+/// How far the largest logit leads the runner-up, in LSB (`i32::MAX` for one class).
+pub fn top2_gap(logits: &[i8]) -> i32 {
+    let (mut first, mut second) = (i32::MIN, i32::MIN);
+    for &v in logits {
+        let v = i32::from(v);
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    if second == i32::MIN {
+        i32::MAX
+    } else {
+        first - second
+    }
+}
+
 /// One runtime (a LiteRT resolver, or another interpreter) against `tinycnn` over all inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeReport {
@@ -40,6 +63,11 @@ pub struct RuntimeReport {
     pub layers: Vec<LayerDiff>,
     /// Inputs where the logits' argmax agrees.
     pub argmax_agree: usize,
+    /// Inputs whose `tinycnn` logits are decisive: the top logit leads the runner-up by more
+    /// than [`NEAR_TIE_LSB`], so no 1-LSB rounding difference can change the argmax.
+    pub decisive_inputs: usize,
+    /// Decisive inputs where the argmax agrees.
+    pub decisive_argmax_agree: usize,
     /// Number of inputs.
     pub inputs: usize,
 }
@@ -259,15 +287,21 @@ pub fn compare_outputs(
     }
     let last = names.len() - 1;
     let classes = model.arch.classes as usize;
-    let argmax_agree = ours
-        .iter()
-        .zip(theirs[last].chunks_exact(classes))
-        .filter(|(o, t)| argmax(&o[last]) == argmax(t))
-        .count();
+    let (mut argmax_agree, mut decisive_inputs, mut decisive_argmax_agree) = (0, 0, 0);
+    for (o, t) in ours.iter().zip(theirs[last].chunks_exact(classes)) {
+        let agree = argmax(&o[last]) == argmax(t);
+        argmax_agree += usize::from(agree);
+        if top2_gap(&o[last]) > NEAR_TIE_LSB {
+            decisive_inputs += 1;
+            decisive_argmax_agree += usize::from(agree);
+        }
+    }
     Ok(RuntimeReport {
         runtime,
         layers,
         argmax_agree,
+        decisive_inputs,
+        decisive_argmax_agree,
         inputs: n,
     })
 }
@@ -275,6 +309,14 @@ pub fn compare_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top2_gap_counts_ties_and_single_classes() {
+        assert_eq!(top2_gap(&[3, 9, 9]), 0);
+        assert_eq!(top2_gap(&[-128, 5, 4]), 1);
+        assert_eq!(top2_gap(&[127, -128]), 255);
+        assert_eq!(top2_gap(&[7]), i32::MAX);
+    }
 
     #[test]
     fn errors_say_what_to_do() {

@@ -1,17 +1,26 @@
 //! The TFLite line of `tinycnn parity`: the blob's `.tflite` export run in LiteRT (TFLite's
 //! interpreter) with each op resolver, compared with `shared` layer by layer.
 //!
-//! Contract, measured on every parity run: with TFLite's reference kernels (`BUILTIN_REF`) the
-//! conv blocks are bit-identical; with every resolver every layer is within
-//! [`LITERT_MAX_LSB`] and argmax agrees on at least [`LITERT_MIN_ARGMAX_AGREEMENT`]. TFLite's own
-//! kernels round differently from its fixed-point definition in two places, which is why the
-//! tolerance exists: the reference FULLY_CONNECTED rescales in double, and the optimized kernels
-//! requantize with one rounding (ties upward) instead of two.
+//! Contract, measured on every parity run:
+//! - with TFLite's reference kernels (`BUILTIN_REF`) the conv blocks are bit-identical and every
+//!   layer is within [`LITERT_REF_MAX_LSB`];
+//! - with every resolver the logits are within [`LITERT_LOGITS_MAX_LSB`], and the argmax agrees on
+//!   at least [`LITERT_MIN_ARGMAX_AGREEMENT`] of the decisive images (those whose `shared` logits
+//!   lead the runner-up by more than [`NEAR_TIE_LSB`]).
+//!
+//! TFLite's own kernels round differently from its fixed-point definition, which `shared` follows
+//! bit for bit: the reference FULLY_CONNECTED rescales in double, and the optimized kernels
+//! (`BUILTIN`, XNNPACK) requantize with one rounding (ties upward) instead of two. Each
+//! requantization then differs by at most 1 LSB, but the differences feed the next layer, so they
+//! compound: on the demo model block 3 differs by up to 3 LSB and the logits by up to 2. On a
+//! near tie (about 2% of Fashion-MNIST test images have a top-2 gap of 0 or 1 LSB) such a
+//! difference decides the argmax, so raw agreement is reported but not bounded.
 use std::path::{Path, PathBuf};
 
-use tinycnn_tflite::litert::{compare_with_litert, RuntimeReport};
+use tinycnn_tflite::litert::{compare_with_litert, RuntimeReport, NEAR_TIE_LSB};
 
-pub const LITERT_MAX_LSB: i32 = 1;
+pub const LITERT_REF_MAX_LSB: i32 = 1;
+pub const LITERT_LOGITS_MAX_LSB: i32 = 2;
 pub const LITERT_MIN_ARGMAX_AGREEMENT: f64 = 0.999;
 /// The resolver whose conv blocks must be bit-identical.
 pub const REFERENCE_RESOLVER: &str = "BUILTIN_REF";
@@ -33,8 +42,15 @@ pub struct LiteRtResolver {
     /// `BUILTIN_REF` (reference kernels), `BUILTIN` (optimized) or `AUTO` (XNNPACK).
     pub resolver: String,
     pub conv_blocks_bit_exact: bool,
+    /// The largest difference of any layer.
     pub max_lsb: i32,
+    /// The largest difference of the logits (the last layer).
+    pub logits_max_lsb: i32,
     pub argmax_agreement: f64,
+    /// Images whose `shared` logits lead the runner-up by more than `NEAR_TIE_LSB`.
+    pub decisive_images: usize,
+    /// Argmax agreement on the decisive images.
+    pub decisive_argmax_agreement: f64,
     pub layers: Vec<LiteRtLayer>,
 }
 
@@ -55,7 +71,11 @@ impl LiteRtParity {
                 resolver: r.runtime.to_string(),
                 conv_blocks_bit_exact: r.conv_blocks_exact(),
                 max_lsb: r.layers.iter().map(|l| l.max_lsb).max().unwrap_or(0),
+                logits_max_lsb: r.layers.last().map_or(0, |l| l.max_lsb),
                 argmax_agreement: r.argmax_agree as f64 / r.inputs.max(1) as f64,
+                decisive_images: r.decisive_inputs,
+                decisive_argmax_agreement: r.decisive_argmax_agree as f64
+                    / r.decisive_inputs.max(1) as f64,
                 layers: r
                     .layers
                     .iter()
@@ -82,16 +102,37 @@ impl LiteRtParity {
             .any(|r| r.resolver == REFERENCE_RESOLVER && r.conv_blocks_bit_exact)
     }
 
-    /// The largest difference of any layer, any resolver.
-    pub fn max_lsb(&self) -> i32 {
-        self.resolvers.iter().map(|r| r.max_lsb).max().unwrap_or(0)
+    /// The largest difference of any layer with the reference kernels; `None` when they did
+    /// not run.
+    pub fn reference_max_lsb(&self) -> Option<i32> {
+        self.resolvers
+            .iter()
+            .find(|r| r.resolver == REFERENCE_RESOLVER)
+            .map(|r| r.max_lsb)
     }
 
-    /// The lowest argmax agreement of any resolver.
+    /// The largest logit difference of any resolver.
+    pub fn logits_max_lsb(&self) -> i32 {
+        self.resolvers
+            .iter()
+            .map(|r| r.logits_max_lsb)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The lowest argmax agreement of any resolver, over all images.
     pub fn min_argmax_agreement(&self) -> f64 {
         self.resolvers
             .iter()
             .map(|r| r.argmax_agreement)
+            .fold(1.0, f64::min)
+    }
+
+    /// The lowest argmax agreement of any resolver, over the decisive images.
+    pub fn min_decisive_argmax_agreement(&self) -> f64 {
+        self.resolvers
+            .iter()
+            .map(|r| r.decisive_argmax_agreement)
             .fold(1.0, f64::min)
     }
 
@@ -109,7 +150,15 @@ impl LiteRtParity {
                     )
                 })
                 .collect();
-            s += &format!("  {:<11} {}\n", r.resolver, layers.join(", "));
+            s += &format!(
+                "  {:<11} argmax agreement {:.3}% (all), {:.3}% ({} decisive images, top-2 gap > \
+                 {NEAR_TIE_LSB} LSB); {}\n",
+                r.resolver,
+                100.0 * r.argmax_agreement,
+                100.0 * r.decisive_argmax_agreement,
+                r.decisive_images,
+                layers.join(", ")
+            );
         }
         s
     }

@@ -220,7 +220,7 @@ fn fine_tune(
                 .and_then(|x| x.accuracy(&data.validation))
                 .context("evaluating a QAT epoch on the validation split")?;
             eprintln!(
-                "QAT epoch {}/{}: loss {:.4}, train accuracy {}, int8 validation {}{}",
+                "QAT epoch {}/{}: loss {:.4}, train accuracy {}, integer validation {}{}",
                 e.epoch,
                 qat.epochs,
                 e.loss,
@@ -287,7 +287,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let ptq_test_accuracy = ptq.accuracy(&data.test)?;
     let ptq_validation_accuracy = ptq.accuracy(&data.validation)?;
     eprintln!(
-        "PTQ int8 test accuracy: {} ({} calibration images); validation {}",
+        "PTQ test accuracy (integer model): {} ({} calibration images); validation {}",
         percent(ptq_test_accuracy),
         calib.len(),
         percent(ptq_validation_accuracy)
@@ -304,7 +304,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         fine_tune(&ckpt, &data, (observers, ptq_validation_accuracy), &qat)?;
     ckpt.vs.copy(&selected.weights)?;
     eprintln!(
-        "exporting {} (best int8 validation accuracy)",
+        "exporting {} (best integer validation accuracy)",
         if selected.epoch == 0 {
             "the PTQ starting point".to_string()
         } else {
@@ -318,7 +318,10 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         classes,
         &data.test.targets,
     );
-    eprintln!("QAT int8 test accuracy: {}", percent(int8_test_accuracy));
+    eprintln!(
+        "QAT test accuracy (integer model): {}",
+        percent(int8_test_accuracy)
+    );
     let tflite = tflite_bytes(&exported.model, &exported.blob)?;
 
     let report = QuantizeReport {

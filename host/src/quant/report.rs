@@ -87,7 +87,7 @@ impl QuantizeReport {
         use std::fmt::Write;
         let mut s = String::new();
         let a = &self.arch;
-        let _ = writeln!(s, "# tinycnn int8 model ({} preset)\n", self.preset);
+        let _ = writeln!(s, "# tinycnn integer model ({} preset)\n", self.preset);
         let _ = writeln!(
             s,
             "Input {}x{}x{}, filters {:?}, fc {}, {} classes: {}.\n",
@@ -108,13 +108,13 @@ impl QuantizeReport {
         );
         let _ = writeln!(
             s,
-            "| PTQ int8 test accuracy ({} calibration images) | {} |",
+            "| PTQ test accuracy, integer model ({} calibration images) | {} |",
             self.calib_images,
             percent(self.ptq_test_accuracy)
         );
         let _ = writeln!(
             s,
-            "| QAT int8 test accuracy ({} epochs, exported epoch {} by validation accuracy; 0 = PTQ start) | {} |",
+            "| QAT test accuracy, integer model ({} epochs, exported epoch {} by validation accuracy; 0 = PTQ start) | {} |",
             self.qat.epochs,
             self.qat_selected_epoch,
             percent(self.int8_test_accuracy)
