@@ -5,6 +5,7 @@
 #
 #   bench/litert_vs_shared.sh            # both presets
 #   SECONDS_PER_PRESET=10 bench/litert_vs_shared.sh
+#   FILTER='forward/|forward_model' bench/litert_vs_shared.sh   # only these criterion benches
 #   RUN=runs/demo bench/litert_vs_shared.sh   # also a trained run: its model.tflite in LiteRT,
 #                                             # its model.tcnn in criterion (forward_model/<level>)
 #
@@ -23,15 +24,16 @@ if [ -n "${RUN:-}" ]; then
         [ -f "$f" ] || { echo "error: $f not found: run tinycnn quantize for $RUN first" >&2; exit 1; }
     done
     models=(--model "$RUN/model.tflite" --preset fashion --preset tutorial)
-    export TINYCNN_BENCH_MODEL="$RUN/model.tcnn"
+    # cargo bench runs in the package's folder, so the blob's path must be absolute.
+    export TINYCNN_BENCH_MODEL="$(realpath "$RUN/model.tcnn")"
 fi
 uptime
 grep -m1 "model name" /proc/cpuinfo
 echo "== LiteRT, before"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" "${models[@]}" 2>&1 | grep -v '^INFO'
 echo "== shared (criterion: forward/<preset>/<level>, conv_rows_fashion, dense_acc_fc1)"
-cargo bench -p tinycnn --bench forward -- 'forward/|forward_model|conv_rows|dense_acc' 2>&1 |
-    grep -E '^(forward|conv_rows|dense)|time:|skipping'
+cargo bench -p tinycnn --bench forward -- "${FILTER:-forward/|forward_model|conv_rows|dense_acc}" 2>&1 |
+    grep --line-buffered -E '^(forward|conv_rows|dense)|time:|skipping|panicked|error'
 echo "== LiteRT, after"
 "$venv/bin/python" bench/litert_bench.py --seconds "$secs" "${models[@]}" 2>&1 | grep -v '^INFO'
 uptime
