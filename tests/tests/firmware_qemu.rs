@@ -58,7 +58,7 @@ fn run_model_on(
             (std::fs::read(&path)?, path)
         }
     };
-    let model = Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let model = Model::from_bytes(&blob)?;
     let arch = model.arch;
     let frames = firmware::camera_frames(&data.join("test"), &arch, frame_count)?;
     ensure!(
@@ -214,7 +214,7 @@ fn corrupt_model_is_rejected_at_boot_with_a_non_zero_exit() -> Result<()> {
     let dir = scratch_dir("corrupt")?;
     let arch = Arch::fashion();
     let (blob, model_path) = random_model_file(arch, 13, &dir, "model.tcnn")?;
-    let model = Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let model = Model::from_bytes(&blob)?;
     let elf = build_firmware(&model_path, &dir)?;
     // Flip one weight byte of the blob inside the ELF: the CRC check at boot must catch it.
     let mut elf_bytes = std::fs::read(&elf)?;

@@ -121,7 +121,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let images = qat::int8_inputs(data);
 
     let sim = crate::check::int_sim::compare_with_shared(&model, &images)
-        .map_err(|e| anyhow::anyhow!("re-encoding the blob: {e:?}"))?;
+        .context("re-encoding the blob")?;
     let shared = &sim.shared_logits;
     let shared_argmax = argmax_rows(shared, classes);
     let int8_test_accuracy = qat::accuracy(shared, classes, &data.targets);

@@ -265,6 +265,7 @@ pub fn tflite_bytes(model: &OwnedModel, blob: &[u8]) -> anyhow::Result<Option<Ve
 /// Runs `tinycnn quantize`.
 pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let (checkpoint_path, out) = args.paths()?;
+    crate::train::install_interrupt_handler();
     let device = Device::cuda_if_available();
     let mut ckpt = checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the float checkpoint {}", checkpoint_path.display()))?;

@@ -290,7 +290,9 @@ pub struct QatEpoch {
 
 /// Fine-tunes the net in `vs` with fake quantization, starting from `observers` (typically the
 /// PTQ calibration). Returns the final observers and per-epoch summaries; an error from
-/// `on_epoch` stops the fine-tuning and is returned.
+/// `on_epoch` stops the fine-tuning and is returned, and so does a non-finite loss. Ctrl-C
+/// (once [`crate::train::install_interrupt_handler`] ran) ends it at the next batch: the
+/// epochs completed so far are returned and the partial one is not reported to `on_epoch`.
 pub fn train_qat(
     vs: &nn::VarStore,
     net: &Net,
@@ -315,6 +317,14 @@ pub fn train_qat(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
         for chunk in order.chunks(options.batch.max(1)) {
+            if crate::train::interrupted() {
+                eprintln!(
+                    "interrupt: QAT stops in epoch {} of {}; the best completed epoch is exported",
+                    epoch + 1,
+                    options.epochs
+                );
+                return Ok((observers, epochs));
+            }
             let (xs, ys) = data.batch(chunk, vs.device());
             let mut fq = FakeQuant {
                 net,
@@ -324,8 +334,17 @@ pub fn train_qat(
             let logits = fq.forward(&xs, mode);
             observers = fq.observers;
             let loss = logits.cross_entropy_for_logits(&ys);
+            let loss_value = f64::try_from(&loss)?;
+            if !loss_value.is_finite() {
+                anyhow::bail!(
+                    "the QAT loss became {loss_value} in epoch {}: fine-tuning diverged; lower \
+                     --qat-lr (now {}), or pass --qat-epochs 0 to export the PTQ model",
+                    epoch + 1,
+                    options.lr
+                );
+            }
             opt.backward_step(&loss);
-            loss_sum += f64::try_from(&loss).unwrap_or(f64::NAN) * chunk.len() as f64;
+            loss_sum += loss_value * chunk.len() as f64;
             correct += i64::try_from(logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64))
                 .unwrap_or(0);
             seen += chunk.len();

@@ -233,7 +233,7 @@ pub fn install_interrupt_handler() {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: stopping; the last completed epoch's checkpoint is kept (Ctrl-C again to quit now)");
+            eprintln!("\ninterrupt: stopping at the next batch; completed epochs are kept (Ctrl-C again to quit now)");
         });
         if let Err(e) = result {
             eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will stop training abruptly");
