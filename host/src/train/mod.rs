@@ -305,187 +305,56 @@ fn write_metrics(out: &Path, metrics: &[EpochMetrics]) -> Result<()> {
 
 /// Trains according to `opts`, writing everything into `opts.out`.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
-    if opts.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    if !(opts.val_split > 0.0 && opts.val_split < 1.0) {
-        bail!("--val-split must be between 0 and 1 (exclusive), e.g. 0.2");
-    }
-    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
-        bail!("--lr must be a positive number, e.g. 1e-4");
-    }
+    check_options(opts)?;
     let last_path = opts.out.join(checkpoint::LAST);
     let best_path = opts.out.join(checkpoint::BEST);
-    if !opts.resume && !opts.force && last_path.exists() {
-        bail!(
-            "{} already holds a checkpoint; pass --resume to continue that run, --force to overwrite it, or choose another --out",
-            opts.out.display()
-        );
-    }
     install_interrupt_handler();
     if let Some(threads) = opts.threads {
         tch::set_num_threads(threads.max(1));
     }
     let device = Device::cuda_if_available();
     let input = opts.arch.apply(opts.preset, 2)?;
-
-    let started = Instant::now();
-    let data = TrainSet::open(
-        &opts.data,
-        &input,
-        opts.memory_budget_mb.saturating_mul(1 << 20),
-    )
-    .with_context(|| format!("loading training images from {}", opts.data.display()))?;
-    data.warn_skipped();
+    let (data, train_idx, val_idx) = open_data(opts, &input, device)?;
     let arch = opts.arch.apply(opts.preset, data.labels().len() as u16)?;
-    let (train_idx, val_idx) = split_indices(data.len(), opts.val_split, opts.seed);
-    if train_idx.is_empty() || val_idx.is_empty() {
-        bail!(
-            "{} images are too few for a {:.0}% validation split; add images or change --val-split",
-            data.len(),
-            opts.val_split * 100.0
-        );
-    }
-    println!(
-        "{} images in {} classes from {} ({} skipped), {} train / {} validation, {} in {:.1}s on {:?}",
-        data.len(),
-        data.labels().len(),
-        opts.data.display(),
-        data.skipped().len(),
-        train_idx.len(),
-        val_idx.len(),
-        if data.is_streamed() {
-            format!(
-                "checked (decoded batch by batch: over --memory-budget-mb {})",
-                opts.memory_budget_mb
-            )
-        } else {
-            "loaded".to_string()
-        },
-        started.elapsed().as_secs_f64(),
-        device
-    );
-
-    let (vs, net, mut metrics, mut best) = if opts.resume {
-        let ck = checkpoint::load(&last_path, device).with_context(|| {
-            format!(
-                "resuming from {} (drop --resume to start afresh)",
-                last_path.display()
-            )
-        })?;
-        if ck.meta.arch != arch || ck.meta.labels != data.labels() {
-            bail!(
-                "the checkpoint in {} was trained with {:?} on classes {:?}, but these options give {:?} on {:?}; resume with the original --data/--preset options",
-                opts.out.display(),
-                ck.meta.arch,
-                ck.meta.labels,
-                arch,
-                data.labels()
-            );
-        }
-        println!(
-            "resuming after epoch {} (Adam moments restart)",
-            ck.meta.epoch
-        );
-        (ck.vs, ck.net, ck.meta.metrics, ck.meta.best_val_accuracy)
-    } else {
-        tch::manual_seed(opts.seed as i64);
-        let vs = nn::VarStore::new(device);
-        let net = Net::new(&vs.root(), &arch);
-        (vs, net, Vec::new(), f64::NEG_INFINITY)
-    };
+    let Start {
+        vs,
+        net,
+        mut metrics,
+        mut best,
+    } = start(opts, &last_path, arch, data.labels(), device)?;
     let start_epoch = metrics.len();
     let mut opt = nn::Adam::default()
         .build(&vs, opts.lr)
         .context("creating the Adam optimizer")?;
     let batches_per_epoch = train_idx.len().div_ceil(opts.batch);
-    let total_steps = batches_per_epoch * opts.epochs;
+    let fit = Fit {
+        opts,
+        net: &net,
+        source: data.source(),
+        device,
+        batches_per_epoch,
+        total_steps: batches_per_epoch * opts.epochs,
+        start_epoch,
+        last_path: &last_path,
+    };
     let options = serde_json::to_value(opts)?;
 
     for epoch in start_epoch..opts.epochs {
         let number = epoch + 1;
         let mut order = train_idx.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed(opts.seed, epoch)));
-        let bar = ProgressBar::new(batches_per_epoch as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-            )
-            .expect("static progress template is valid")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{number}/{}", opts.epochs));
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        let mut lr = opts.lr;
-        let seed = epoch_seed(opts.seed, epoch);
-        let source = data.source();
-        prefetch_batches(
-            source,
-            &order,
-            opts.batch,
-            PREFETCH_BATCHES,
-            |b, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
-            |b, pixels, targets| -> Result<()> {
-                if interrupted() {
-                    bar.abandon();
-                    let kept = if start_epoch == epoch && epoch == 0 {
-                        "no epoch had completed, so there is no checkpoint".to_string()
-                    } else {
-                        format!(
-                            "the checkpoint of epoch {epoch} is in {}",
-                            last_path.display()
-                        )
-                    };
-                    return Err(Interrupted {
-                        epoch: number,
-                        kept,
-                    }
-                    .into());
-                }
-                lr = opts
-                    .lr_schedule
-                    .at(opts.lr, epoch * batches_per_epoch + b, total_steps);
-                opt.set_lr(lr);
-                let xs = pixels_to_tensor(pixels, targets.len(), source.arch(), device);
-                let ys = Tensor::from_slice(&targets).to_device(device);
-                let logits = net.forward_t(&xs, true);
-                let loss = logits.cross_entropy_for_logits(&ys);
-                opt.backward_step(&loss);
-                let batch_loss = f64::try_from(&loss)?;
-                if !batch_loss.is_finite() {
-                    bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
-                }
-                loss_sum += batch_loss * targets.len() as f64;
-                correct += i64::try_from(
-                    logits
-                        .argmax(-1, false)
-                        .eq_tensor(&ys)
-                        .sum(tch::Kind::Int64),
-                )?;
-                seen += targets.len();
-                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "loss {:.4} {:.0} img/s",
-                    loss_sum / seen as f64,
-                    rate
-                ));
-                bar.inc(1);
-                Ok(())
-            },
-        )?;
-        let train_seconds = epoch_start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        let val = eval::evaluate(&net, source, &val_idx, opts.batch.max(256), device)?;
+        let trained = fit.epoch(epoch, &order, &mut opt)?;
+        let val = eval::evaluate(&net, fit.source, &val_idx, opts.batch.max(256), device)?;
         let m = EpochMetrics {
             epoch: number,
-            train_loss: loss_sum / seen as f64,
-            train_accuracy: correct as f64 / seen as f64,
+            train_loss: trained.loss_sum / trained.seen as f64,
+            train_accuracy: trained.correct as f64 / trained.seen as f64,
             val_loss: val.loss,
             val_accuracy: val.accuracy,
-            learning_rate: lr,
+            learning_rate: trained.lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
-            train_images_per_second: seen as f64 / train_seconds,
+            train_images_per_second: trained.seen as f64 / trained.seconds,
         };
         println!(
             "Training Epoch {number} --- Training Accuracy: {:>6.1}%, Validation Accuracy: {:>6.1}%,  Validation Loss: {:.3}  ({:.0} img/s, {:.0}s)",
@@ -522,63 +391,303 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             opts.epochs
         );
     }
-
-    let run_metrics = &metrics[start_epoch.min(metrics.len())..];
-    let rate_metrics = if run_metrics.is_empty() {
-        &metrics[..]
-    } else {
-        run_metrics
-    };
-    // Harmonic mean of the epochs' rates = images trained / seconds spent training.
-    let train_images_per_second = {
-        let n = train_idx.len() as f64;
-        let seconds: f64 = rate_metrics
-            .iter()
-            .map(|m| n / m.train_images_per_second)
-            .sum();
-        n * rate_metrics.len() as f64 / seconds
-    };
-    let report_path = opts
-        .report
-        .clone()
-        .unwrap_or_else(|| opts.out.join("report.json"));
-    let mut skipped = data.skipped().len();
-    let mut test_accuracy = None;
-    if let Some(test_dir) = &opts.test {
-        let result = eval::run(&best_path, test_dir, Some(&opts.out.join("confusion.png")))?;
-        skipped += result.skipped_files;
-        test_accuracy = Some(result.accuracy);
-    }
-    let mut fields = json!({
-        "preset": opts.preset.name(),
-        "classes": data.labels(),
-        "train_images_per_second": train_images_per_second,
-        "skipped_files": skipped,
-        "best_val_accuracy": best,
-        "epochs": metrics.len(),
-        "checkpoint": best_path,
-    });
-    if let Some(acc) = test_accuracy {
-        fields["float_test_accuracy"] = json!(acc);
-    }
-    tinycnn_runtime::report::merge(&report_path, fields)?;
-    println!(
-        "best validation accuracy {:.2}% ; checkpoints {} and {}; metrics {}",
-        best * 100.0,
-        best_path.display(),
-        last_path.display(),
-        opts.out.join("metrics.csv").display()
-    );
-    Ok(TrainSummary {
+    let train_images_per_second = images_per_second(&metrics, start_epoch, train_idx.len());
+    let summary = TrainSummary {
         arch,
         labels: data.labels().to_vec(),
         metrics,
         best_val_accuracy: best,
         train_images_per_second,
-        skipped_files: skipped,
-        test_accuracy,
+        skipped_files: data.skipped().len(),
+        test_accuracy: None,
         best_checkpoint: best_path,
+    };
+    let summary = test_and_report(opts, summary)?;
+    println!(
+        "best validation accuracy {:.2}% ; checkpoints {} and {}; metrics {}",
+        best * 100.0,
+        summary.best_checkpoint.display(),
+        last_path.display(),
+        opts.out.join("metrics.csv").display()
+    );
+    Ok(summary)
+}
+
+/// Refuses options that cannot train, and an `--out` that holds a run unless `--resume` or
+/// `--force` says what to do with it.
+fn check_options(opts: &TrainOptions) -> Result<()> {
+    if opts.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if !(opts.val_split > 0.0 && opts.val_split < 1.0) {
+        bail!("--val-split must be between 0 and 1 (exclusive), e.g. 0.2");
+    }
+    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
+        bail!("--lr must be a positive number, e.g. 1e-4");
+    }
+    if !opts.resume && !opts.force && opts.out.join(checkpoint::LAST).exists() {
+        bail!(
+            "{} already holds a checkpoint; pass --resume to continue that run, --force to overwrite it, or choose another --out",
+            opts.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The training images and their seeded train / validation split.
+fn open_data(
+    opts: &TrainOptions,
+    input: &Arch,
+    device: Device,
+) -> Result<(TrainSet, Vec<usize>, Vec<usize>)> {
+    let started = Instant::now();
+    let data = TrainSet::open(
+        &opts.data,
+        input,
+        opts.memory_budget_mb.saturating_mul(1 << 20),
+    )
+    .with_context(|| format!("loading training images from {}", opts.data.display()))?;
+    data.warn_skipped();
+    let (train_idx, val_idx) = split_indices(data.len(), opts.val_split, opts.seed);
+    if train_idx.is_empty() || val_idx.is_empty() {
+        bail!(
+            "{} images are too few for a {:.0}% validation split; add images or change --val-split",
+            data.len(),
+            opts.val_split * 100.0
+        );
+    }
+    println!(
+        "{} images in {} classes from {} ({} skipped), {} train / {} validation, {} in {:.1}s on {:?}",
+        data.len(),
+        data.labels().len(),
+        opts.data.display(),
+        data.skipped().len(),
+        train_idx.len(),
+        val_idx.len(),
+        if data.is_streamed() {
+            format!(
+                "checked (decoded batch by batch: over --memory-budget-mb {})",
+                opts.memory_budget_mb
+            )
+        } else {
+            "loaded".to_string()
+        },
+        started.elapsed().as_secs_f64(),
+        device
+    );
+    Ok((data, train_idx, val_idx))
+}
+
+/// Where training starts: a fresh net, or the last checkpoint with its metrics (`--resume`).
+struct Start {
+    vs: nn::VarStore,
+    net: Net,
+    metrics: Vec<EpochMetrics>,
+    best: f64,
+}
+
+fn start(
+    opts: &TrainOptions,
+    last_path: &Path,
+    arch: Arch,
+    labels: &[String],
+    device: Device,
+) -> Result<Start> {
+    if !opts.resume {
+        tch::manual_seed(opts.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = Net::new(&vs.root(), &arch);
+        return Ok(Start {
+            vs,
+            net,
+            metrics: Vec::new(),
+            best: f64::NEG_INFINITY,
+        });
+    }
+    let ck = checkpoint::load(last_path, device).with_context(|| {
+        format!(
+            "resuming from {} (drop --resume to start afresh)",
+            last_path.display()
+        )
+    })?;
+    if ck.meta.arch != arch || ck.meta.labels != labels {
+        bail!(
+            "the checkpoint in {} was trained with {:?} on classes {:?}, but these options give {:?} on {:?}; resume with the original --data/--preset options",
+            opts.out.display(),
+            ck.meta.arch,
+            ck.meta.labels,
+            arch,
+            labels
+        );
+    }
+    println!(
+        "resuming after epoch {} (Adam moments restart)",
+        ck.meta.epoch
+    );
+    Ok(Start {
+        vs: ck.vs,
+        net: ck.net,
+        metrics: ck.meta.metrics,
+        best: ck.meta.best_val_accuracy,
     })
+}
+
+/// What one epoch of the training loop needs besides the optimizer.
+struct Fit<'a> {
+    opts: &'a TrainOptions,
+    net: &'a Net,
+    source: &'a dyn crate::data::ImageSource,
+    device: Device,
+    batches_per_epoch: usize,
+    total_steps: usize,
+    start_epoch: usize,
+    last_path: &'a Path,
+}
+
+/// One epoch's training-set sums.
+struct EpochTrained {
+    loss_sum: f64,
+    correct: i64,
+    seen: usize,
+    /// The learning rate of the last batch.
+    lr: f64,
+    /// Seconds spent training (validation excluded).
+    seconds: f64,
+}
+
+impl Fit<'_> {
+    /// Trains epoch `epoch` (0-based) on `order`, with a progress bar. Ctrl-C ends it with
+    /// [`Interrupted`]; a non-finite loss ends it with what to change.
+    fn epoch(
+        &self,
+        epoch: usize,
+        order: &[usize],
+        opt: &mut nn::Optimizer,
+    ) -> Result<EpochTrained> {
+        let opts = self.opts;
+        let number = epoch + 1;
+        let bar = ProgressBar::new(self.batches_per_epoch as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+            )
+            .expect("static progress template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{number}/{}", opts.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
+        let mut lr = opts.lr;
+        let seed = epoch_seed(opts.seed, epoch);
+        let source = self.source;
+        prefetch_batches(
+            source,
+            order,
+            opts.batch,
+            PREFETCH_BATCHES,
+            |b, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
+            |b, pixels, targets| -> Result<()> {
+                if interrupted() {
+                    bar.abandon();
+                    let kept = if self.start_epoch == epoch && epoch == 0 {
+                        "no epoch had completed, so there is no checkpoint".to_string()
+                    } else {
+                        format!(
+                            "the checkpoint of epoch {epoch} is in {}",
+                            self.last_path.display()
+                        )
+                    };
+                    return Err(Interrupted {
+                        epoch: number,
+                        kept,
+                    }
+                    .into());
+                }
+                lr = opts.lr_schedule.at(
+                    opts.lr,
+                    epoch * self.batches_per_epoch + b,
+                    self.total_steps,
+                );
+                opt.set_lr(lr);
+                let xs = pixels_to_tensor(pixels, targets.len(), source.arch(), self.device);
+                let ys = Tensor::from_slice(&targets).to_device(self.device);
+                let logits = self.net.forward_t(&xs, true);
+                let loss = logits.cross_entropy_for_logits(&ys);
+                opt.backward_step(&loss);
+                let batch_loss = f64::try_from(&loss)?;
+                if !batch_loss.is_finite() {
+                    bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
+                }
+                loss_sum += batch_loss * targets.len() as f64;
+                correct += i64::try_from(
+                    logits
+                        .argmax(-1, false)
+                        .eq_tensor(&ys)
+                        .sum(tch::Kind::Int64),
+                )?;
+                seen += targets.len();
+                let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} {:.0} img/s",
+                    loss_sum / seen as f64,
+                    rate
+                ));
+                bar.inc(1);
+                Ok(())
+            },
+        )?;
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        Ok(EpochTrained {
+            loss_sum,
+            correct,
+            seen,
+            lr,
+            seconds,
+        })
+    }
+}
+
+/// Training throughput of this run's epochs (all epochs if it trained none): the harmonic mean
+/// of their rates, i.e. images trained / seconds spent training. `images` is the training split.
+fn images_per_second(metrics: &[EpochMetrics], start_epoch: usize, images: usize) -> f64 {
+    let run = &metrics[start_epoch.min(metrics.len())..];
+    let rated = if run.is_empty() { metrics } else { run };
+    let n = images as f64;
+    let seconds: f64 = rated.iter().map(|m| n / m.train_images_per_second).sum();
+    n * rated.len() as f64 / seconds
+}
+
+/// Evaluates the best checkpoint on `--test` (if given) and merges the run's figures into the
+/// report.
+fn test_and_report(opts: &TrainOptions, mut summary: TrainSummary) -> Result<TrainSummary> {
+    if let Some(test_dir) = &opts.test {
+        let result = eval::run(
+            &summary.best_checkpoint,
+            test_dir,
+            Some(&opts.out.join("confusion.png")),
+        )?;
+        summary.skipped_files += result.skipped_files;
+        summary.test_accuracy = Some(result.accuracy);
+    }
+    let mut fields = json!({
+        "preset": opts.preset.name(),
+        "classes": summary.labels,
+        "train_images_per_second": summary.train_images_per_second,
+        "skipped_files": summary.skipped_files,
+        "best_val_accuracy": summary.best_val_accuracy,
+        "epochs": summary.metrics.len(),
+        "checkpoint": summary.best_checkpoint,
+    });
+    if let Some(acc) = summary.test_accuracy {
+        fields["float_test_accuracy"] = json!(acc);
+    }
+    let report_path = opts
+        .report
+        .clone()
+        .unwrap_or_else(|| opts.out.join("report.json"));
+    tinycnn_runtime::report::merge(&report_path, fields)?;
+    Ok(summary)
 }
 
 /// Trains on `steps` batches of synthetic images for `arch` after `warmup` batches and returns
