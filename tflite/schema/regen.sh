@@ -26,5 +26,6 @@ if ! flatc --version 2>/dev/null | grep -qx "flatc version $version"; then
 fi
 "$flatc" --version
 "$flatc" --rust -o "$tmp" "$here/schema.fbs"
-cp "$tmp/schema_generated.rs" "$here/../src/schema_generated.rs"
+# Every unsafe block gets its SAFETY line (the project's rule for unsafe code).
+awk -f "$here/safety.awk" "$tmp/schema_generated.rs" > "$here/../src/schema_generated.rs"
 echo "wrote $here/../src/schema_generated.rs"

@@ -138,6 +138,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TensorType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -147,6 +148,7 @@ impl ::flatbuffers::Push for TensorType {
     type Output = TensorType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -230,6 +232,7 @@ impl<'a> ::flatbuffers::Follow<'a> for QuantizationDetails {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
     Self(b)
   }
@@ -239,6 +242,7 @@ impl ::flatbuffers::Push for QuantizationDetails {
     type Output = QuantizationDetails;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
     }
 }
@@ -316,6 +320,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DimensionType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -325,6 +330,7 @@ impl ::flatbuffers::Push for DimensionType {
     type Output = DimensionType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -408,6 +414,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SparseIndexVector {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
     Self(b)
   }
@@ -417,6 +424,7 @@ impl ::flatbuffers::Push for SparseIndexVector {
     type Output = SparseIndexVector;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
     }
 }
@@ -1326,6 +1334,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BuiltinOperator {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i32>(buf, loc) };
     Self(b)
   }
@@ -1335,6 +1344,7 @@ impl ::flatbuffers::Push for BuiltinOperator {
     type Output = BuiltinOperator;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i32>(dst, self.0) };
     }
 }
@@ -1910,6 +1920,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BuiltinOptions {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
     Self(b)
   }
@@ -1919,6 +1930,7 @@ impl ::flatbuffers::Push for BuiltinOptions {
     type Output = BuiltinOptions;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
     }
 }
@@ -2084,6 +2096,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BuiltinOptions2 {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
     Self(b)
   }
@@ -2093,6 +2106,7 @@ impl ::flatbuffers::Push for BuiltinOptions2 {
     type Output = BuiltinOptions2;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
     }
 }
@@ -2174,6 +2188,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloPrecisionConfig {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u32>(buf, loc) };
     Self(b)
   }
@@ -2183,6 +2198,7 @@ impl ::flatbuffers::Push for StablehloPrecisionConfig {
     type Output = StablehloPrecisionConfig;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u32>(dst, self.0) };
     }
 }
@@ -2274,6 +2290,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloComparisonDirection {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u32>(buf, loc) };
     Self(b)
   }
@@ -2283,6 +2300,7 @@ impl ::flatbuffers::Push for StablehloComparisonDirection {
     type Output = StablehloComparisonDirection;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u32>(dst, self.0) };
     }
 }
@@ -2370,6 +2388,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloComparisonType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<u32>(buf, loc) };
     Self(b)
   }
@@ -2379,6 +2398,7 @@ impl ::flatbuffers::Push for StablehloComparisonType {
     type Output = StablehloComparisonType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<u32>(dst, self.0) };
     }
 }
@@ -2458,6 +2478,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RngAlgorithm {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2467,6 +2488,7 @@ impl ::flatbuffers::Push for RngAlgorithm {
     type Output = RngAlgorithm;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2542,6 +2564,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Padding {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2551,6 +2574,7 @@ impl ::flatbuffers::Push for Padding {
     type Output = Padding;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2642,6 +2666,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ActivationFunctionType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2651,6 +2676,7 @@ impl ::flatbuffers::Push for ActivationFunctionType {
     type Output = ActivationFunctionType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2730,6 +2756,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LSHProjectionType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2739,6 +2766,7 @@ impl ::flatbuffers::Push for LSHProjectionType {
     type Output = LSHProjectionType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2814,6 +2842,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FullyConnectedOptionsWeightsFormat {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2823,6 +2852,7 @@ impl ::flatbuffers::Push for FullyConnectedOptionsWeightsFormat {
     type Output = FullyConnectedOptionsWeightsFormat;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2898,6 +2928,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LSTMKernelType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2907,6 +2938,7 @@ impl ::flatbuffers::Push for LSTMKernelType {
     type Output = LSTMKernelType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -2986,6 +3018,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CombinerType {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -2995,6 +3028,7 @@ impl ::flatbuffers::Push for CombinerType {
     type Output = CombinerType;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -3070,6 +3104,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MirrorPadMode {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -3079,6 +3114,7 @@ impl ::flatbuffers::Push for MirrorPadMode {
     type Output = MirrorPadMode;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -3174,6 +3210,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReduceWindowFunction {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i32>(buf, loc) };
     Self(b)
   }
@@ -3183,6 +3220,7 @@ impl ::flatbuffers::Push for ReduceWindowFunction {
     type Output = ReduceWindowFunction;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i32>(dst, self.0) };
     }
 }
@@ -3254,6 +3292,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CustomOptionsFormat {
   type Inner = Self;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
     Self(b)
   }
@@ -3263,6 +3302,7 @@ impl ::flatbuffers::Push for CustomOptionsFormat {
     type Output = CustomOptionsFormat;
     #[inline]
     unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
         unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
     }
 }
@@ -3302,6 +3342,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CustomQuantization<'a> {
   type Inner = CustomQuantization<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -3329,6 +3370,7 @@ impl<'a> CustomQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CustomQuantization::VT_CUSTOM, None)}
   }
 }
@@ -3398,6 +3440,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BlockwiseQuantization<'a> {
   type Inner = BlockwiseQuantization<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -3429,6 +3472,7 @@ impl<'a> BlockwiseQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(BlockwiseQuantization::VT_SCALES, Some(0)).unwrap()}
   }
   #[inline]
@@ -3436,6 +3480,7 @@ impl<'a> BlockwiseQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(BlockwiseQuantization::VT_ZERO_POINTS, Some(0)).unwrap()}
   }
   #[inline]
@@ -3443,6 +3488,7 @@ impl<'a> BlockwiseQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(BlockwiseQuantization::VT_BLOCK_SIZE, Some(0)).unwrap()}
   }
 }
@@ -3528,6 +3574,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MultiAxisQuantization<'a> {
   type Inner = MultiAxisQuantization<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -3561,6 +3608,7 @@ impl<'a> MultiAxisQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(MultiAxisQuantization::VT_SCALES, Some(0)).unwrap()}
   }
   #[inline]
@@ -3568,6 +3616,7 @@ impl<'a> MultiAxisQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(MultiAxisQuantization::VT_ZERO_POINTS, Some(0)).unwrap()}
   }
   #[inline]
@@ -3575,6 +3624,7 @@ impl<'a> MultiAxisQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(MultiAxisQuantization::VT_BLOCK_SIZE, Some(0)).unwrap()}
   }
   #[inline]
@@ -3582,6 +3632,7 @@ impl<'a> MultiAxisQuantization<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(MultiAxisQuantization::VT_QUANTIZED_DIMENSIONS, None)}
   }
 }
@@ -3675,6 +3726,7 @@ impl<'a> ::flatbuffers::Follow<'a> for QuantizationParameters<'a> {
   type Inner = QuantizationParameters<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -3714,6 +3766,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, f32>>>(QuantizationParameters::VT_MIN, None)}
   }
   #[inline]
@@ -3721,6 +3774,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, f32>>>(QuantizationParameters::VT_MAX, None)}
   }
   #[inline]
@@ -3728,6 +3782,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, f32>>>(QuantizationParameters::VT_SCALE, None)}
   }
   #[inline]
@@ -3735,6 +3790,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(QuantizationParameters::VT_ZERO_POINT, None)}
   }
   #[inline]
@@ -3742,6 +3798,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<QuantizationDetails>(QuantizationParameters::VT_DETAILS_TYPE, Some(QuantizationDetails::NONE)).unwrap()}
   }
   #[inline]
@@ -3749,6 +3806,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(QuantizationParameters::VT_DETAILS, None)}
   }
   #[inline]
@@ -3756,6 +3814,7 @@ impl<'a> QuantizationParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(QuantizationParameters::VT_QUANTIZED_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -3766,6 +3825,7 @@ impl<'a> QuantizationParameters<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CustomQuantization::init_from_table(t) }
      })
     } else {
@@ -3781,6 +3841,7 @@ impl<'a> QuantizationParameters<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BlockwiseQuantization::init_from_table(t) }
      })
     } else {
@@ -3796,6 +3857,7 @@ impl<'a> QuantizationParameters<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MultiAxisQuantization::init_from_table(t) }
      })
     } else {
@@ -3950,6 +4012,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Int32Vector<'a> {
   type Inner = Int32Vector<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -3977,6 +4040,7 @@ impl<'a> Int32Vector<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Int32Vector::VT_VALUES, None)}
   }
 }
@@ -4046,6 +4110,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Uint16Vector<'a> {
   type Inner = Uint16Vector<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4073,6 +4138,7 @@ impl<'a> Uint16Vector<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u16>>>(Uint16Vector::VT_VALUES, None)}
   }
 }
@@ -4142,6 +4208,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Uint8Vector<'a> {
   type Inner = Uint8Vector<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4169,6 +4236,7 @@ impl<'a> Uint8Vector<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Uint8Vector::VT_VALUES, None)}
   }
 }
@@ -4238,6 +4306,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DimensionMetadata<'a> {
   type Inner = DimensionMetadata<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4275,6 +4344,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<DimensionType>(DimensionMetadata::VT_FORMAT, Some(DimensionType::DENSE)).unwrap()}
   }
   #[inline]
@@ -4282,6 +4352,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DimensionMetadata::VT_DENSE_SIZE, Some(0)).unwrap()}
   }
   #[inline]
@@ -4289,6 +4360,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<SparseIndexVector>(DimensionMetadata::VT_ARRAY_SEGMENTS_TYPE, Some(SparseIndexVector::NONE)).unwrap()}
   }
   #[inline]
@@ -4296,6 +4368,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(DimensionMetadata::VT_ARRAY_SEGMENTS, None)}
   }
   #[inline]
@@ -4303,6 +4376,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<SparseIndexVector>(DimensionMetadata::VT_ARRAY_INDICES_TYPE, Some(SparseIndexVector::NONE)).unwrap()}
   }
   #[inline]
@@ -4310,6 +4384,7 @@ impl<'a> DimensionMetadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(DimensionMetadata::VT_ARRAY_INDICES, None)}
   }
   #[inline]
@@ -4320,6 +4395,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Int32Vector::init_from_table(t) }
      })
     } else {
@@ -4335,6 +4411,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Uint16Vector::init_from_table(t) }
      })
     } else {
@@ -4350,6 +4427,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Uint8Vector::init_from_table(t) }
      })
     } else {
@@ -4365,6 +4443,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Int32Vector::init_from_table(t) }
      })
     } else {
@@ -4380,6 +4459,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Uint16Vector::init_from_table(t) }
      })
     } else {
@@ -4395,6 +4475,7 @@ impl<'a> DimensionMetadata<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Uint8Vector::init_from_table(t) }
      })
     } else {
@@ -4573,6 +4654,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SparsityParameters<'a> {
   type Inner = SparsityParameters<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4604,6 +4686,7 @@ impl<'a> SparsityParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SparsityParameters::VT_TRAVERSAL_ORDER, None)}
   }
   #[inline]
@@ -4611,6 +4694,7 @@ impl<'a> SparsityParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SparsityParameters::VT_BLOCK_MAP, None)}
   }
   #[inline]
@@ -4618,6 +4702,7 @@ impl<'a> SparsityParameters<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DimensionMetadata>>>>(SparsityParameters::VT_DIM_METADATA, None)}
   }
 }
@@ -4703,6 +4788,7 @@ impl<'a> ::flatbuffers::Follow<'a> for VariantSubType<'a> {
   type Inner = VariantSubType<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4734,6 +4820,7 @@ impl<'a> VariantSubType<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(VariantSubType::VT_SHAPE, None)}
   }
   #[inline]
@@ -4741,6 +4828,7 @@ impl<'a> VariantSubType<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(VariantSubType::VT_TYPE_, Some(TensorType::FLOAT32)).unwrap()}
   }
   #[inline]
@@ -4748,6 +4836,7 @@ impl<'a> VariantSubType<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(VariantSubType::VT_HAS_RANK, Some(false)).unwrap()}
   }
 }
@@ -4833,6 +4922,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Tensor<'a> {
   type Inner = Tensor<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -4880,6 +4970,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Tensor::VT_SHAPE, None)}
   }
   #[inline]
@@ -4887,6 +4978,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(Tensor::VT_TYPE_, Some(TensorType::FLOAT32)).unwrap()}
   }
   #[inline]
@@ -4894,6 +4986,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(Tensor::VT_BUFFER, Some(0)).unwrap()}
   }
   #[inline]
@@ -4901,6 +4994,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Tensor::VT_NAME, None)}
   }
   #[inline]
@@ -4908,6 +5002,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<QuantizationParameters>>(Tensor::VT_QUANTIZATION, None)}
   }
   #[inline]
@@ -4915,6 +5010,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(Tensor::VT_IS_VARIABLE, Some(false)).unwrap()}
   }
   #[inline]
@@ -4922,6 +5018,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SparsityParameters>>(Tensor::VT_SPARSITY, None)}
   }
   #[inline]
@@ -4929,6 +5026,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Tensor::VT_SHAPE_SIGNATURE, None)}
   }
   #[inline]
@@ -4936,6 +5034,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(Tensor::VT_HAS_RANK, Some(false)).unwrap()}
   }
   #[inline]
@@ -4943,6 +5042,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VariantSubType>>>>(Tensor::VT_VARIANT_TENSORS, None)}
   }
   #[inline]
@@ -4950,6 +5050,7 @@ impl<'a> Tensor<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(Tensor::VT_EXTERNAL_BUFFER, Some(0)).unwrap()}
   }
 }
@@ -5099,6 +5200,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloGatherOptions<'a> {
   type Inner = StablehloGatherOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5136,6 +5238,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloGatherOptions::VT_OFFSET_DIMS, None)}
   }
   #[inline]
@@ -5143,6 +5246,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloGatherOptions::VT_COLLAPSED_SLICE_DIMS, None)}
   }
   #[inline]
@@ -5150,6 +5254,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloGatherOptions::VT_START_INDEX_MAP, None)}
   }
   #[inline]
@@ -5157,6 +5262,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloGatherOptions::VT_INDEX_VECTOR_DIM, Some(0)).unwrap()}
   }
   #[inline]
@@ -5164,6 +5270,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloGatherOptions::VT_SLICE_SIZES, None)}
   }
   #[inline]
@@ -5171,6 +5278,7 @@ impl<'a> StablehloGatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StablehloGatherOptions::VT_INDICES_ARE_SORTED, Some(false)).unwrap()}
   }
 }
@@ -5280,6 +5388,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloTransposeOptions<'a> {
   type Inner = StablehloTransposeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5307,6 +5416,7 @@ impl<'a> StablehloTransposeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloTransposeOptions::VT_PERMUTATION, None)}
   }
 }
@@ -5376,6 +5486,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloDotGeneralOptions<'a> {
   type Inner = StablehloDotGeneralOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5411,6 +5522,7 @@ impl<'a> StablehloDotGeneralOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloDotGeneralOptions::VT_LHS_BATCHING_DIMENSIONS, None)}
   }
   #[inline]
@@ -5418,6 +5530,7 @@ impl<'a> StablehloDotGeneralOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloDotGeneralOptions::VT_RHS_BATCHING_DIMENSIONS, None)}
   }
   #[inline]
@@ -5425,6 +5538,7 @@ impl<'a> StablehloDotGeneralOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloDotGeneralOptions::VT_LHS_CONTRACTING_DIMENSIONS, None)}
   }
   #[inline]
@@ -5432,6 +5546,7 @@ impl<'a> StablehloDotGeneralOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloDotGeneralOptions::VT_RHS_CONTRACTING_DIMENSIONS, None)}
   }
   #[inline]
@@ -5439,6 +5554,7 @@ impl<'a> StablehloDotGeneralOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, StablehloPrecisionConfig>>>(StablehloDotGeneralOptions::VT_PRECISION_CONFIG, None)}
   }
 }
@@ -5540,6 +5656,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloReduceWindowOptions<'a> {
   type Inner = StablehloReduceWindowOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5577,6 +5694,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceWindowOptions::VT_WINDOW_DIMENSIONS, None)}
   }
   #[inline]
@@ -5584,6 +5702,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceWindowOptions::VT_WINDOW_STRIDES, None)}
   }
   #[inline]
@@ -5591,6 +5710,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceWindowOptions::VT_BASE_DILATIONS, None)}
   }
   #[inline]
@@ -5598,6 +5718,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceWindowOptions::VT_WINDOW_DILATIONS, None)}
   }
   #[inline]
@@ -5605,6 +5726,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceWindowOptions::VT_PADDING, None)}
   }
   #[inline]
@@ -5612,6 +5734,7 @@ impl<'a> StablehloReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloReduceWindowOptions::VT_BODY_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -5721,6 +5844,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloWhileOptions<'a> {
   type Inner = StablehloWhileOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5750,6 +5874,7 @@ impl<'a> StablehloWhileOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloWhileOptions::VT_COND_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
   #[inline]
@@ -5757,6 +5882,7 @@ impl<'a> StablehloWhileOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloWhileOptions::VT_BODY_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -5834,6 +5960,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloSortOptions<'a> {
   type Inner = StablehloSortOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5865,6 +5992,7 @@ impl<'a> StablehloSortOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloSortOptions::VT_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -5872,6 +6000,7 @@ impl<'a> StablehloSortOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StablehloSortOptions::VT_IS_STABLE, Some(false)).unwrap()}
   }
   #[inline]
@@ -5879,6 +6008,7 @@ impl<'a> StablehloSortOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloSortOptions::VT_COMPARATOR_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -5964,6 +6094,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloConcatenateOptions<'a> {
   type Inner = StablehloConcatenateOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -5991,6 +6122,7 @@ impl<'a> StablehloConcatenateOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConcatenateOptions::VT_DIMENSION, Some(0)).unwrap()}
   }
 }
@@ -6060,6 +6192,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloBroadcastInDimOptions<'a> {
   type Inner = StablehloBroadcastInDimOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6087,6 +6220,7 @@ impl<'a> StablehloBroadcastInDimOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloBroadcastInDimOptions::VT_BROADCAST_DIMENSIONS, None)}
   }
 }
@@ -6156,6 +6290,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloCompareOptions<'a> {
   type Inner = StablehloCompareOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6185,6 +6320,7 @@ impl<'a> StablehloCompareOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<StablehloComparisonDirection>(StablehloCompareOptions::VT_COMPARISON_DIRECTION, Some(StablehloComparisonDirection::STABLEHLO_COMPARISON_DIRECTION_EQ)).unwrap()}
   }
   #[inline]
@@ -6192,6 +6328,7 @@ impl<'a> StablehloCompareOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<StablehloComparisonType>(StablehloCompareOptions::VT_COMPARE_TYPE, Some(StablehloComparisonType::STABLEHLO_COMPARISON_TYPE_NOTYPE)).unwrap()}
   }
 }
@@ -6269,6 +6406,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloDynamicSliceOptions<'a> {
   type Inner = StablehloDynamicSliceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6296,6 +6434,7 @@ impl<'a> StablehloDynamicSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloDynamicSliceOptions::VT_SLICE_SIZES, None)}
   }
 }
@@ -6365,6 +6504,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloPadOptions<'a> {
   type Inner = StablehloPadOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6396,6 +6536,7 @@ impl<'a> StablehloPadOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloPadOptions::VT_EDGE_PADDING_LOW, None)}
   }
   #[inline]
@@ -6403,6 +6544,7 @@ impl<'a> StablehloPadOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloPadOptions::VT_EDGE_PADDING_HIGH, None)}
   }
   #[inline]
@@ -6410,6 +6552,7 @@ impl<'a> StablehloPadOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloPadOptions::VT_INTERIOR_PADDING, None)}
   }
 }
@@ -6495,6 +6638,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloIotaOptions<'a> {
   type Inner = StablehloIotaOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6522,6 +6666,7 @@ impl<'a> StablehloIotaOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloIotaOptions::VT_IOTA_DIMENSION, Some(0)).unwrap()}
   }
 }
@@ -6591,6 +6736,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloCustomCallOptions<'a> {
   type Inner = StablehloCustomCallOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6628,6 +6774,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StablehloCustomCallOptions::VT_CALL_TARGET_NAME, None)}
   }
   #[inline]
@@ -6635,6 +6782,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StablehloCustomCallOptions::VT_HAS_SIDE_EFFECT, Some(false)).unwrap()}
   }
   #[inline]
@@ -6642,6 +6790,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StablehloCustomCallOptions::VT_BACKEND_CONFIG, None)}
   }
   #[inline]
@@ -6649,6 +6798,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloCustomCallOptions::VT_API_VERSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -6656,6 +6806,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(StablehloCustomCallOptions::VT_CALLED_COMPUTATIONS, None)}
   }
   #[inline]
@@ -6663,6 +6814,7 @@ impl<'a> StablehloCustomCallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(StablehloCustomCallOptions::VT_CUSTOM_ATTRIBUTES, None)}
   }
 }
@@ -6772,6 +6924,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloReduceOptions<'a> {
   type Inner = StablehloReduceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6801,6 +6954,7 @@ impl<'a> StablehloReduceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloReduceOptions::VT_DIMENSIONS, None)}
   }
   #[inline]
@@ -6808,6 +6962,7 @@ impl<'a> StablehloReduceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloReduceOptions::VT_BODY_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -6885,6 +7040,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloSliceOptions<'a> {
   type Inner = StablehloSliceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -6916,6 +7072,7 @@ impl<'a> StablehloSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloSliceOptions::VT_START_INDICES, None)}
   }
   #[inline]
@@ -6923,6 +7080,7 @@ impl<'a> StablehloSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloSliceOptions::VT_LIMIT_INDICES, None)}
   }
   #[inline]
@@ -6930,6 +7088,7 @@ impl<'a> StablehloSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloSliceOptions::VT_STRIDES, None)}
   }
 }
@@ -7015,6 +7174,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloConvolutionOptions<'a> {
   type Inner = StablehloConvolutionOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -7074,6 +7234,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_WINDOW_STRIDES, None)}
   }
   #[inline]
@@ -7081,6 +7242,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_PADDING, None)}
   }
   #[inline]
@@ -7088,6 +7250,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_LHS_DILATION, None)}
   }
   #[inline]
@@ -7095,6 +7258,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_RHS_DILATION, None)}
   }
   #[inline]
@@ -7102,6 +7266,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, bool>>>(StablehloConvolutionOptions::VT_WINDOW_REVERSAL, None)}
   }
   #[inline]
@@ -7109,6 +7274,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_INPUT_BATCH_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7116,6 +7282,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_INPUT_FEATURE_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7123,6 +7290,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_INPUT_SPATIAL_DIMENSIONS, None)}
   }
   #[inline]
@@ -7130,6 +7298,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_KERNEL_INPUT_FEATURE_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7137,6 +7306,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_KERNEL_OUTPUT_FEATURE_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7144,6 +7314,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_KERNEL_SPATIAL_DIMENSIONS, None)}
   }
   #[inline]
@@ -7151,6 +7322,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_OUTPUT_BATCH_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7158,6 +7330,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_OUTPUT_FEATURE_DIMENSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -7165,6 +7338,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloConvolutionOptions::VT_OUTPUT_SPATIAL_DIMENSIONS, None)}
   }
   #[inline]
@@ -7172,6 +7346,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_FEATURE_GROUP_COUNT, Some(0)).unwrap()}
   }
   #[inline]
@@ -7179,6 +7354,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloConvolutionOptions::VT_BATCH_GROUP_COUNT, Some(0)).unwrap()}
   }
   #[inline]
@@ -7186,6 +7362,7 @@ impl<'a> StablehloConvolutionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, StablehloPrecisionConfig>>>(StablehloConvolutionOptions::VT_PRECISION_CONFIG, None)}
   }
 }
@@ -7383,6 +7560,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloScatterOptions<'a> {
   type Inner = StablehloScatterOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -7422,6 +7600,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StablehloScatterOptions::VT_INDICES_ARE_SORTED, Some(false)).unwrap()}
   }
   #[inline]
@@ -7429,6 +7608,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloScatterOptions::VT_UPDATE_WINDOW_DIMS, None)}
   }
   #[inline]
@@ -7436,6 +7616,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloScatterOptions::VT_INSERTED_WINDOW_DIMS, None)}
   }
   #[inline]
@@ -7443,6 +7624,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(StablehloScatterOptions::VT_SCATTER_DIMS_TO_OPERAND_DIMS, None)}
   }
   #[inline]
@@ -7450,6 +7632,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(StablehloScatterOptions::VT_INDEX_VECTOR_DIM, Some(0)).unwrap()}
   }
   #[inline]
@@ -7457,6 +7640,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StablehloScatterOptions::VT_UNIQUE_INDICES, Some(false)).unwrap()}
   }
   #[inline]
@@ -7464,6 +7648,7 @@ impl<'a> StablehloScatterOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StablehloScatterOptions::VT_UPDATE_COMPUTATION_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -7581,6 +7766,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloCaseOptions<'a> {
   type Inner = StablehloCaseOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -7608,6 +7794,7 @@ impl<'a> StablehloCaseOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(StablehloCaseOptions::VT_BRANCH_SUBGRAPH_INDICES, None)}
   }
 }
@@ -7677,6 +7864,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloRngBitGeneratorOptions<'a> {
   type Inner = StablehloRngBitGeneratorOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -7704,6 +7892,7 @@ impl<'a> StablehloRngBitGeneratorOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<RngAlgorithm>(StablehloRngBitGeneratorOptions::VT_ALGORITHM, Some(RngAlgorithm::DEFAULT)).unwrap()}
   }
 }
@@ -7773,6 +7962,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Conv2DOptions<'a> {
   type Inner = Conv2DOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -7812,6 +8002,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<Padding>(Conv2DOptions::VT_PADDING, Some(Padding::SAME)).unwrap()}
   }
   #[inline]
@@ -7819,6 +8010,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv2DOptions::VT_STRIDE_W, Some(0)).unwrap()}
   }
   #[inline]
@@ -7826,6 +8018,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv2DOptions::VT_STRIDE_H, Some(0)).unwrap()}
   }
   #[inline]
@@ -7833,6 +8026,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(Conv2DOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -7840,6 +8034,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv2DOptions::VT_DILATION_W_FACTOR, Some(1)).unwrap()}
   }
   #[inline]
@@ -7847,6 +8042,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv2DOptions::VT_DILATION_H_FACTOR, Some(1)).unwrap()}
   }
   #[inline]
@@ -7854,6 +8050,7 @@ impl<'a> Conv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(Conv2DOptions::VT_QUANTIZED_BIAS_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -7971,6 +8168,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Conv3DOptions<'a> {
   type Inner = Conv3DOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8012,6 +8210,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<Padding>(Conv3DOptions::VT_PADDING, Some(Padding::SAME)).unwrap()}
   }
   #[inline]
@@ -8019,6 +8218,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_STRIDE_D, Some(0)).unwrap()}
   }
   #[inline]
@@ -8026,6 +8226,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_STRIDE_W, Some(0)).unwrap()}
   }
   #[inline]
@@ -8033,6 +8234,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_STRIDE_H, Some(0)).unwrap()}
   }
   #[inline]
@@ -8040,6 +8242,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(Conv3DOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -8047,6 +8250,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_DILATION_D_FACTOR, Some(1)).unwrap()}
   }
   #[inline]
@@ -8054,6 +8258,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_DILATION_W_FACTOR, Some(1)).unwrap()}
   }
   #[inline]
@@ -8061,6 +8266,7 @@ impl<'a> Conv3DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Conv3DOptions::VT_DILATION_H_FACTOR, Some(1)).unwrap()}
   }
 }
@@ -8186,6 +8392,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Pool2DOptions<'a> {
   type Inner = Pool2DOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8223,6 +8430,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<Padding>(Pool2DOptions::VT_PADDING, Some(Padding::SAME)).unwrap()}
   }
   #[inline]
@@ -8230,6 +8438,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Pool2DOptions::VT_STRIDE_W, Some(0)).unwrap()}
   }
   #[inline]
@@ -8237,6 +8446,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Pool2DOptions::VT_STRIDE_H, Some(0)).unwrap()}
   }
   #[inline]
@@ -8244,6 +8454,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Pool2DOptions::VT_FILTER_WIDTH, Some(0)).unwrap()}
   }
   #[inline]
@@ -8251,6 +8462,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Pool2DOptions::VT_FILTER_HEIGHT, Some(0)).unwrap()}
   }
   #[inline]
@@ -8258,6 +8470,7 @@ impl<'a> Pool2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(Pool2DOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
 }
@@ -8367,6 +8580,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DepthwiseConv2DOptions<'a> {
   type Inner = DepthwiseConv2DOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8406,6 +8620,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<Padding>(DepthwiseConv2DOptions::VT_PADDING, Some(Padding::SAME)).unwrap()}
   }
   #[inline]
@@ -8413,6 +8628,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthwiseConv2DOptions::VT_STRIDE_W, Some(0)).unwrap()}
   }
   #[inline]
@@ -8420,6 +8636,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthwiseConv2DOptions::VT_STRIDE_H, Some(0)).unwrap()}
   }
   #[inline]
@@ -8427,6 +8644,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthwiseConv2DOptions::VT_DEPTH_MULTIPLIER, Some(0)).unwrap()}
   }
   #[inline]
@@ -8434,6 +8652,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(DepthwiseConv2DOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -8441,6 +8660,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthwiseConv2DOptions::VT_DILATION_W_FACTOR, Some(1)).unwrap()}
   }
   #[inline]
@@ -8448,6 +8668,7 @@ impl<'a> DepthwiseConv2DOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthwiseConv2DOptions::VT_DILATION_H_FACTOR, Some(1)).unwrap()}
   }
 }
@@ -8565,6 +8786,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ConcatEmbeddingsOptions<'a> {
   type Inner = ConcatEmbeddingsOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8596,6 +8818,7 @@ impl<'a> ConcatEmbeddingsOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(ConcatEmbeddingsOptions::VT_NUM_CHANNELS, Some(0)).unwrap()}
   }
   #[inline]
@@ -8603,6 +8826,7 @@ impl<'a> ConcatEmbeddingsOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(ConcatEmbeddingsOptions::VT_NUM_COLUMNS_PER_CHANNEL, None)}
   }
   #[inline]
@@ -8610,6 +8834,7 @@ impl<'a> ConcatEmbeddingsOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(ConcatEmbeddingsOptions::VT_EMBEDDING_DIM_PER_CHANNEL, None)}
   }
 }
@@ -8695,6 +8920,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LSHProjectionOptions<'a> {
   type Inner = LSHProjectionOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8722,6 +8948,7 @@ impl<'a> LSHProjectionOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<LSHProjectionType>(LSHProjectionOptions::VT_TYPE_, Some(LSHProjectionType::UNKNOWN)).unwrap()}
   }
 }
@@ -8791,6 +9018,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SVDFOptions<'a> {
   type Inner = SVDFOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8822,6 +9050,7 @@ impl<'a> SVDFOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SVDFOptions::VT_RANK, Some(0)).unwrap()}
   }
   #[inline]
@@ -8829,6 +9058,7 @@ impl<'a> SVDFOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(SVDFOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -8836,6 +9066,7 @@ impl<'a> SVDFOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SVDFOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -8921,6 +9152,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RNNOptions<'a> {
   type Inner = RNNOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -8950,6 +9182,7 @@ impl<'a> RNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(RNNOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -8957,6 +9190,7 @@ impl<'a> RNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(RNNOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -9034,6 +9268,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SequenceRNNOptions<'a> {
   type Inner = SequenceRNNOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9065,6 +9300,7 @@ impl<'a> SequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SequenceRNNOptions::VT_TIME_MAJOR, Some(false)).unwrap()}
   }
   #[inline]
@@ -9072,6 +9308,7 @@ impl<'a> SequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(SequenceRNNOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -9079,6 +9316,7 @@ impl<'a> SequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SequenceRNNOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -9164,6 +9402,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BidirectionalSequenceRNNOptions<'a> {
   type Inner = BidirectionalSequenceRNNOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9197,6 +9436,7 @@ impl<'a> BidirectionalSequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceRNNOptions::VT_TIME_MAJOR, Some(false)).unwrap()}
   }
   #[inline]
@@ -9204,6 +9444,7 @@ impl<'a> BidirectionalSequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(BidirectionalSequenceRNNOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -9211,6 +9452,7 @@ impl<'a> BidirectionalSequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceRNNOptions::VT_MERGE_OUTPUTS, Some(false)).unwrap()}
   }
   #[inline]
@@ -9218,6 +9460,7 @@ impl<'a> BidirectionalSequenceRNNOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceRNNOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -9311,6 +9554,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FullyConnectedOptions<'a> {
   type Inner = FullyConnectedOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9346,6 +9590,7 @@ impl<'a> FullyConnectedOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(FullyConnectedOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -9353,6 +9598,7 @@ impl<'a> FullyConnectedOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<FullyConnectedOptionsWeightsFormat>(FullyConnectedOptions::VT_WEIGHTS_FORMAT, Some(FullyConnectedOptionsWeightsFormat::DEFAULT)).unwrap()}
   }
   #[inline]
@@ -9360,6 +9606,7 @@ impl<'a> FullyConnectedOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(FullyConnectedOptions::VT_KEEP_NUM_DIMS, Some(false)).unwrap()}
   }
   #[inline]
@@ -9367,6 +9614,7 @@ impl<'a> FullyConnectedOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(FullyConnectedOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
   #[inline]
@@ -9374,6 +9622,7 @@ impl<'a> FullyConnectedOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(FullyConnectedOptions::VT_QUANTIZED_BIAS_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -9475,6 +9724,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SoftmaxOptions<'a> {
   type Inner = SoftmaxOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9502,6 +9752,7 @@ impl<'a> SoftmaxOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(SoftmaxOptions::VT_BETA, Some(0.0)).unwrap()}
   }
 }
@@ -9571,6 +9822,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ConcatenationOptions<'a> {
   type Inner = ConcatenationOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9600,6 +9852,7 @@ impl<'a> ConcatenationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(ConcatenationOptions::VT_AXIS, Some(0)).unwrap()}
   }
   #[inline]
@@ -9607,6 +9860,7 @@ impl<'a> ConcatenationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(ConcatenationOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
 }
@@ -9684,6 +9938,7 @@ impl<'a> ::flatbuffers::Follow<'a> for AddOptions<'a> {
   type Inner = AddOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9713,6 +9968,7 @@ impl<'a> AddOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(AddOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -9720,6 +9976,7 @@ impl<'a> AddOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(AddOptions::VT_POT_SCALE_INT16, Some(true)).unwrap()}
   }
 }
@@ -9797,6 +10054,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MulOptions<'a> {
   type Inner = MulOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9824,6 +10082,7 @@ impl<'a> MulOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(MulOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
 }
@@ -9893,6 +10152,7 @@ impl<'a> ::flatbuffers::Follow<'a> for L2NormOptions<'a> {
   type Inner = L2NormOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -9920,6 +10180,7 @@ impl<'a> L2NormOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(L2NormOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
 }
@@ -9989,6 +10250,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LocalResponseNormalizationOptions<'a> {
   type Inner = LocalResponseNormalizationOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10022,6 +10284,7 @@ impl<'a> LocalResponseNormalizationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(LocalResponseNormalizationOptions::VT_RADIUS, Some(0)).unwrap()}
   }
   #[inline]
@@ -10029,6 +10292,7 @@ impl<'a> LocalResponseNormalizationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_BIAS, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10036,6 +10300,7 @@ impl<'a> LocalResponseNormalizationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_ALPHA, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10043,6 +10308,7 @@ impl<'a> LocalResponseNormalizationOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LocalResponseNormalizationOptions::VT_BETA, Some(0.0)).unwrap()}
   }
 }
@@ -10136,6 +10402,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LSTMOptions<'a> {
   type Inner = LSTMOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10171,6 +10438,7 @@ impl<'a> LSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(LSTMOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -10178,6 +10446,7 @@ impl<'a> LSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LSTMOptions::VT_CELL_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10185,6 +10454,7 @@ impl<'a> LSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LSTMOptions::VT_PROJ_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10192,6 +10462,7 @@ impl<'a> LSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<LSTMKernelType>(LSTMOptions::VT_KERNEL_TYPE, Some(LSTMKernelType::FULL)).unwrap()}
   }
   #[inline]
@@ -10199,6 +10470,7 @@ impl<'a> LSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(LSTMOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -10300,6 +10572,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnidirectionalSequenceLSTMOptions<'a> {
   type Inner = UnidirectionalSequenceLSTMOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10337,6 +10610,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(UnidirectionalSequenceLSTMOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -10344,6 +10618,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(UnidirectionalSequenceLSTMOptions::VT_CELL_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10351,6 +10626,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(UnidirectionalSequenceLSTMOptions::VT_PROJ_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10358,6 +10634,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(UnidirectionalSequenceLSTMOptions::VT_TIME_MAJOR, Some(false)).unwrap()}
   }
   #[inline]
@@ -10365,6 +10642,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(UnidirectionalSequenceLSTMOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
   #[inline]
@@ -10372,6 +10650,7 @@ impl<'a> UnidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(UnidirectionalSequenceLSTMOptions::VT_DIAGONAL_RECURRENT_TENSORS, Some(false)).unwrap()}
   }
 }
@@ -10481,6 +10760,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BidirectionalSequenceLSTMOptions<'a> {
   type Inner = BidirectionalSequenceLSTMOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10518,6 +10798,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(BidirectionalSequenceLSTMOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -10525,6 +10806,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(BidirectionalSequenceLSTMOptions::VT_CELL_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10532,6 +10814,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(BidirectionalSequenceLSTMOptions::VT_PROJ_CLIP, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -10539,6 +10822,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceLSTMOptions::VT_MERGE_OUTPUTS, Some(false)).unwrap()}
   }
   #[inline]
@@ -10546,6 +10830,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceLSTMOptions::VT_TIME_MAJOR, Some(true)).unwrap()}
   }
   #[inline]
@@ -10553,6 +10838,7 @@ impl<'a> BidirectionalSequenceLSTMOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BidirectionalSequenceLSTMOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -10662,6 +10948,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ResizeBilinearOptions<'a> {
   type Inner = ResizeBilinearOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10691,6 +10978,7 @@ impl<'a> ResizeBilinearOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(ResizeBilinearOptions::VT_ALIGN_CORNERS, Some(false)).unwrap()}
   }
   #[inline]
@@ -10698,6 +10986,7 @@ impl<'a> ResizeBilinearOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(ResizeBilinearOptions::VT_HALF_PIXEL_CENTERS, Some(false)).unwrap()}
   }
 }
@@ -10775,6 +11064,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ResizeNearestNeighborOptions<'a> {
   type Inner = ResizeNearestNeighborOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10804,6 +11094,7 @@ impl<'a> ResizeNearestNeighborOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(ResizeNearestNeighborOptions::VT_ALIGN_CORNERS, Some(false)).unwrap()}
   }
   #[inline]
@@ -10811,6 +11102,7 @@ impl<'a> ResizeNearestNeighborOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(ResizeNearestNeighborOptions::VT_HALF_PIXEL_CENTERS, Some(false)).unwrap()}
   }
 }
@@ -10888,6 +11180,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CallOptions<'a> {
   type Inner = CallOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -10915,6 +11208,7 @@ impl<'a> CallOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(CallOptions::VT_SUBGRAPH, Some(0)).unwrap()}
   }
 }
@@ -10984,6 +11278,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PadOptions<'a> {
   type Inner = PadOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11062,6 +11357,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PadV2Options<'a> {
   type Inner = PadV2Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11140,6 +11436,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReshapeOptions<'a> {
   type Inner = ReshapeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11167,6 +11464,7 @@ impl<'a> ReshapeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(ReshapeOptions::VT_NEW_SHAPE, None)}
   }
 }
@@ -11236,6 +11534,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SpaceToBatchNDOptions<'a> {
   type Inner = SpaceToBatchNDOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11314,6 +11613,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BatchToSpaceNDOptions<'a> {
   type Inner = BatchToSpaceNDOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11392,6 +11692,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SkipGramOptions<'a> {
   type Inner = SkipGramOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11423,6 +11724,7 @@ impl<'a> SkipGramOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SkipGramOptions::VT_NGRAM_SIZE, Some(0)).unwrap()}
   }
   #[inline]
@@ -11430,6 +11732,7 @@ impl<'a> SkipGramOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SkipGramOptions::VT_MAX_SKIP_SIZE, Some(0)).unwrap()}
   }
   #[inline]
@@ -11437,6 +11740,7 @@ impl<'a> SkipGramOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SkipGramOptions::VT_INCLUDE_ALL_NGRAMS, Some(false)).unwrap()}
   }
 }
@@ -11522,6 +11826,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SpaceToDepthOptions<'a> {
   type Inner = SpaceToDepthOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11549,6 +11854,7 @@ impl<'a> SpaceToDepthOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SpaceToDepthOptions::VT_BLOCK_SIZE, Some(0)).unwrap()}
   }
 }
@@ -11618,6 +11924,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DepthToSpaceOptions<'a> {
   type Inner = DepthToSpaceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11645,6 +11952,7 @@ impl<'a> DepthToSpaceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(DepthToSpaceOptions::VT_BLOCK_SIZE, Some(0)).unwrap()}
   }
 }
@@ -11714,6 +12022,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SubOptions<'a> {
   type Inner = SubOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11743,6 +12052,7 @@ impl<'a> SubOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(SubOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -11750,6 +12060,7 @@ impl<'a> SubOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SubOptions::VT_POT_SCALE_INT16, Some(true)).unwrap()}
   }
 }
@@ -11827,6 +12138,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DivOptions<'a> {
   type Inner = DivOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -11854,6 +12166,7 @@ impl<'a> DivOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(DivOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
 }
@@ -11923,6 +12236,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TopKV2Options<'a> {
   type Inner = TopKV2Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12001,6 +12315,7 @@ impl<'a> ::flatbuffers::Follow<'a> for EmbeddingLookupSparseOptions<'a> {
   type Inner = EmbeddingLookupSparseOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12028,6 +12343,7 @@ impl<'a> EmbeddingLookupSparseOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<CombinerType>(EmbeddingLookupSparseOptions::VT_COMBINER, Some(CombinerType::SUM)).unwrap()}
   }
 }
@@ -12097,6 +12413,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GatherOptions<'a> {
   type Inner = GatherOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12126,6 +12443,7 @@ impl<'a> GatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(GatherOptions::VT_AXIS, Some(0)).unwrap()}
   }
   #[inline]
@@ -12133,6 +12451,7 @@ impl<'a> GatherOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(GatherOptions::VT_BATCH_DIMS, Some(0)).unwrap()}
   }
 }
@@ -12210,6 +12529,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TransposeOptions<'a> {
   type Inner = TransposeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12288,6 +12608,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ExpOptions<'a> {
   type Inner = ExpOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12366,6 +12687,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CosOptions<'a> {
   type Inner = CosOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12444,6 +12766,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReducerOptions<'a> {
   type Inner = ReducerOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12471,6 +12794,7 @@ impl<'a> ReducerOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(ReducerOptions::VT_KEEP_DIMS, Some(false)).unwrap()}
   }
 }
@@ -12540,6 +12864,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SqueezeOptions<'a> {
   type Inner = SqueezeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12567,6 +12892,7 @@ impl<'a> SqueezeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SqueezeOptions::VT_SQUEEZE_DIMS, None)}
   }
 }
@@ -12636,6 +12962,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SplitOptions<'a> {
   type Inner = SplitOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12663,6 +12990,7 @@ impl<'a> SplitOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SplitOptions::VT_NUM_SPLITS, Some(0)).unwrap()}
   }
 }
@@ -12732,6 +13060,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SplitVOptions<'a> {
   type Inner = SplitVOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12759,6 +13088,7 @@ impl<'a> SplitVOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SplitVOptions::VT_NUM_SPLITS, Some(0)).unwrap()}
   }
 }
@@ -12828,6 +13158,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StridedSliceOptions<'a> {
   type Inner = StridedSliceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -12865,6 +13196,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_BEGIN_MASK, Some(0)).unwrap()}
   }
   #[inline]
@@ -12872,6 +13204,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_END_MASK, Some(0)).unwrap()}
   }
   #[inline]
@@ -12879,6 +13212,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_ELLIPSIS_MASK, Some(0)).unwrap()}
   }
   #[inline]
@@ -12886,6 +13220,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_NEW_AXIS_MASK, Some(0)).unwrap()}
   }
   #[inline]
@@ -12893,6 +13228,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StridedSliceOptions::VT_SHRINK_AXIS_MASK, Some(0)).unwrap()}
   }
   #[inline]
@@ -12900,6 +13236,7 @@ impl<'a> StridedSliceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(StridedSliceOptions::VT_OFFSET, Some(false)).unwrap()}
   }
 }
@@ -13009,6 +13346,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LogSoftmaxOptions<'a> {
   type Inner = LogSoftmaxOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13087,6 +13425,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CastOptions<'a> {
   type Inner = CastOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13116,6 +13455,7 @@ impl<'a> CastOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(CastOptions::VT_IN_DATA_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
   #[inline]
@@ -13123,6 +13463,7 @@ impl<'a> CastOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(CastOptions::VT_OUT_DATA_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -13200,6 +13541,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DequantizeOptions<'a> {
   type Inner = DequantizeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13278,6 +13620,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MaximumMinimumOptions<'a> {
   type Inner = MaximumMinimumOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13356,6 +13699,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TileOptions<'a> {
   type Inner = TileOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13434,6 +13778,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ArgMaxOptions<'a> {
   type Inner = ArgMaxOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13461,6 +13806,7 @@ impl<'a> ArgMaxOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(ArgMaxOptions::VT_OUTPUT_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -13530,6 +13876,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ArgMinOptions<'a> {
   type Inner = ArgMinOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13557,6 +13904,7 @@ impl<'a> ArgMinOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(ArgMinOptions::VT_OUTPUT_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -13626,6 +13974,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GreaterOptions<'a> {
   type Inner = GreaterOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13704,6 +14053,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GreaterEqualOptions<'a> {
   type Inner = GreaterEqualOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13782,6 +14132,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LessOptions<'a> {
   type Inner = LessOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13860,6 +14211,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LessEqualOptions<'a> {
   type Inner = LessEqualOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -13938,6 +14290,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NegOptions<'a> {
   type Inner = NegOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14016,6 +14369,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SelectOptions<'a> {
   type Inner = SelectOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14094,6 +14448,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SliceOptions<'a> {
   type Inner = SliceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14172,6 +14527,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TransposeConvOptions<'a> {
   type Inner = TransposeConvOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14207,6 +14563,7 @@ impl<'a> TransposeConvOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<Padding>(TransposeConvOptions::VT_PADDING, Some(Padding::SAME)).unwrap()}
   }
   #[inline]
@@ -14214,6 +14571,7 @@ impl<'a> TransposeConvOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(TransposeConvOptions::VT_STRIDE_W, Some(0)).unwrap()}
   }
   #[inline]
@@ -14221,6 +14579,7 @@ impl<'a> TransposeConvOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(TransposeConvOptions::VT_STRIDE_H, Some(0)).unwrap()}
   }
   #[inline]
@@ -14228,6 +14587,7 @@ impl<'a> TransposeConvOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ActivationFunctionType>(TransposeConvOptions::VT_FUSED_ACTIVATION_FUNCTION, Some(ActivationFunctionType::NONE)).unwrap()}
   }
   #[inline]
@@ -14235,6 +14595,7 @@ impl<'a> TransposeConvOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(TransposeConvOptions::VT_QUANTIZED_BIAS_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -14336,6 +14697,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ExpandDimsOptions<'a> {
   type Inner = ExpandDimsOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14414,6 +14776,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SparseToDenseOptions<'a> {
   type Inner = SparseToDenseOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14441,6 +14804,7 @@ impl<'a> SparseToDenseOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(SparseToDenseOptions::VT_VALIDATE_INDICES, Some(false)).unwrap()}
   }
 }
@@ -14510,6 +14874,7 @@ impl<'a> ::flatbuffers::Follow<'a> for EqualOptions<'a> {
   type Inner = EqualOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14588,6 +14953,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NotEqualOptions<'a> {
   type Inner = NotEqualOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14666,6 +15032,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ShapeOptions<'a> {
   type Inner = ShapeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14693,6 +15060,7 @@ impl<'a> ShapeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(ShapeOptions::VT_OUT_TYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -14762,6 +15130,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RankOptions<'a> {
   type Inner = RankOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14840,6 +15209,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PowOptions<'a> {
   type Inner = PowOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14918,6 +15288,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FakeQuantOptions<'a> {
   type Inner = FakeQuantOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -14951,6 +15322,7 @@ impl<'a> FakeQuantOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(FakeQuantOptions::VT_MIN, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -14958,6 +15330,7 @@ impl<'a> FakeQuantOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(FakeQuantOptions::VT_MAX, Some(0.0)).unwrap()}
   }
   #[inline]
@@ -14965,6 +15338,7 @@ impl<'a> FakeQuantOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(FakeQuantOptions::VT_NUM_BITS, Some(0)).unwrap()}
   }
   #[inline]
@@ -14972,6 +15346,7 @@ impl<'a> FakeQuantOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(FakeQuantOptions::VT_NARROW_RANGE, Some(false)).unwrap()}
   }
 }
@@ -15065,6 +15440,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PackOptions<'a> {
   type Inner = PackOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15094,6 +15470,7 @@ impl<'a> PackOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(PackOptions::VT_VALUES_COUNT, Some(0)).unwrap()}
   }
   #[inline]
@@ -15101,6 +15478,7 @@ impl<'a> PackOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(PackOptions::VT_AXIS, Some(0)).unwrap()}
   }
 }
@@ -15178,6 +15556,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LogicalOrOptions<'a> {
   type Inner = LogicalOrOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15256,6 +15635,7 @@ impl<'a> ::flatbuffers::Follow<'a> for OneHotOptions<'a> {
   type Inner = OneHotOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15283,6 +15663,7 @@ impl<'a> OneHotOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(OneHotOptions::VT_AXIS, Some(0)).unwrap()}
   }
 }
@@ -15352,6 +15733,7 @@ impl<'a> ::flatbuffers::Follow<'a> for AbsOptions<'a> {
   type Inner = AbsOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15430,6 +15812,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HardSwishOptions<'a> {
   type Inner = HardSwishOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15508,6 +15891,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LogicalAndOptions<'a> {
   type Inner = LogicalAndOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15586,6 +15970,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LogicalNotOptions<'a> {
   type Inner = LogicalNotOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15664,6 +16049,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnpackOptions<'a> {
   type Inner = UnpackOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15693,6 +16079,7 @@ impl<'a> UnpackOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(UnpackOptions::VT_NUM, Some(0)).unwrap()}
   }
   #[inline]
@@ -15700,6 +16087,7 @@ impl<'a> UnpackOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(UnpackOptions::VT_AXIS, Some(0)).unwrap()}
   }
 }
@@ -15777,6 +16165,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FloorDivOptions<'a> {
   type Inner = FloorDivOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15855,6 +16244,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SquareOptions<'a> {
   type Inner = SquareOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -15933,6 +16323,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ZerosLikeOptions<'a> {
   type Inner = ZerosLikeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16011,6 +16402,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FillOptions<'a> {
   type Inner = FillOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16089,6 +16481,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FloorModOptions<'a> {
   type Inner = FloorModOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16167,6 +16560,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RangeOptions<'a> {
   type Inner = RangeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16245,6 +16639,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LeakyReluOptions<'a> {
   type Inner = LeakyReluOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16272,6 +16667,7 @@ impl<'a> LeakyReluOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<f32>(LeakyReluOptions::VT_ALPHA, Some(0.0)).unwrap()}
   }
 }
@@ -16341,6 +16737,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SquaredDifferenceOptions<'a> {
   type Inner = SquaredDifferenceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16419,6 +16816,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MirrorPadOptions<'a> {
   type Inner = MirrorPadOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16446,6 +16844,7 @@ impl<'a> MirrorPadOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<MirrorPadMode>(MirrorPadOptions::VT_MODE, Some(MirrorPadMode::REFLECT)).unwrap()}
   }
 }
@@ -16515,6 +16914,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UniqueOptions<'a> {
   type Inner = UniqueOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16542,6 +16942,7 @@ impl<'a> UniqueOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(UniqueOptions::VT_IDX_OUT_TYPE, Some(TensorType::INT32)).unwrap()}
   }
 }
@@ -16611,6 +17012,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReverseV2Options<'a> {
   type Inner = ReverseV2Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16689,6 +17091,7 @@ impl<'a> ::flatbuffers::Follow<'a> for AddNOptions<'a> {
   type Inner = AddNOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16767,6 +17170,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GatherNdOptions<'a> {
   type Inner = GatherNdOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16845,6 +17249,7 @@ impl<'a> ::flatbuffers::Follow<'a> for WhereOptions<'a> {
   type Inner = WhereOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16923,6 +17328,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReverseSequenceOptions<'a> {
   type Inner = ReverseSequenceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -16952,6 +17358,7 @@ impl<'a> ReverseSequenceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(ReverseSequenceOptions::VT_SEQ_DIM, Some(0)).unwrap()}
   }
   #[inline]
@@ -16959,6 +17366,7 @@ impl<'a> ReverseSequenceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(ReverseSequenceOptions::VT_BATCH_DIM, Some(0)).unwrap()}
   }
 }
@@ -17036,6 +17444,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MatrixDiagOptions<'a> {
   type Inner = MatrixDiagOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17114,6 +17523,7 @@ impl<'a> ::flatbuffers::Follow<'a> for QuantizeOptions<'a> {
   type Inner = QuantizeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17192,6 +17602,7 @@ impl<'a> ::flatbuffers::Follow<'a> for MatrixSetDiagOptions<'a> {
   type Inner = MatrixSetDiagOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17270,6 +17681,7 @@ impl<'a> ::flatbuffers::Follow<'a> for IfOptions<'a> {
   type Inner = IfOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17299,6 +17711,7 @@ impl<'a> IfOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(IfOptions::VT_THEN_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
   #[inline]
@@ -17306,6 +17719,7 @@ impl<'a> IfOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(IfOptions::VT_ELSE_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -17383,6 +17797,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CallOnceOptions<'a> {
   type Inner = CallOnceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17410,6 +17825,7 @@ impl<'a> CallOnceOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(CallOnceOptions::VT_INIT_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -17479,6 +17895,7 @@ impl<'a> ::flatbuffers::Follow<'a> for WhileOptions<'a> {
   type Inner = WhileOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17508,6 +17925,7 @@ impl<'a> WhileOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(WhileOptions::VT_COND_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
   #[inline]
@@ -17515,6 +17933,7 @@ impl<'a> WhileOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(WhileOptions::VT_BODY_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -17592,6 +18011,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NonMaxSuppressionV4Options<'a> {
   type Inner = NonMaxSuppressionV4Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17670,6 +18090,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NonMaxSuppressionV5Options<'a> {
   type Inner = NonMaxSuppressionV5Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17748,6 +18169,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ScatterNdOptions<'a> {
   type Inner = ScatterNdOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17826,6 +18248,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SelectV2Options<'a> {
   type Inner = SelectV2Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17904,6 +18327,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DensifyOptions<'a> {
   type Inner = DensifyOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -17982,6 +18406,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SegmentSumOptions<'a> {
   type Inner = SegmentSumOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18060,6 +18485,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BatchMatMulOptions<'a> {
   type Inner = BatchMatMulOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18091,6 +18517,7 @@ impl<'a> BatchMatMulOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BatchMatMulOptions::VT_ADJ_X, Some(false)).unwrap()}
   }
   #[inline]
@@ -18098,6 +18525,7 @@ impl<'a> BatchMatMulOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BatchMatMulOptions::VT_ADJ_Y, Some(false)).unwrap()}
   }
   #[inline]
@@ -18105,6 +18533,7 @@ impl<'a> BatchMatMulOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(BatchMatMulOptions::VT_ASYMMETRIC_QUANTIZE_INPUTS, Some(false)).unwrap()}
   }
 }
@@ -18190,6 +18619,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CumsumOptions<'a> {
   type Inner = CumsumOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18219,6 +18649,7 @@ impl<'a> CumsumOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(CumsumOptions::VT_EXCLUSIVE, Some(false)).unwrap()}
   }
   #[inline]
@@ -18226,6 +18657,7 @@ impl<'a> CumsumOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(CumsumOptions::VT_REVERSE, Some(false)).unwrap()}
   }
 }
@@ -18303,6 +18735,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BroadcastToOptions<'a> {
   type Inner = BroadcastToOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18381,6 +18814,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Rfft2dOptions<'a> {
   type Inner = Rfft2dOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18459,6 +18893,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HashtableOptions<'a> {
   type Inner = HashtableOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18490,6 +18925,7 @@ impl<'a> HashtableOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(HashtableOptions::VT_TABLE_ID, Some(0)).unwrap()}
   }
   #[inline]
@@ -18497,6 +18933,7 @@ impl<'a> HashtableOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(HashtableOptions::VT_KEY_DTYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
   #[inline]
@@ -18504,6 +18941,7 @@ impl<'a> HashtableOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<TensorType>(HashtableOptions::VT_VALUE_DTYPE, Some(TensorType::FLOAT32)).unwrap()}
   }
 }
@@ -18589,6 +19027,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HashtableFindOptions<'a> {
   type Inner = HashtableFindOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18667,6 +19106,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HashtableImportOptions<'a> {
   type Inner = HashtableImportOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18745,6 +19185,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HashtableSizeOptions<'a> {
   type Inner = HashtableSizeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18823,6 +19264,7 @@ impl<'a> ::flatbuffers::Follow<'a> for VarHandleOptions<'a> {
   type Inner = VarHandleOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -18852,6 +19294,7 @@ impl<'a> VarHandleOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VarHandleOptions::VT_CONTAINER, None)}
   }
   #[inline]
@@ -18859,6 +19302,7 @@ impl<'a> VarHandleOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VarHandleOptions::VT_SHARED_NAME, None)}
   }
 }
@@ -18936,6 +19380,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReadVariableOptions<'a> {
   type Inner = ReadVariableOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19014,6 +19459,7 @@ impl<'a> ::flatbuffers::Follow<'a> for AssignVariableOptions<'a> {
   type Inner = AssignVariableOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19092,6 +19538,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RandomOptions<'a> {
   type Inner = RandomOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19121,6 +19568,7 @@ impl<'a> RandomOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(RandomOptions::VT_SEED, Some(0)).unwrap()}
   }
   #[inline]
@@ -19128,6 +19576,7 @@ impl<'a> RandomOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i64>(RandomOptions::VT_SEED2, Some(0)).unwrap()}
   }
 }
@@ -19205,6 +19654,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BucketizeOptions<'a> {
   type Inner = BucketizeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19232,6 +19682,7 @@ impl<'a> BucketizeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, f32>>>(BucketizeOptions::VT_BOUNDARIES, None)}
   }
 }
@@ -19301,6 +19752,7 @@ impl<'a> ::flatbuffers::Follow<'a> for GeluOptions<'a> {
   type Inner = GeluOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19328,6 +19780,7 @@ impl<'a> GeluOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<bool>(GeluOptions::VT_APPROXIMATE, Some(false)).unwrap()}
   }
 }
@@ -19397,6 +19850,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DynamicUpdateSliceOptions<'a> {
   type Inner = DynamicUpdateSliceOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19475,6 +19929,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnsortedSegmentProdOptions<'a> {
   type Inner = UnsortedSegmentProdOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19553,6 +20008,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnsortedSegmentMaxOptions<'a> {
   type Inner = UnsortedSegmentMaxOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19631,6 +20087,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnsortedSegmentSumOptions<'a> {
   type Inner = UnsortedSegmentSumOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19709,6 +20166,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ATan2Options<'a> {
   type Inner = ATan2Options<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19787,6 +20245,7 @@ impl<'a> ::flatbuffers::Follow<'a> for UnsortedSegmentMinOptions<'a> {
   type Inner = UnsortedSegmentMinOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19865,6 +20324,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SignOptions<'a> {
   type Inner = SignOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -19943,6 +20403,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BitcastOptions<'a> {
   type Inner = BitcastOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20021,6 +20482,7 @@ impl<'a> ::flatbuffers::Follow<'a> for BitwiseXorOptions<'a> {
   type Inner = BitwiseXorOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20099,6 +20561,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RightShiftOptions<'a> {
   type Inner = RightShiftOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20177,6 +20640,7 @@ impl<'a> ::flatbuffers::Follow<'a> for DilateOptions<'a> {
   type Inner = DilateOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20255,6 +20719,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReduceWindowOptions<'a> {
   type Inner = ReduceWindowOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20282,6 +20747,7 @@ impl<'a> ReduceWindowOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<ReduceWindowFunction>(ReduceWindowOptions::VT_REDUCE_FUNCTION, Some(ReduceWindowFunction::UNSUPPORTED)).unwrap()}
   }
 }
@@ -20351,6 +20817,7 @@ impl<'a> ::flatbuffers::Follow<'a> for OperatorCode<'a> {
   type Inner = OperatorCode<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20384,6 +20851,7 @@ impl<'a> OperatorCode<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i8>(OperatorCode::VT_DEPRECATED_BUILTIN_CODE, Some(0)).unwrap()}
   }
   #[inline]
@@ -20391,6 +20859,7 @@ impl<'a> OperatorCode<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(OperatorCode::VT_CUSTOM_CODE, None)}
   }
   #[inline]
@@ -20398,6 +20867,7 @@ impl<'a> OperatorCode<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(OperatorCode::VT_VERSION, Some(1)).unwrap()}
   }
   #[inline]
@@ -20405,6 +20875,7 @@ impl<'a> OperatorCode<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<BuiltinOperator>(OperatorCode::VT_BUILTIN_CODE, Some(BuiltinOperator::ADD)).unwrap()}
   }
 }
@@ -20498,6 +20969,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StableHLOCompositeOptions<'a> {
   type Inner = StableHLOCompositeOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20533,6 +21005,7 @@ impl<'a> StableHLOCompositeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StableHLOCompositeOptions::VT_NAME, None)}
   }
   #[inline]
@@ -20540,6 +21013,7 @@ impl<'a> StableHLOCompositeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StableHLOCompositeOptions::VT_DECOMPOSITION_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
   #[inline]
@@ -20547,6 +21021,7 @@ impl<'a> StableHLOCompositeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(StableHLOCompositeOptions::VT_COMPOSITE_ATTRIBUTES, None)}
   }
   #[inline]
@@ -20554,6 +21029,7 @@ impl<'a> StableHLOCompositeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<CustomOptionsFormat>(StableHLOCompositeOptions::VT_COMPOSITE_ATTRIBUTES_FORMAT, Some(CustomOptionsFormat::FLEXBUFFERS)).unwrap()}
   }
   #[inline]
@@ -20561,6 +21037,7 @@ impl<'a> StableHLOCompositeOptions<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(StableHLOCompositeOptions::VT_VERSION, Some(0)).unwrap()}
   }
 }
@@ -20662,6 +21139,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StablehloShiftLeftOptions<'a> {
   type Inner = StablehloShiftLeftOptions<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20740,6 +21218,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Operator<'a> {
   type Inner = Operator<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -20793,6 +21272,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(Operator::VT_OPCODE_INDEX, Some(0)).unwrap()}
   }
   #[inline]
@@ -20800,6 +21280,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Operator::VT_INPUTS, None)}
   }
   #[inline]
@@ -20807,6 +21288,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Operator::VT_OUTPUTS, None)}
   }
   #[inline]
@@ -20814,6 +21296,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<BuiltinOptions>(Operator::VT_BUILTIN_OPTIONS_TYPE, Some(BuiltinOptions::NONE)).unwrap()}
   }
   #[inline]
@@ -20821,6 +21304,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Operator::VT_BUILTIN_OPTIONS, None)}
   }
   #[inline]
@@ -20828,6 +21312,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Operator::VT_CUSTOM_OPTIONS, None)}
   }
   #[inline]
@@ -20835,6 +21320,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<CustomOptionsFormat>(Operator::VT_CUSTOM_OPTIONS_FORMAT, Some(CustomOptionsFormat::FLEXBUFFERS)).unwrap()}
   }
   #[inline]
@@ -20842,6 +21328,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, bool>>>(Operator::VT_MUTATING_VARIABLE_INPUTS, None)}
   }
   #[inline]
@@ -20849,6 +21336,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Operator::VT_INTERMEDIATES, None)}
   }
   #[inline]
@@ -20856,6 +21344,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(Operator::VT_LARGE_CUSTOM_OPTIONS_OFFSET, Some(0)).unwrap()}
   }
   #[inline]
@@ -20863,6 +21352,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(Operator::VT_LARGE_CUSTOM_OPTIONS_SIZE, Some(0)).unwrap()}
   }
   #[inline]
@@ -20870,6 +21360,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<BuiltinOptions2>(Operator::VT_BUILTIN_OPTIONS_2_TYPE, Some(BuiltinOptions2::NONE)).unwrap()}
   }
   #[inline]
@@ -20877,6 +21368,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Operator::VT_BUILTIN_OPTIONS_2, None)}
   }
   #[inline]
@@ -20884,6 +21376,7 @@ impl<'a> Operator<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(Operator::VT_DEBUG_METADATA_INDEX, Some(-1)).unwrap()}
   }
   #[inline]
@@ -20894,6 +21387,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Conv2DOptions::init_from_table(t) }
      })
     } else {
@@ -20909,6 +21403,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DepthwiseConv2DOptions::init_from_table(t) }
      })
     } else {
@@ -20924,6 +21419,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ConcatEmbeddingsOptions::init_from_table(t) }
      })
     } else {
@@ -20939,6 +21435,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LSHProjectionOptions::init_from_table(t) }
      })
     } else {
@@ -20954,6 +21451,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Pool2DOptions::init_from_table(t) }
      })
     } else {
@@ -20969,6 +21467,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SVDFOptions::init_from_table(t) }
      })
     } else {
@@ -20984,6 +21483,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { RNNOptions::init_from_table(t) }
      })
     } else {
@@ -20999,6 +21499,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { FullyConnectedOptions::init_from_table(t) }
      })
     } else {
@@ -21014,6 +21515,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SoftmaxOptions::init_from_table(t) }
      })
     } else {
@@ -21029,6 +21531,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ConcatenationOptions::init_from_table(t) }
      })
     } else {
@@ -21044,6 +21547,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { AddOptions::init_from_table(t) }
      })
     } else {
@@ -21059,6 +21563,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { L2NormOptions::init_from_table(t) }
      })
     } else {
@@ -21074,6 +21579,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LocalResponseNormalizationOptions::init_from_table(t) }
      })
     } else {
@@ -21089,6 +21595,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LSTMOptions::init_from_table(t) }
      })
     } else {
@@ -21104,6 +21611,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ResizeBilinearOptions::init_from_table(t) }
      })
     } else {
@@ -21119,6 +21627,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CallOptions::init_from_table(t) }
      })
     } else {
@@ -21134,6 +21643,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReshapeOptions::init_from_table(t) }
      })
     } else {
@@ -21149,6 +21659,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SkipGramOptions::init_from_table(t) }
      })
     } else {
@@ -21164,6 +21675,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SpaceToDepthOptions::init_from_table(t) }
      })
     } else {
@@ -21179,6 +21691,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { EmbeddingLookupSparseOptions::init_from_table(t) }
      })
     } else {
@@ -21194,6 +21707,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MulOptions::init_from_table(t) }
      })
     } else {
@@ -21209,6 +21723,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { PadOptions::init_from_table(t) }
      })
     } else {
@@ -21224,6 +21739,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { GatherOptions::init_from_table(t) }
      })
     } else {
@@ -21239,6 +21755,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BatchToSpaceNDOptions::init_from_table(t) }
      })
     } else {
@@ -21254,6 +21771,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SpaceToBatchNDOptions::init_from_table(t) }
      })
     } else {
@@ -21269,6 +21787,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { TransposeOptions::init_from_table(t) }
      })
     } else {
@@ -21284,6 +21803,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReducerOptions::init_from_table(t) }
      })
     } else {
@@ -21299,6 +21819,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SubOptions::init_from_table(t) }
      })
     } else {
@@ -21314,6 +21835,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DivOptions::init_from_table(t) }
      })
     } else {
@@ -21329,6 +21851,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SqueezeOptions::init_from_table(t) }
      })
     } else {
@@ -21344,6 +21867,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SequenceRNNOptions::init_from_table(t) }
      })
     } else {
@@ -21359,6 +21883,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StridedSliceOptions::init_from_table(t) }
      })
     } else {
@@ -21374,6 +21899,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ExpOptions::init_from_table(t) }
      })
     } else {
@@ -21389,6 +21915,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { TopKV2Options::init_from_table(t) }
      })
     } else {
@@ -21404,6 +21931,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SplitOptions::init_from_table(t) }
      })
     } else {
@@ -21419,6 +21947,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LogSoftmaxOptions::init_from_table(t) }
      })
     } else {
@@ -21434,6 +21963,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CastOptions::init_from_table(t) }
      })
     } else {
@@ -21449,6 +21979,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DequantizeOptions::init_from_table(t) }
      })
     } else {
@@ -21464,6 +21995,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MaximumMinimumOptions::init_from_table(t) }
      })
     } else {
@@ -21479,6 +22011,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ArgMaxOptions::init_from_table(t) }
      })
     } else {
@@ -21494,6 +22027,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LessOptions::init_from_table(t) }
      })
     } else {
@@ -21509,6 +22043,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { NegOptions::init_from_table(t) }
      })
     } else {
@@ -21524,6 +22059,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { PadV2Options::init_from_table(t) }
      })
     } else {
@@ -21539,6 +22075,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { GreaterOptions::init_from_table(t) }
      })
     } else {
@@ -21554,6 +22091,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { GreaterEqualOptions::init_from_table(t) }
      })
     } else {
@@ -21569,6 +22107,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LessEqualOptions::init_from_table(t) }
      })
     } else {
@@ -21584,6 +22123,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SelectOptions::init_from_table(t) }
      })
     } else {
@@ -21599,6 +22139,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SliceOptions::init_from_table(t) }
      })
     } else {
@@ -21614,6 +22155,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { TransposeConvOptions::init_from_table(t) }
      })
     } else {
@@ -21629,6 +22171,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SparseToDenseOptions::init_from_table(t) }
      })
     } else {
@@ -21644,6 +22187,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { TileOptions::init_from_table(t) }
      })
     } else {
@@ -21659,6 +22203,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ExpandDimsOptions::init_from_table(t) }
      })
     } else {
@@ -21674,6 +22219,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { EqualOptions::init_from_table(t) }
      })
     } else {
@@ -21689,6 +22235,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { NotEqualOptions::init_from_table(t) }
      })
     } else {
@@ -21704,6 +22251,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ShapeOptions::init_from_table(t) }
      })
     } else {
@@ -21719,6 +22267,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { PowOptions::init_from_table(t) }
      })
     } else {
@@ -21734,6 +22283,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ArgMinOptions::init_from_table(t) }
      })
     } else {
@@ -21749,6 +22299,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { FakeQuantOptions::init_from_table(t) }
      })
     } else {
@@ -21764,6 +22315,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { PackOptions::init_from_table(t) }
      })
     } else {
@@ -21779,6 +22331,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LogicalOrOptions::init_from_table(t) }
      })
     } else {
@@ -21794,6 +22347,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { OneHotOptions::init_from_table(t) }
      })
     } else {
@@ -21809,6 +22363,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LogicalAndOptions::init_from_table(t) }
      })
     } else {
@@ -21824,6 +22379,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LogicalNotOptions::init_from_table(t) }
      })
     } else {
@@ -21839,6 +22395,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnpackOptions::init_from_table(t) }
      })
     } else {
@@ -21854,6 +22411,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { FloorDivOptions::init_from_table(t) }
      })
     } else {
@@ -21869,6 +22427,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SquareOptions::init_from_table(t) }
      })
     } else {
@@ -21884,6 +22443,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ZerosLikeOptions::init_from_table(t) }
      })
     } else {
@@ -21899,6 +22459,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { FillOptions::init_from_table(t) }
      })
     } else {
@@ -21914,6 +22475,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BidirectionalSequenceLSTMOptions::init_from_table(t) }
      })
     } else {
@@ -21929,6 +22491,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BidirectionalSequenceRNNOptions::init_from_table(t) }
      })
     } else {
@@ -21944,6 +22507,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnidirectionalSequenceLSTMOptions::init_from_table(t) }
      })
     } else {
@@ -21959,6 +22523,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { FloorModOptions::init_from_table(t) }
      })
     } else {
@@ -21974,6 +22539,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { RangeOptions::init_from_table(t) }
      })
     } else {
@@ -21989,6 +22555,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ResizeNearestNeighborOptions::init_from_table(t) }
      })
     } else {
@@ -22004,6 +22571,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { LeakyReluOptions::init_from_table(t) }
      })
     } else {
@@ -22019,6 +22587,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SquaredDifferenceOptions::init_from_table(t) }
      })
     } else {
@@ -22034,6 +22603,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MirrorPadOptions::init_from_table(t) }
      })
     } else {
@@ -22049,6 +22619,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { AbsOptions::init_from_table(t) }
      })
     } else {
@@ -22064,6 +22635,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SplitVOptions::init_from_table(t) }
      })
     } else {
@@ -22079,6 +22651,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UniqueOptions::init_from_table(t) }
      })
     } else {
@@ -22094,6 +22667,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReverseV2Options::init_from_table(t) }
      })
     } else {
@@ -22109,6 +22683,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { AddNOptions::init_from_table(t) }
      })
     } else {
@@ -22124,6 +22699,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { GatherNdOptions::init_from_table(t) }
      })
     } else {
@@ -22139,6 +22715,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CosOptions::init_from_table(t) }
      })
     } else {
@@ -22154,6 +22731,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { WhereOptions::init_from_table(t) }
      })
     } else {
@@ -22169,6 +22747,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { RankOptions::init_from_table(t) }
      })
     } else {
@@ -22184,6 +22763,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReverseSequenceOptions::init_from_table(t) }
      })
     } else {
@@ -22199,6 +22779,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MatrixDiagOptions::init_from_table(t) }
      })
     } else {
@@ -22214,6 +22795,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { QuantizeOptions::init_from_table(t) }
      })
     } else {
@@ -22229,6 +22811,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { MatrixSetDiagOptions::init_from_table(t) }
      })
     } else {
@@ -22244,6 +22827,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { HardSwishOptions::init_from_table(t) }
      })
     } else {
@@ -22259,6 +22843,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { IfOptions::init_from_table(t) }
      })
     } else {
@@ -22274,6 +22859,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { WhileOptions::init_from_table(t) }
      })
     } else {
@@ -22289,6 +22875,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DepthToSpaceOptions::init_from_table(t) }
      })
     } else {
@@ -22304,6 +22891,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { NonMaxSuppressionV4Options::init_from_table(t) }
      })
     } else {
@@ -22319,6 +22907,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { NonMaxSuppressionV5Options::init_from_table(t) }
      })
     } else {
@@ -22334,6 +22923,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ScatterNdOptions::init_from_table(t) }
      })
     } else {
@@ -22349,6 +22939,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SelectV2Options::init_from_table(t) }
      })
     } else {
@@ -22364,6 +22955,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DensifyOptions::init_from_table(t) }
      })
     } else {
@@ -22379,6 +22971,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SegmentSumOptions::init_from_table(t) }
      })
     } else {
@@ -22394,6 +22987,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BatchMatMulOptions::init_from_table(t) }
      })
     } else {
@@ -22409,6 +23003,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CumsumOptions::init_from_table(t) }
      })
     } else {
@@ -22424,6 +23019,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { CallOnceOptions::init_from_table(t) }
      })
     } else {
@@ -22439,6 +23035,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BroadcastToOptions::init_from_table(t) }
      })
     } else {
@@ -22454,6 +23051,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Rfft2dOptions::init_from_table(t) }
      })
     } else {
@@ -22469,6 +23067,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { Conv3DOptions::init_from_table(t) }
      })
     } else {
@@ -22484,6 +23083,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { HashtableOptions::init_from_table(t) }
      })
     } else {
@@ -22499,6 +23099,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { HashtableFindOptions::init_from_table(t) }
      })
     } else {
@@ -22514,6 +23115,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { HashtableImportOptions::init_from_table(t) }
      })
     } else {
@@ -22529,6 +23131,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { HashtableSizeOptions::init_from_table(t) }
      })
     } else {
@@ -22544,6 +23147,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { VarHandleOptions::init_from_table(t) }
      })
     } else {
@@ -22559,6 +23163,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReadVariableOptions::init_from_table(t) }
      })
     } else {
@@ -22574,6 +23179,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { AssignVariableOptions::init_from_table(t) }
      })
     } else {
@@ -22589,6 +23195,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { RandomOptions::init_from_table(t) }
      })
     } else {
@@ -22604,6 +23211,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BucketizeOptions::init_from_table(t) }
      })
     } else {
@@ -22619,6 +23227,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { GeluOptions::init_from_table(t) }
      })
     } else {
@@ -22634,6 +23243,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DynamicUpdateSliceOptions::init_from_table(t) }
      })
     } else {
@@ -22649,6 +23259,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnsortedSegmentProdOptions::init_from_table(t) }
      })
     } else {
@@ -22664,6 +23275,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnsortedSegmentMaxOptions::init_from_table(t) }
      })
     } else {
@@ -22679,6 +23291,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnsortedSegmentMinOptions::init_from_table(t) }
      })
     } else {
@@ -22694,6 +23307,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { UnsortedSegmentSumOptions::init_from_table(t) }
      })
     } else {
@@ -22709,6 +23323,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ATan2Options::init_from_table(t) }
      })
     } else {
@@ -22724,6 +23339,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { SignOptions::init_from_table(t) }
      })
     } else {
@@ -22739,6 +23355,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BitcastOptions::init_from_table(t) }
      })
     } else {
@@ -22754,6 +23371,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { BitwiseXorOptions::init_from_table(t) }
      })
     } else {
@@ -22769,6 +23387,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { RightShiftOptions::init_from_table(t) }
      })
     } else {
@@ -22784,6 +23403,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloConcatenateOptions::init_from_table(t) }
      })
     } else {
@@ -22799,6 +23419,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloBroadcastInDimOptions::init_from_table(t) }
      })
     } else {
@@ -22814,6 +23435,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloSliceOptions::init_from_table(t) }
      })
     } else {
@@ -22829,6 +23451,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloConvolutionOptions::init_from_table(t) }
      })
     } else {
@@ -22844,6 +23467,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloCustomCallOptions::init_from_table(t) }
      })
     } else {
@@ -22859,6 +23483,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloReduceOptions::init_from_table(t) }
      })
     } else {
@@ -22874,6 +23499,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloScatterOptions::init_from_table(t) }
      })
     } else {
@@ -22889,6 +23515,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloCompareOptions::init_from_table(t) }
      })
     } else {
@@ -22904,6 +23531,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloDynamicSliceOptions::init_from_table(t) }
      })
     } else {
@@ -22919,6 +23547,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloPadOptions::init_from_table(t) }
      })
     } else {
@@ -22934,6 +23563,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloIotaOptions::init_from_table(t) }
      })
     } else {
@@ -22949,6 +23579,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloDotGeneralOptions::init_from_table(t) }
      })
     } else {
@@ -22964,6 +23595,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloReduceWindowOptions::init_from_table(t) }
      })
     } else {
@@ -22979,6 +23611,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloSortOptions::init_from_table(t) }
      })
     } else {
@@ -22994,6 +23627,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloWhileOptions::init_from_table(t) }
      })
     } else {
@@ -23009,6 +23643,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloGatherOptions::init_from_table(t) }
      })
     } else {
@@ -23024,6 +23659,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloTransposeOptions::init_from_table(t) }
      })
     } else {
@@ -23039,6 +23675,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { DilateOptions::init_from_table(t) }
      })
     } else {
@@ -23054,6 +23691,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloRngBitGeneratorOptions::init_from_table(t) }
      })
     } else {
@@ -23069,6 +23707,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { ReduceWindowOptions::init_from_table(t) }
      })
     } else {
@@ -23084,6 +23723,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StableHLOCompositeOptions::init_from_table(t) }
      })
     } else {
@@ -23099,6 +23739,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloShiftLeftOptions::init_from_table(t) }
      })
     } else {
@@ -23114,6 +23755,7 @@ impl<'a> Operator<'a> {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
+       // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
        unsafe { StablehloCaseOptions::init_from_table(t) }
      })
     } else {
@@ -24500,6 +25142,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SubGraph<'a> {
   type Inner = SubGraph<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -24537,6 +25180,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Tensor>>>>(SubGraph::VT_TENSORS, None)}
   }
   #[inline]
@@ -24544,6 +25188,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SubGraph::VT_INPUTS, None)}
   }
   #[inline]
@@ -24551,6 +25196,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(SubGraph::VT_OUTPUTS, None)}
   }
   #[inline]
@@ -24558,6 +25204,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Operator>>>>(SubGraph::VT_OPERATORS, None)}
   }
   #[inline]
@@ -24565,6 +25212,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SubGraph::VT_NAME, None)}
   }
   #[inline]
@@ -24572,6 +25220,7 @@ impl<'a> SubGraph<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<i32>(SubGraph::VT_DEBUG_METADATA_INDEX, Some(-1)).unwrap()}
   }
 }
@@ -24681,6 +25330,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Buffer<'a> {
   type Inner = Buffer<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -24712,6 +25362,7 @@ impl<'a> Buffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Buffer::VT_DATA, None)}
   }
   #[inline]
@@ -24719,6 +25370,7 @@ impl<'a> Buffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(Buffer::VT_OFFSET, Some(0)).unwrap()}
   }
   #[inline]
@@ -24726,6 +25378,7 @@ impl<'a> Buffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(Buffer::VT_SIZE, Some(0)).unwrap()}
   }
 }
@@ -24811,6 +25464,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ExternalBufferGroup<'a> {
   type Inner = ExternalBufferGroup<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -24838,6 +25492,7 @@ impl<'a> ExternalBufferGroup<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ExternalBufferGroup::VT_NAME, None)}
   }
 }
@@ -24907,6 +25562,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ExternalBuffer<'a> {
   type Inner = ExternalBuffer<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -24942,6 +25598,7 @@ impl<'a> ExternalBuffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(ExternalBuffer::VT_ID, Some(0)).unwrap()}
   }
   #[inline]
@@ -24949,6 +25606,7 @@ impl<'a> ExternalBuffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(ExternalBuffer::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
@@ -24956,6 +25614,7 @@ impl<'a> ExternalBuffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(ExternalBuffer::VT_OFFSET, Some(0)).unwrap()}
   }
   #[inline]
@@ -24963,6 +25622,7 @@ impl<'a> ExternalBuffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u64>(ExternalBuffer::VT_LENGTH, Some(0)).unwrap()}
   }
   #[inline]
@@ -24970,6 +25630,7 @@ impl<'a> ExternalBuffer<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ExternalBuffer::VT_PACKING, None)}
   }
 }
@@ -25071,6 +25732,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Metadata<'a> {
   type Inner = Metadata<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -25100,6 +25762,7 @@ impl<'a> Metadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Metadata::VT_NAME, None)}
   }
   #[inline]
@@ -25107,6 +25770,7 @@ impl<'a> Metadata<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(Metadata::VT_BUFFER, Some(0)).unwrap()}
   }
 }
@@ -25184,6 +25848,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TensorMap<'a> {
   type Inner = TensorMap<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -25213,6 +25878,7 @@ impl<'a> TensorMap<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TensorMap::VT_NAME, None)}
   }
   #[inline]
@@ -25220,6 +25886,7 @@ impl<'a> TensorMap<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(TensorMap::VT_TENSOR_INDEX, Some(0)).unwrap()}
   }
 }
@@ -25297,6 +25964,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SignatureDef<'a> {
   type Inner = SignatureDef<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -25330,6 +25998,7 @@ impl<'a> SignatureDef<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TensorMap>>>>(SignatureDef::VT_INPUTS, None)}
   }
   #[inline]
@@ -25337,6 +26006,7 @@ impl<'a> SignatureDef<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TensorMap>>>>(SignatureDef::VT_OUTPUTS, None)}
   }
   #[inline]
@@ -25344,6 +26014,7 @@ impl<'a> SignatureDef<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SignatureDef::VT_SIGNATURE_KEY, None)}
   }
   #[inline]
@@ -25351,6 +26022,7 @@ impl<'a> SignatureDef<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(SignatureDef::VT_SUBGRAPH_INDEX, Some(0)).unwrap()}
   }
 }
@@ -25444,6 +26116,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Model<'a> {
   type Inner = Model<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
@@ -25489,6 +26162,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<u32>(Model::VT_VERSION, Some(0)).unwrap()}
   }
   #[inline]
@@ -25496,6 +26170,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OperatorCode>>>>(Model::VT_OPERATOR_CODES, None)}
   }
   #[inline]
@@ -25503,6 +26178,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SubGraph>>>>(Model::VT_SUBGRAPHS, None)}
   }
   #[inline]
@@ -25510,6 +26186,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Model::VT_DESCRIPTION, None)}
   }
   #[inline]
@@ -25517,6 +26194,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Buffer>>>>(Model::VT_BUFFERS, None)}
   }
   #[inline]
@@ -25524,6 +26202,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(Model::VT_METADATA_BUFFER, None)}
   }
   #[inline]
@@ -25531,6 +26210,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Metadata>>>>(Model::VT_METADATA, None)}
   }
   #[inline]
@@ -25538,6 +26218,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<SignatureDef>>>>(Model::VT_SIGNATURE_DEFS, None)}
   }
   #[inline]
@@ -25545,6 +26226,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ExternalBufferGroup>>>>(Model::VT_EXTERNAL_BUFFER_GROUPS, None)}
   }
   #[inline]
@@ -25552,6 +26234,7 @@ impl<'a> Model<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
+    // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ExternalBuffer>>>>(Model::VT_EXTERNAL_BUFFERS, None)}
   }
 }
@@ -25733,6 +26416,7 @@ pub fn size_prefixed_root_as_model_with_opts<'b, 'o>(
 /// # Safety
 /// Callers must trust the given bytes do indeed contain a valid `Model`.
 pub unsafe fn root_as_model_unchecked(buf: &[u8]) -> Model<'_> {
+  // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
   unsafe { ::flatbuffers::root_unchecked::<Model>(buf) }
 }
 #[inline]
@@ -25740,6 +26424,7 @@ pub unsafe fn root_as_model_unchecked(buf: &[u8]) -> Model<'_> {
 /// # Safety
 /// Callers must trust the given bytes do indeed contain a valid size prefixed `Model`.
 pub unsafe fn size_prefixed_root_as_model_unchecked(buf: &[u8]) -> Model<'_> {
+  // SAFETY: flatc-generated flatbuffers access; tinycnn reads only buffers checked by the verifier (root_as_model) and writes only buffers it builds.
   unsafe { ::flatbuffers::size_prefixed_root_unchecked::<Model>(buf) }
 }
 pub const MODEL_IDENTIFIER: &str = "TFL3";
