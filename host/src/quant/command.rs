@@ -111,7 +111,7 @@ impl QuantData {
         let all = load(&args.data, "training")?;
         let test = load(&args.test, "test")?;
         // The same seeded split `tinycnn train` used, so the epoch choice never sees the test set.
-        let (val_split, split_seed) = checkpoint::validation_split(&ckpt.meta, args.seed);
+        let (val_split, split_seed) = ckpt.meta.options.validation_split();
         let (fit, held_out) = crate::data::split_indices(all.len(), val_split, split_seed);
         let (train, validation) = (all.subset(&fit), all.subset(&held_out));
         if train.is_empty() || validation.is_empty() {

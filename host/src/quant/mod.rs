@@ -269,7 +269,7 @@ pub fn calibrate(net: &Net, data: &Dataset, indices: &[usize], device: Device) -
 }
 
 /// QAT settings.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct QatOptions {
     pub epochs: usize,
     /// The last `freeze_epochs` epochs run with frozen observers.

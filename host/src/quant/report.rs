@@ -114,7 +114,8 @@ impl QuantizeReport {
         );
         let _ = writeln!(
             s,
-            "| QAT test accuracy, integer model ({} epochs, exported epoch {} by validation accuracy; 0 = PTQ start) | {} |",
+            "| QAT test accuracy, integer model ({} of {} epochs run, exported epoch {} by validation accuracy; 0 = PTQ start) | {} |",
+            self.qat_epochs.len(),
             self.qat.epochs,
             self.qat_selected_epoch,
             percent(self.int8_test_accuracy)

@@ -46,8 +46,55 @@ pub struct CheckpointMeta {
     pub epoch: usize,
     pub best_val_accuracy: f64,
     pub metrics: Vec<EpochMetrics>,
-    /// The training options, for the record and for `--resume`.
-    pub options: serde_json::Value,
+    /// What made these weights, for the record, `--resume` and the validation split.
+    pub options: RunOptions,
+}
+
+/// The options of the command that wrote a checkpoint (JSON: the options object itself; a
+/// `float_checkpoint` key marks a QAT checkpoint).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged, try_from = "serde_json::Value")]
+pub enum RunOptions {
+    /// `tinycnn quantize`: QAT fine-tuning of a float run.
+    Quantized(Box<QuantizedOptions>),
+    /// `tinycnn train`.
+    Float(Box<crate::train::TrainOptions>),
+}
+
+/// How a QAT checkpoint was made from the float run behind `float_checkpoint`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuantizedOptions {
+    pub float_checkpoint: String,
+    pub weight_bits: String,
+    pub qat: crate::quant::QatOptions,
+    pub activation_observers: Vec<crate::quant::Observer>,
+    /// The float run's options.
+    pub training_options: RunOptions,
+}
+
+impl TryFrom<serde_json::Value> for RunOptions {
+    type Error = serde_json::Error;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+        // Chosen by key rather than by serde's untagged trial, which loses the error of the
+        // variant meant and mis-reads some numbers.
+        if value.get("float_checkpoint").is_some() {
+            serde_json::from_value(value).map(|q| RunOptions::Quantized(Box::new(q)))
+        } else {
+            serde_json::from_value(value).map(|t| RunOptions::Float(Box::new(t)))
+        }
+    }
+}
+
+impl RunOptions {
+    /// The validation split `tinycnn train` used for the run behind these weights:
+    /// (fraction, seed).
+    pub fn validation_split(&self) -> (f64, u64) {
+        match self {
+            RunOptions::Float(train) => (train.val_split, train.seed),
+            RunOptions::Quantized(q) => q.training_options.validation_split(),
+        }
+    }
 }
 
 /// A checkpoint that cannot be used.
@@ -192,21 +239,6 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint, CheckpointError> 
     Ok(Checkpoint { meta, vs, net })
 }
 
-/// The validation split `tinycnn train` used for the run behind `meta`: (fraction, seed).
-/// Defaults to 0.2 and `default_seed` where the header does not record them.
-pub fn validation_split(meta: &CheckpointMeta, default_seed: u64) -> (f64, u64) {
-    let options = &meta.options;
-    let fraction = options
-        .get("val_split")
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.2);
-    let seed = options
-        .get("seed")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(default_seed);
-    (fraction, seed)
-}
-
 /// The header of a QAT checkpoint made from the float run behind `float`: the float run's
 /// options are kept under `training_options`.
 pub fn quantized_meta(
@@ -217,12 +249,12 @@ pub fn quantized_meta(
     observers: &[crate::quant::Observer],
 ) -> CheckpointMeta {
     let mut meta = float.clone();
-    meta.options = serde_json::json!({
-        "float_checkpoint": float_checkpoint.display().to_string(),
-        "weight_bits": weight_bits,
-        "qat": qat,
-        "activation_observers": observers,
-        "training_options": float.options,
-    });
+    meta.options = RunOptions::Quantized(Box::new(QuantizedOptions {
+        float_checkpoint: float_checkpoint.display().to_string(),
+        weight_bits: weight_bits.to_owned(),
+        qat: qat.clone(),
+        activation_observers: observers.to_vec(),
+        training_options: float.options.clone(),
+    }));
     meta
 }
