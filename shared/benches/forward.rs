@@ -110,12 +110,7 @@ fn bench_conv_rows(c: &mut Criterion) {
         let mut zp = model.input.zero_point;
         for (b, s) in shapes.iter().enumerate() {
             let layer = &model.layers[b];
-            let rq = Requant {
-                params: layer,
-                input_zero_point: zp,
-                output_zero_point: layer.output().zero_point,
-                relu: true,
-            };
+            let rq = Requant::for_layer(layer, zp, true);
             let (done, rest) = maps.split_at_mut(b + 1);
             let row = s.row();
             let out_rows = rest[0].chunks_exact_mut(row.pooled_row_len());

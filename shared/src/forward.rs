@@ -9,22 +9,13 @@
 //! forms for a layer with int4 weights: each layer dispatches on its bit width).
 
 use crate::arch::{Arch, LayerKind, DENSE_LAYERS, MAX_BLOCKS};
-use crate::blob::{Layer, Model};
+use crate::blob::Model;
 use crate::ops::{
     conv3x3_pool_row_s4, conv3x3_pool_row_s8, conv3x3_pool_s4, conv3x3_pool_s8, dense_acc_s4,
     dense_acc_s8, dense_s4, dense_s8, ConvShape, PoolRows, Requant,
 };
 use crate::weights::Weights;
 use core::convert::Infallible;
-
-fn requant<'a>(layer: &'a Layer<'a>, input_zero_point: i8, relu: bool) -> Requant<'a, Layer<'a>> {
-    Requant {
-        params: layer,
-        input_zero_point,
-        output_zero_point: layer.output().zero_point,
-        relu,
-    }
-}
 
 /// Runs the network on `input` and writes the int8 logits (zero point and scale of the last
 /// layer's output) to `logits`.
@@ -56,17 +47,14 @@ pub fn forward_traced(
 ) {
     let arch = &model.arch;
     assert_eq!(input.len(), arch.input_len(), "forward: input length");
-    assert!(
-        scratch.len() >= arch.scratch_len(),
-        "forward: scratch is {} bytes, the model needs {}",
+    check_buffer(
+        "forward",
+        "scratch",
+        "bytes",
         scratch.len(),
-        arch.scratch_len()
+        arch.scratch_len(),
     );
-    assert_eq!(
-        logits.len(),
-        arch.classes as usize,
-        "forward: logits length"
-    );
+    check_logits("forward", arch, logits);
     let (a, rest) = scratch.split_at_mut(arch.scratch_a_len());
     let b = &mut rest[..arch.scratch_b_len()];
     // Layer 0 reads `input`; every later layer reads `src`, the previous layer's output, and
@@ -81,7 +69,7 @@ pub fn forward_traced(
         } else {
             &mut dst[..spec.output_len]
         };
-        let rq = requant(layer, zp, spec.relu);
+        let rq = Requant::for_layer(layer, zp, spec.relu);
         match (spec.kind, layer.weights()) {
             (LayerKind::ConvBlock(shape), Weights::S8(w)) => conv3x3_pool_s8(x, shape, w, &rq, out),
             (LayerKind::ConvBlock(shape), Weights::S4(w)) => conv3x3_pool_s4(x, shape, w, &rq, out),
@@ -92,6 +80,20 @@ pub fn forward_traced(
         zp = layer.output().zero_point;
         core::mem::swap(&mut src, &mut dst);
     }
+}
+
+/// Panics unless a caller's `buffer` (`len` `unit`) holds the `needed` the plan of `pass` uses.
+#[track_caller]
+fn check_buffer(pass: &str, buffer: &str, unit: &str, len: usize, needed: usize) {
+    assert!(
+        len >= needed,
+        "{pass}: {buffer} is {len} {unit}, the model needs {needed}"
+    );
+}
+
+#[track_caller]
+fn check_logits(pass: &str, arch: &Arch, logits: &[i8]) {
+    assert_eq!(logits.len(), arch.classes as usize, "{pass}: logits length");
 }
 
 /// The zero point of layer `index`'s input: the model input's for layer 0, else the previous
@@ -151,23 +153,16 @@ pub fn forward_rows<E>(
     logits: &mut [i8],
 ) -> Result<(), E> {
     let arch = &model.arch;
-    assert!(
-        scratch.len() >= arch.stream_scratch_len(),
-        "forward_rows: scratch is {} bytes, the model needs {}",
+    let pass = "forward_rows";
+    check_buffer(
+        pass,
+        "scratch",
+        "bytes",
         scratch.len(),
-        arch.stream_scratch_len()
+        arch.stream_scratch_len(),
     );
-    assert!(
-        acc.len() >= arch.stream_acc_len(),
-        "forward_rows: acc has {} values, the model needs {}",
-        acc.len(),
-        arch.stream_acc_len()
-    );
-    assert_eq!(
-        logits.len(),
-        arch.classes as usize,
-        "forward_rows: logits length"
-    );
+    check_buffer(pass, "acc", "values", acc.len(), arch.stream_acc_len());
+    check_logits(pass, arch, logits);
     let blocks = arch.blocks();
     let (rings, rest) = scratch.split_at_mut(arch.stream_rings_len());
     let (row, rest) = rest.split_at_mut(arch.stream_row_len());
@@ -198,14 +193,14 @@ pub fn forward_rows<E>(
         }
     }
 
-    let rq = requant(fc1, fc1_zp as i8, fc1_spec.relu);
+    let rq = Requant::for_layer(fc1, fc1_zp as i8, fc1_spec.relu);
     rq.debug_assert_bound(fc1_spec.fan_in, fc1_spec.outputs);
     for (o, (h, &a)) in hidden.iter_mut().zip(acc.iter()).enumerate() {
         *h = rq.apply(o, a);
     }
     let logits_spec = arch.logits_layer();
     let fc2 = &model.layers[logits_spec.index];
-    let rq = requant(fc2, input_zero_point(model, logits_spec.index), false);
+    let rq = Requant::for_layer(fc2, input_zero_point(model, logits_spec.index), false);
     match fc2.weights() {
         Weights::S8(w) => dense_s8(hidden, w, &rq, logits),
         Weights::S4(w) => dense_s4(hidden, w, &rq, logits),
@@ -301,7 +296,7 @@ impl<E> Stream<'_, '_, '_, E> {
 #[inline(never)]
 fn block_row(model: &Model, b: usize, shape: ConvShape, rows: PoolRows<'_>, out: &mut [i8]) {
     let (layer, zp) = (&model.layers[b], input_zero_point(model, b));
-    let rq = requant(layer, zp, true);
+    let rq = Requant::for_layer(layer, zp, true);
     match layer.weights() {
         Weights::S8(w) => conv3x3_pool_row_s8(rows, shape.row(), w, &rq, out),
         Weights::S4(w) => conv3x3_pool_row_s4(rows, shape.row(), w, &rq, out),

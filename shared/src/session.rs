@@ -2,7 +2,7 @@
 //! run many images (predict, parity, QAT selection, the firmware's host-side check).
 
 use crate::blob::Model;
-use crate::forward::{argmax, forward_traced, probabilities};
+use crate::forward::{argmax, forward, forward_traced, probabilities};
 use crate::preprocess::{pixel_to_input, preprocess, Frame, FrameError};
 use std::vec;
 use std::vec::Vec;
@@ -72,27 +72,24 @@ impl<'m> Session<'m> {
         for (q, &p) in self.input.iter_mut().zip(pixels) {
             *q = pixel_to_input(p);
         }
-        forward_traced(
-            &self.model,
-            &self.input,
-            &mut self.scratch,
-            &mut self.logits,
-            &mut |_, _| {},
-        );
-        &self.logits
+        self.run_own_input()
     }
 
     /// Preprocesses a camera frame exactly as the firmware does, runs it and returns the logits.
     pub fn run_frame(&mut self, frame: &Frame) -> Result<&[i8], FrameError> {
         preprocess(frame, &self.model.arch, &mut self.input)?;
-        forward_traced(
+        Ok(self.run_own_input())
+    }
+
+    /// Runs the session's own input buffer.
+    fn run_own_input(&mut self) -> &[i8] {
+        forward(
             &self.model,
             &self.input,
             &mut self.scratch,
             &mut self.logits,
-            &mut |_, _| {},
         );
-        Ok(&self.logits)
+        &self.logits
     }
 
     /// The logits of the last run.

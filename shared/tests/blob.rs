@@ -1,9 +1,11 @@
 //! Blob round trip, every load error, and "no bytes make `from_bytes` panic".
 
+mod common;
+
+use common::fuzzing::{self, apply, mutation, ErrorKind, Tally};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use tinycnn::arch::ArchError;
 use tinycnn::blob::{blob_len, blob_len_bits};
 use tinycnn::{
@@ -11,15 +13,20 @@ use tinycnn::{
     WeightBits, Weights, FORMAT_VERSION, MAGIC,
 };
 
+/// A 5x6 RGB input, three conv blocks of `filters`, fc1 of `fc_width`, 3 classes.
+const fn small_arch(filters: [u16; 3], fc_width: u16) -> Arch {
+    Arch {
+        height: 5,
+        width: 6,
+        channels: 3,
+        filters: Filters::of(filters),
+        fc_width,
+        classes: 3,
+    }
+}
+
 /// A small architecture so mutation fuzzing reaches the semantic checks quickly.
-const SMALL: Arch = Arch {
-    height: 5,
-    width: 6,
-    channels: 3,
-    filters: Filters::of([2, 3, 2]),
-    fc_width: 4,
-    classes: 3,
-};
+const SMALL: Arch = small_arch([2, 3, 2], 4);
 
 fn small_blob() -> Vec<u8> {
     OwnedModel::random(SMALL, 11).to_bytes().unwrap()
@@ -27,14 +34,7 @@ fn small_blob() -> Vec<u8> {
 
 /// A small architecture whose every layer has an odd weight count (conv 81, 81, 27; fc 5, 15),
 /// so each int4 layer ends in a padding nibble.
-const ODD: Arch = Arch {
-    height: 5,
-    width: 6,
-    channels: 3,
-    filters: Filters::of([3, 3, 1]),
-    fc_width: 5,
-    classes: 3,
-};
+const ODD: Arch = small_arch([3, 3, 1], 5);
 
 /// [`ODD`] with int4 conv1, conv3, fc1 and fc2, int8 conv2: both widths, and every int4 layer
 /// with padding.
@@ -289,86 +289,24 @@ fn fuzz_cases() -> u32 {
 }
 
 fn runner() -> TestRunner {
-    TestRunner::new(ProptestConfig {
-        cases: fuzz_cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })
+    fuzzing::runner(fuzz_cases())
 }
 
-/// Outcome tally of one fuzz run.
-#[derive(Default, Debug)]
-struct Tally {
-    cases: usize,
-    loaded: usize,
-    errors: BTreeMap<&'static str, usize>,
-}
-
-impl Tally {
-    fn record(&mut self, result: &Result<Model, LoadError>) {
-        self.cases += 1;
-        match result {
-            Ok(_) => self.loaded += 1,
-            Err(e) => *self.errors.entry(kind(e)).or_default() += 1,
-        }
-    }
-}
-
-fn kind(e: &LoadError) -> &'static str {
-    match e {
-        LoadError::BadMagic => "bad magic",
-        LoadError::UnsupportedVersion { .. } => "version",
-        LoadError::Truncated => "truncated",
-        LoadError::Malformed => "malformed",
-        LoadError::TrailingBytes { .. } => "trailing",
-        LoadError::CrcMismatch { .. } => "crc",
-        LoadError::Arch(_) => "arch",
-        LoadError::LabelCount { .. } => "labels",
-        LoadError::LayerCount { .. } => "layers",
-        LoadError::ShapeMismatch { .. } => "shape",
-        LoadError::OutOfRange { .. } => "range",
-        LoadError::PaddingNibble { .. } => "padding",
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    /// XOR one byte.
-    Flip { at: usize, mask: u8 },
-    /// Overwrite a byte.
-    Set { at: usize, value: u8 },
-    /// Keep only the first `len` bytes.
-    Truncate { len: usize },
-    /// Append bytes.
-    Extend(Vec<u8>),
-    /// Insert a byte (shifts everything after it).
-    Insert { at: usize, value: u8 },
-    /// Remove a byte.
-    Remove { at: usize },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        // In-place damage keeps the structure and reaches the semantic checks: weight it up.
-        4 => (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value }),
-        1 => any::<usize>().prop_map(|len| Mutation::Truncate { len }),
-        1 => proptest::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Insert { at, value }),
-        1 => any::<usize>().prop_map(|at| Mutation::Remove { at }),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
-    let n = bytes.len();
-    match *m {
-        Mutation::Flip { at, mask } => bytes[at % n] ^= mask,
-        Mutation::Set { at, value } => bytes[at % n] = value,
-        Mutation::Truncate { len } => bytes.truncate(len % n),
-        Mutation::Extend(ref extra) => bytes.extend_from_slice(extra),
-        Mutation::Insert { at, value } => bytes.insert(at % (n + 1), value),
-        Mutation::Remove { at } => {
-            bytes.remove(at % n);
+impl ErrorKind for LoadError {
+    fn kind(&self) -> &'static str {
+        match self {
+            LoadError::BadMagic => "bad magic",
+            LoadError::UnsupportedVersion { .. } => "version",
+            LoadError::Truncated => "truncated",
+            LoadError::Malformed => "malformed",
+            LoadError::TrailingBytes { .. } => "trailing",
+            LoadError::CrcMismatch { .. } => "crc",
+            LoadError::Arch(_) => "arch",
+            LoadError::LabelCount { .. } => "labels",
+            LoadError::LayerCount { .. } => "layers",
+            LoadError::ShapeMismatch { .. } => "shape",
+            LoadError::OutOfRange { .. } => "range",
+            LoadError::PaddingNibble { .. } => "padding",
         }
     }
 }

@@ -2,39 +2,24 @@
 //! for bit, and both forward passes on models of mixed bit widths against a layer-by-layer
 //! reference.
 
-use proptest::prelude::*;
-use tinycnn::arch::MAX_PRODUCT;
-use tinycnn::ops::{self, reference, ChannelSlices, ConvShape, Requant};
-use tinycnn::weights::{pack_s4, unpack_s4};
-use tinycnn::{
-    forward, forward_rows_from, Arch, Filters, LayerKind, Model, OwnedModel, WeightBits, Weights,
+mod common;
+
+use common::{
+    activations, arch_strategy, conv_case, dense_case, dense_runs_case, naive_dense_acc,
+    ramp_input, reference_forward, same_values, streamed, whole_map, ConvCase, DenseCase,
+    DenseRuns, Params,
 };
+use proptest::prelude::*;
+use tinycnn::ops::{self, reference};
+use tinycnn::weights::{pack_s4, unpack_s4};
+use tinycnn::{Arch, Model, OwnedModel, WeightBits};
 
 const CASES: u32 = 1024;
 
-#[derive(Debug, Clone)]
-struct Params {
-    bias: Vec<i32>,
-    multiplier: Vec<i32>,
-    shift: Vec<i8>,
-}
-
 fn params(channels: usize, fan_in: usize) -> impl Strategy<Value = Params> {
-    let headroom = (i32::MAX as i64 - MAX_PRODUCT * fan_in as i64).min(1 << 16) as i32;
-    let multiplier =
-        prop_oneof![1 => Just(0i32), 1 => Just(i32::MAX), 8 => (1i32 << 30)..=i32::MAX];
     // int4 sums are ~18x smaller than int8 ones: right shifts near 0 keep outputs spread.
     let shift = prop_oneof![8 => -12i8..=0, 1 => Just(-31i8), 1 => 1i8..=4];
-    (
-        proptest::collection::vec(-headroom..=headroom, channels),
-        proptest::collection::vec(multiplier, channels),
-        proptest::collection::vec(shift, channels),
-    )
-        .prop_map(|(bias, multiplier, shift)| Params {
-            bias,
-            multiplier,
-            shift,
-        })
+    common::params(channels, fan_in, 1 << 16, shift)
 }
 
 /// int4 values in [-7, 7], mostly, with the extremes weighted up.
@@ -45,75 +30,18 @@ fn s4_values(n: usize) -> impl Strategy<Value = Vec<i8>> {
     )
 }
 
-fn activations(n: usize) -> impl Strategy<Value = Vec<i8>> {
-    proptest::collection::vec(any::<i8>(), n)
-}
-
-fn slices(p: &Params) -> ChannelSlices<'_> {
-    ChannelSlices {
-        bias: &p.bias,
-        multiplier: &p.multiplier,
-        shift: &p.shift,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct ConvCase {
-    shape: ConvShape,
-    input: Vec<i8>,
-    weights: Vec<i8>,
-    params: Params,
-    zp_in: i8,
-    zp_out: i8,
-    relu: bool,
-}
-
-fn conv_case(
+fn s4_conv_case(
     hw: std::ops::Range<usize>,
     in_channels: std::ops::Range<usize>,
     out_channels: std::ops::Range<usize>,
 ) -> impl Strategy<Value = ConvCase> {
-    (hw.clone(), hw, in_channels, out_channels)
-        .prop_flat_map(|(height, width, in_channels, out_channels)| {
-            let shape = ConvShape {
-                height,
-                width,
-                in_channels,
-                out_channels,
-            };
-            (
-                Just(shape),
-                activations(shape.input_len()),
-                s4_values(shape.weight_len()),
-                params(out_channels, 9 * in_channels),
-                any::<i8>(),
-                any::<i8>(),
-                any::<bool>(),
-            )
-        })
-        .prop_map(
-            |(shape, input, weights, params, zp_in, zp_out, relu)| ConvCase {
-                shape,
-                input,
-                weights,
-                params,
-                zp_in,
-                zp_out,
-                relu,
-            },
-        )
+    conv_case(hw, in_channels, out_channels, s4_values, params)
 }
 
 /// The whole-map and row-by-row `_s4` conv kernels against the reference on the same packed
 /// weights; the reference is also checked against the int8 kernel on the unpacked values.
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
-    let p = slices(&c.params);
-    let rq = Requant {
-        params: &p,
-        input_zero_point: c.zp_in,
-        output_zero_point: c.zp_out,
-        relu: c.relu,
-    };
+    let rq = c.q.rq();
     let s = c.shape;
     let packed = pack_s4(&c.weights).unwrap();
     let mut unpacked = vec![0i8; s.weight_len()];
@@ -131,12 +59,7 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     prop_assert_eq!(&unpacked, &c.weights);
     let mut fast = vec![0x5ai8; s.pooled_len()];
     ops::conv3x3_pool_s4(&c.input, s, &packed, &rq, &mut fast);
-    if let Some(i) = fast.iter().zip(&slow).position(|(a, b)| a != b) {
-        return Err(TestCaseError::fail(format!(
-            "first difference at index {i}: s4 {} reference {}",
-            fast[i], slow[i]
-        )));
-    }
+    same_values(&fast, &slow, "s4")?;
     let mut s8 = vec![0i8; s.pooled_len()];
     ops::conv3x3_pool_s8(&c.input, s, &c.weights, &rq, &mut s8);
     prop_assert_eq!(&s8, &slow);
@@ -150,58 +73,28 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-type DenseCase = (Vec<i8>, Vec<i8>, Params, i8, i8, bool);
-
-fn dense_case() -> impl Strategy<Value = DenseCase> {
-    (0usize..300, 1usize..40).prop_flat_map(|(n, out)| {
-        (
-            activations(n),
-            s4_values(n * out),
-            params(out, n),
-            any::<i8>(),
-            any::<i8>(),
-            any::<bool>(),
-        )
-    })
-}
-
-fn check_dense((input, w, p, zp_in, zp_out, relu): &DenseCase) -> Result<(), TestCaseError> {
-    let out = p.bias.len();
-    let ps = slices(p);
-    let rq = Requant {
-        params: &ps,
-        input_zero_point: *zp_in,
-        output_zero_point: *zp_out,
-        relu: *relu,
-    };
-    let packed = pack_s4(w).unwrap();
-    let mut unpacked = vec![0i8; w.len()];
+fn check_dense(c: &DenseCase) -> Result<(), TestCaseError> {
+    let (out, rq) = (c.outputs(), c.q.rq());
+    let packed = pack_s4(&c.weights).unwrap();
+    let mut unpacked = vec![0i8; c.weights.len()];
     let mut slow = vec![0i8; out];
-    reference::dense_s4(input, &packed, &rq, &mut unpacked, &mut slow);
+    reference::dense_s4(&c.input, &packed, &rq, &mut unpacked, &mut slow);
     let mut fast = vec![0i8; out];
-    ops::dense_s4(input, &packed, &rq, &mut fast);
+    ops::dense_s4(&c.input, &packed, &rq, &mut fast);
     prop_assert_eq!(&fast, &slow);
     let mut s8 = vec![0i8; out];
-    ops::dense_s8(input, w, &rq, &mut s8);
+    ops::dense_s8(&c.input, &c.weights, &rq, &mut s8);
     prop_assert_eq!(&s8, &slow);
     Ok(())
 }
 
 /// A dense layer accumulated in column runs that start at any element offset (mid-byte
 /// included), through the dispatched and the portable `dense_acc_s4`, against the naive sums.
-fn check_dense_runs(
-    (n, input, w, split, zp): &(usize, Vec<i8>, Vec<i8>, usize, i8),
-) -> Result<(), TestCaseError> {
+fn check_dense_runs((n, input, w, split, zp): &DenseRuns) -> Result<(), TestCaseError> {
     let (n, split, zp) = (*n, *split, *zp as i32);
     let out = w.len() / n;
     let packed = pack_s4(w).unwrap();
-    let expected: Vec<i32> = (0..out)
-        .map(|o| {
-            (0..n)
-                .map(|i| (input[i] as i32 - zp) * w[o * n + i] as i32)
-                .sum()
-        })
-        .collect();
+    let expected = naive_dense_acc(input, w, n, zp);
     type Acc = fn(&[i8], &[u8], usize, usize, i32, &mut [i32]);
     let kernels: [(&str, Acc); 2] = [
         ("dense_acc_s4", ops::dense_acc_s4),
@@ -223,7 +116,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     #[test]
-    fn conv3x3_pool_s4_matches_reference(c in conv_case(1..12, 1..9, 1..9)) {
+    fn conv3x3_pool_s4_matches_reference(c in s4_conv_case(1..12, 1..9, 1..9)) {
         check_conv(&c)?;
     }
 
@@ -231,83 +124,20 @@ proptest! {
     #[test]
     fn conv3x3_pool_s4_wide_matches_reference(c in {
         let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
-        conv_case(1..6, edge - 3..edge + 4, 1..6)
+        s4_conv_case(1..6, edge - 3..edge + 4, 1..6)
     }) {
         check_conv(&c)?;
     }
 
     #[test]
-    fn dense_s4_matches_reference(c in dense_case()) {
+    fn dense_s4_matches_reference(c in dense_case(1..40, s4_values, params)) {
         check_dense(&c)?;
     }
 
     #[test]
-    fn dense_acc_s4_in_runs_matches_naive(c in (1usize..200, 1usize..10).prop_flat_map(|(n, out)| {
-        (Just(n), activations(n), s4_values(n * out), 0..=n, any::<i8>())
-    })) {
+    fn dense_acc_s4_in_runs_matches_naive(c in dense_runs_case(s4_values)) {
         check_dense_runs(&c)?;
     }
-}
-
-/// The network layer by layer with the reference kernels, each layer at its bit width.
-fn reference_forward(model: &Model, input: &[i8]) -> Vec<i8> {
-    let mut x = input.to_vec();
-    let mut zp = model.input.zero_point;
-    for (spec, layer) in model.arch.layers().zip(model.layers.iter()) {
-        let rq = Requant {
-            params: layer,
-            input_zero_point: zp,
-            output_zero_point: layer.output().zero_point,
-            relu: spec.relu,
-        };
-        let mut out = vec![0i8; spec.output_len];
-        let mut unpacked = vec![0i8; spec.weight_len()];
-        match (spec.kind, layer.weights()) {
-            (LayerKind::ConvBlock(shape), w) => {
-                let mut full = vec![0i8; shape.height * shape.width * shape.out_channels];
-                match w {
-                    Weights::S8(w) => {
-                        reference::conv3x3_pool_s8(&x, shape, w, &rq, &mut full, &mut out)
-                    }
-                    Weights::S4(w) => reference::conv3x3_pool_s4(
-                        &x,
-                        shape,
-                        w,
-                        &rq,
-                        &mut unpacked,
-                        &mut full,
-                        &mut out,
-                    ),
-                }
-            }
-            (LayerKind::Dense, Weights::S8(w)) => reference::dense_s8(&x, w, &rq, &mut out),
-            (LayerKind::Dense, Weights::S4(w)) => {
-                reference::dense_s4(&x, w, &rq, &mut unpacked, &mut out)
-            }
-        }
-        zp = layer.output().zero_point;
-        x = out;
-    }
-    x
-}
-
-fn arch_strategy() -> impl Strategy<Value = Arch> {
-    (
-        1u16..24,
-        1u16..24,
-        any::<bool>(),
-        proptest::collection::vec(1u16..7, 1..=tinycnn::MAX_BLOCKS),
-        1u16..12,
-        2u16..6,
-    )
-        .prop_map(|(height, width, rgb, filters, fc_width, classes)| Arch {
-            height,
-            width,
-            channels: if rgb { 3 } else { 1 },
-            filters: Filters::new(&filters).unwrap(),
-            fc_width,
-            classes,
-        })
 }
 
 fn bits_strategy() -> impl Strategy<Value = Vec<WeightBits>> {
@@ -328,15 +158,9 @@ fn check_forward(
         .to_bytes()
         .unwrap();
     let model = Model::from_bytes(&bytes).unwrap();
-    let expected = reference_forward(&model, input);
-    let mut scratch = vec![0x55i8; arch.scratch_len()];
-    let mut logits = vec![0i8; arch.classes as usize];
-    forward(&model, input, &mut scratch, &mut logits);
-    prop_assert_eq!(&logits, &expected, "forward");
-    let mut scratch = vec![-3i8; arch.stream_scratch_len()];
-    let mut acc = vec![12345i32; arch.stream_acc_len()];
-    let mut streamed = vec![0i8; arch.classes as usize];
-    forward_rows_from(&model, input, &mut scratch, &mut acc, &mut streamed);
+    let expected = reference_forward(&model, input).pop().unwrap();
+    prop_assert_eq!(&whole_map(&model, input, 0x55), &expected, "forward");
+    let streamed = streamed(&model, input, -3);
     prop_assert_eq!(&streamed, &expected, "forward_rows");
     Ok(())
 }
@@ -346,7 +170,7 @@ proptest! {
 
     #[test]
     fn forward_mixed_bits_matches_reference(
-        (arch, bits, seed, input) in arch_strategy().prop_flat_map(|a| {
+        (arch, bits, seed, input) in arch_strategy(1..=23, 1..=6, 1..=11, 2..=5).prop_flat_map(|a| {
             (Just(a), bits_strategy(), any::<u64>(), activations(a.input_len()))
         })
     ) {
@@ -357,9 +181,7 @@ proptest! {
 #[test]
 fn forward_fashion_int4_matches_reference() {
     let arch = Arch::fashion();
-    let input: Vec<i8> = (0..arch.input_len())
-        .map(|i| ((i * 37) % 256) as u8 as i8)
-        .collect();
+    let input = ramp_input(&arch);
     for policy in ["dense4", "all4", "8,4,8,4,8"] {
         let bits = tinycnn::parse_weight_bits(&arch, policy).unwrap();
         check_forward(arch, &bits, 7, &input).unwrap();
@@ -368,7 +190,7 @@ fn forward_fashion_int4_matches_reference() {
     let bits = tinycnn::parse_weight_bits(&arch, "all4").unwrap();
     let bytes = OwnedModel::random_bits(arch, &bits, 7).to_bytes().unwrap();
     let model = Model::from_bytes(&bytes).unwrap();
-    let logits = reference_forward(&model, &input);
+    let logits = reference_forward(&model, &input).pop().unwrap();
     assert!(logits.iter().any(|&v| v != logits[0]), "{logits:?}");
 }
 

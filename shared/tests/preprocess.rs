@@ -1,5 +1,8 @@
 //! Preprocessing goldens (hand-computed, compared exactly) and properties.
 
+mod common;
+
+use common::{lcg_bytes, pixel_format};
 use proptest::prelude::*;
 use tinycnn::preprocess::{luma, yuv_to_rgb};
 use tinycnn::protocol::rgb565_to_rgb888 as rgb565;
@@ -167,35 +170,18 @@ fn golden_bilinear_upscale_half_pixel() {
 
 #[test]
 fn frame_errors() {
-    assert_eq!(
-        Frame::new(&[0; 5], 2, 2, PixelFormat::Gray8).unwrap_err(),
-        FrameError::WrongLength {
-            expected: 4,
-            found: 5
-        }
-    );
-    assert_eq!(
-        Frame::new(&[0; 8], 2, 2, PixelFormat::Rgb888).unwrap_err(),
-        FrameError::WrongLength {
-            expected: 12,
-            found: 8
-        }
-    );
-    assert_eq!(
-        Frame::new(&[0; 7], 2, 2, PixelFormat::Rgb565Le).unwrap_err(),
-        FrameError::WrongLength {
-            expected: 8,
-            found: 7
-        }
-    );
-    assert_eq!(
-        Frame::new(&[0; 6], 3, 1, PixelFormat::Yuyv).unwrap_err(),
-        FrameError::OddYuyvWidth(3)
-    );
-    assert_eq!(
-        Frame::new(&[], 0, 1, PixelFormat::Gray8).unwrap_err(),
-        FrameError::ZeroSize
-    );
+    let wrong_length = |expected, found| FrameError::WrongLength { expected, found };
+    let cases = [
+        (5, 2, 2, PixelFormat::Gray8, wrong_length(4, 5)),
+        (8, 2, 2, PixelFormat::Rgb888, wrong_length(12, 8)),
+        (7, 2, 2, PixelFormat::Rgb565Le, wrong_length(8, 7)),
+        (6, 3, 1, PixelFormat::Yuyv, FrameError::OddYuyvWidth(3)),
+        (0, 0, 1, PixelFormat::Gray8, FrameError::ZeroSize),
+    ];
+    for (len, w, h, format, error) in cases {
+        let data = vec![0u8; len];
+        assert_eq!(Frame::new(&data, w, h, format).unwrap_err(), error);
+    }
     let data = [0u8; 4];
     let frame = Frame::new(&data, 2, 2, PixelFormat::Gray8).unwrap();
     let mut out = [0u8; 3];
@@ -220,16 +206,6 @@ fn frame_errors() {
     assert!(msg.contains('5') && msg.contains('4'), "{msg}");
 }
 
-fn format_strategy() -> impl Strategy<Value = PixelFormat> {
-    prop_oneof![
-        Just(PixelFormat::Gray8),
-        Just(PixelFormat::Rgb888),
-        Just(PixelFormat::Rgb565Le),
-        Just(PixelFormat::Rgb565Be),
-        Just(PixelFormat::Yuyv),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -237,10 +213,7 @@ proptest! {
     #[test]
     fn identity_pass_through(w in 1u16..40, h in 1u16..40, rgb in any::<bool>(), seed in any::<u64>()) {
         let c: u8 = if rgb { 3 } else { 1 };
-        let mut state = seed;
-        let data: Vec<u8> = (0..w as usize * h as usize * c as usize)
-            .map(|_| { state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (state >> 56) as u8 })
-            .collect();
+        let data = lcg_bytes(seed, w as usize * h as usize * c as usize);
         let format = if rgb { PixelFormat::Rgb888 } else { PixelFormat::Gray8 };
         let out = run_u8(&data, w, h, format, arch(h, w, c));
         prop_assert_eq!(out, data);
@@ -250,7 +223,7 @@ proptest! {
     /// size; `preprocess` is exactly `preprocess_u8` minus 128; the output stays within the
     /// range of the source pixels (bilinear interpolation is a convex combination).
     #[test]
-    fn any_frame_any_size(format in format_strategy(), w in 1u16..24, h in 1u16..24,
+    fn any_frame_any_size(format in pixel_format(), w in 1u16..24, h in 1u16..24,
                           ow in 1u16..20, oh in 1u16..20, rgb in any::<bool>(), bytes in proptest::collection::vec(any::<u8>(), 24 * 24 * 3)) {
         let w = if format == PixelFormat::Yuyv { w + w % 2 } else { w };
         let len = format.row_bytes(w as usize) * h as usize;
@@ -273,7 +246,7 @@ proptest! {
 
     /// A length that does not match the format and size is an error, never a panic.
     #[test]
-    fn wrong_length_is_an_error(format in format_strategy(), w in 1u16..50, h in 1u16..50, delta in 1usize..10, longer in any::<bool>()) {
+    fn wrong_length_is_an_error(format in pixel_format(), w in 1u16..50, h in 1u16..50, delta in 1usize..10, longer in any::<bool>()) {
         let w = if format == PixelFormat::Yuyv { w + w % 2 } else { w };
         let len = format.row_bytes(w as usize) * h as usize;
         let bad = if longer { len + delta } else { len.saturating_sub(delta) };

@@ -1,6 +1,9 @@
 //! The row form of preprocessing (`RowPreprocessor`) against the whole-frame `preprocess`, and
 //! the order it reads source rows in.
 
+mod common;
+
+use common::{pixel_format, qvga_rgb565};
 use proptest::prelude::*;
 use tinycnn::preprocess::row_window_len;
 use tinycnn::{preprocess, Arch, Frame, FrameError, PixelFormat, RowPreprocessor, RowSource};
@@ -18,16 +21,6 @@ impl RowSource for Recording<'_> {
         self.reads.push(y);
         self.frame.read_row(y, out)
     }
-}
-
-fn format() -> impl Strategy<Value = PixelFormat> {
-    prop_oneof![
-        Just(PixelFormat::Gray8),
-        Just(PixelFormat::Rgb888),
-        Just(PixelFormat::Rgb565Le),
-        Just(PixelFormat::Rgb565Be),
-        Just(PixelFormat::Yuyv),
-    ]
 }
 
 /// Streams every row of `frame` into a model input and checks it against `preprocess`;
@@ -62,7 +55,7 @@ proptest! {
 
     #[test]
     fn rows_equal_the_whole_frame(
-        format in format(),
+        format in pixel_format(),
         fw in 1u16..=90,
         fh in 1u16..=90,
         h in 1u16..=40,
@@ -94,9 +87,7 @@ proptest! {
 /// The firmware's case: a QVGA RGB565 frame into both presets, and a native frame.
 #[test]
 fn qvga_and_native_frames() {
-    let qvga: Vec<u8> = (0..320 * 240 * 2)
-        .map(|i| (i * 7 + i / 640) as u8)
-        .collect();
+    let qvga = qvga_rgb565(7, 640);
     for arch in [Arch::fashion(), Arch::tutorial(2)] {
         let frame = Frame::new(&qvga, 320, 240, PixelFormat::Rgb565Le).unwrap();
         let reads = check(frame, &arch);

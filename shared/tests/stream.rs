@@ -1,69 +1,30 @@
 //! The streaming forward pass (`forward_rows`) against the whole-map `forward`, bit for bit, on
 //! random architectures of every block count, and its buffer plan.
 
+mod common;
+
+use common::{arch_strategy, lcg_bytes, model_bytes, qvga_rgb565, streamed};
 use proptest::prelude::*;
-use tinycnn::{forward, forward_rows, forward_rows_from, Arch, Filters, Model, OwnedModel};
+use tinycnn::{forward_rows, forward_rows_from, Arch, Filters, Model};
 
 const CASES: u32 = 256;
 
-/// Architectures of 1..=6 blocks with odd and even sizes, gray or RGB, small filter counts.
-fn arch() -> impl Strategy<Value = Arch> {
-    (
-        1usize..=6,
-        1u16..=40,
-        1u16..=40,
-        prop_oneof![Just(1u8), Just(3u8)],
-        proptest::collection::vec(1u16..=12, 6),
-        1u16..=20,
-        2u16..=12,
-    )
-        .prop_map(
-            |(blocks, height, width, channels, filters, fc_width, classes)| Arch {
-                height,
-                width,
-                channels,
-                filters: Filters::new(&filters[..blocks]).unwrap(),
-                fc_width,
-                classes,
-            },
-        )
-}
-
-fn model_bytes(arch: Arch, seed: u64) -> Vec<u8> {
-    OwnedModel::random(arch, seed).to_bytes().unwrap()
-}
-
 fn whole_map(model: &Model, input: &[i8]) -> Vec<i8> {
-    let arch = model.arch;
-    let mut scratch = vec![0i8; arch.scratch_len()];
-    let mut logits = vec![0i8; arch.classes as usize];
-    forward(model, input, &mut scratch, &mut logits);
-    logits
-}
-
-fn streamed(model: &Model, input: &[i8], dirt: i8) -> Vec<i8> {
-    let arch = model.arch;
-    let mut scratch = vec![dirt; arch.stream_scratch_len()];
-    let mut acc = vec![i32::from(dirt) * 1_000_003; arch.stream_acc_len()];
-    let mut logits = vec![0i8; arch.classes as usize];
-    forward_rows_from(model, input, &mut scratch, &mut acc, &mut logits);
-    logits
+    common::whole_map(model, input, 0)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
+    /// Architectures of 1..=6 blocks with odd and even sizes, gray or RGB, small filter counts.
     #[test]
-    fn streaming_equals_whole_map(arch in arch(), seed in any::<u64>(), dirt in any::<i8>()) {
+    fn streaming_equals_whole_map(arch in arch_strategy(1..=40, 1..=12, 1..=20, 2..=12), seed in any::<u64>(), dirt in any::<i8>()) {
         prop_assume!(arch.validate().is_ok());
         let bytes = model_bytes(arch, seed);
         let model = Model::from_bytes(&bytes).unwrap();
-        let mut rng = seed ^ 0x9e37_79b9_7f4a_7c15;
-        let input: Vec<i8> = (0..arch.input_len())
-            .map(|_| {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (rng >> 56) as i8
-            })
+        let input: Vec<i8> = lcg_bytes(seed ^ 0x9e37_79b9_7f4a_7c15, arch.input_len())
+            .into_iter()
+            .map(|b| b as i8)
             .collect();
         prop_assert_eq!(streamed(&model, &input, dirt), whole_map(&model, &input));
     }
@@ -212,9 +173,7 @@ fn short_scratch_is_a_clear_panic() {
 fn camera_rows_through_the_network_equal_the_whole_frame_path() {
     use tinycnn::preprocess::row_window_len;
     use tinycnn::{preprocess, Frame, PixelFormat, RowPreprocessor};
-    let qvga: Vec<u8> = (0..320 * 240 * 2)
-        .map(|i| (i * 13 + i / 977) as u8)
-        .collect();
+    let qvga = qvga_rgb565(13, 977);
     for arch in [Arch::fashion(), Arch::tutorial(3)] {
         let bytes = model_bytes(arch, 11);
         let model = Model::from_bytes(&bytes).unwrap();

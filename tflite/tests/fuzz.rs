@@ -4,12 +4,13 @@
 //! (`cargo test -p tinycnn-tflite --release --test fuzz -- --nocapture`).
 
 mod common;
+#[path = "../../shared/tests/common/fuzzing.rs"]
+mod fuzzing;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
+use fuzzing::{apply, mutation, ErrorKind, Tally};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
 use tinycnn::{Arch, Model, OwnedModel};
 use tinycnn_tflite::{from_tflite, to_tflite, ImportError};
 
@@ -32,43 +33,20 @@ fn small_tflite() -> Vec<u8> {
     to_tflite(&model).unwrap()
 }
 
-fn runner() -> TestRunner {
-    TestRunner::new(ProptestConfig {
-        cases: FUZZ_CASES,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })
-}
-
-#[derive(Default, Debug)]
-struct Tally {
-    cases: usize,
-    imported: usize,
-    errors: BTreeMap<&'static str, usize>,
-}
-
-impl Tally {
-    fn record(&mut self, result: &Result<OwnedModel, ImportError>) {
-        self.cases += 1;
-        match result {
-            Ok(_) => self.imported += 1,
-            Err(e) => *self.errors.entry(kind(e)).or_default() += 1,
+impl ErrorKind for ImportError {
+    fn kind(&self) -> &'static str {
+        match self {
+            ImportError::Malformed(_) => "malformed",
+            ImportError::NotTflite => "not tflite",
+            ImportError::Subgraphs(_) | ImportError::Subgraph(_) => "subgraph",
+            ImportError::Unsupported { .. } => "unsupported",
+            ImportError::Inexact { .. } => "inexact",
+            ImportError::Labels(_) => "labels",
+            ImportError::BlockCount { .. } => "blocks",
+            ImportError::TooLarge { .. } => "too large",
+            ImportError::Arch(_) => "arch",
+            ImportError::Blob(_) => "blob",
         }
-    }
-}
-
-fn kind(e: &ImportError) -> &'static str {
-    match e {
-        ImportError::Malformed(_) => "malformed",
-        ImportError::NotTflite => "not tflite",
-        ImportError::Subgraphs(_) | ImportError::Subgraph(_) => "subgraph",
-        ImportError::Unsupported { .. } => "unsupported",
-        ImportError::Inexact { .. } => "inexact",
-        ImportError::Labels(_) => "labels",
-        ImportError::BlockCount { .. } => "blocks",
-        ImportError::TooLarge { .. } => "too large",
-        ImportError::Arch(_) => "arch",
-        ImportError::Blob(_) => "blob",
     }
 }
 
@@ -91,41 +69,6 @@ fn import(bytes: &[u8]) -> Result<OwnedModel, ImportError> {
     result
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip { at: usize, mask: u8 },
-    Set { at: usize, value: u8 },
-    Truncate { len: usize },
-    Extend(Vec<u8>),
-    Insert { at: usize, value: u8 },
-    Remove { at: usize },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        4 => (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value }),
-        1 => any::<usize>().prop_map(|len| Mutation::Truncate { len }),
-        1 => proptest::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Insert { at, value }),
-        1 => any::<usize>().prop_map(|at| Mutation::Remove { at }),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
-    let n = bytes.len();
-    match *m {
-        Mutation::Flip { at, mask } => bytes[at % n] ^= mask,
-        Mutation::Set { at, value } => bytes[at % n] = value,
-        Mutation::Truncate { len } => bytes.truncate(len % n),
-        Mutation::Extend(ref extra) => bytes.extend_from_slice(extra),
-        Mutation::Insert { at, value } => bytes.insert(at % (n + 1), value),
-        Mutation::Remove { at } => {
-            bytes.remove(at % n);
-        }
-    }
-}
-
 /// Random bytes, half with the `TFL3` identifier so that the verifier sees them.
 #[test]
 fn fuzz_random_bytes() {
@@ -134,7 +77,7 @@ fn fuzz_random_bytes() {
         proptest::collection::vec(any::<u8>(), 0..1024),
         any::<bool>(),
     );
-    runner()
+    fuzzing::runner(FUZZ_CASES)
         .run(&strategy, |(mut bytes, identifier)| {
             if identifier && bytes.len() >= 8 {
                 bytes[4..8].copy_from_slice(b"TFL3");
@@ -154,7 +97,7 @@ fn fuzz_random_bytes() {
 fn fuzz_mutated_files() {
     let good = small_tflite();
     let tally = RefCell::new(Tally::default());
-    runner()
+    fuzzing::runner(FUZZ_CASES)
         .run(&proptest::collection::vec(mutation(), 1..5), |mutations| {
             let mut bytes = good.clone();
             for m in &mutations {
@@ -184,11 +127,7 @@ fn fuzz_mutated_converter_file() {
     .unwrap();
     assert!(from_tflite(&good).is_ok());
     let tally = RefCell::new(Tally::default());
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases: FUZZ_CASES / 8,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    let mut runner = fuzzing::runner(FUZZ_CASES / 8);
     // Mutations aimed at the graph, not the 170 KB of weights: the first and last 8 KB.
     let near_ends = (any::<bool>(), 0usize..8192, 1u8..=255);
     runner

@@ -70,6 +70,20 @@ pub struct Requant<'p, P: ?Sized> {
     pub relu: bool,
 }
 
+impl<'a> Requant<'a, Layer<'a>> {
+    /// The requantization of `layer` given its input's zero point: the layer's own parameters
+    /// and output zero point.
+    #[inline]
+    pub fn for_layer(layer: &'a Layer<'a>, input_zero_point: i8, relu: bool) -> Self {
+        Requant {
+            params: layer,
+            input_zero_point,
+            output_zero_point: layer.output().zero_point,
+            relu,
+        }
+    }
+}
+
 impl<P: ChannelParams + ?Sized> Requant<'_, P> {
     /// The int8 output of channel `c` for accumulator `acc` (bias not yet added).
     #[inline]

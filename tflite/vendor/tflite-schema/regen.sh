@@ -1,5 +1,6 @@
 #!/bin/sh
-# Regenerates tflite/src/schema_generated.rs from the vendored TFLite schema.fbs.
+# Regenerates schema_generated.rs (next to this script, in tflite/vendor/tflite-schema/) from the
+# vendored TFLite schema.fbs; tflite/src/lib.rs loads it with `#[path = ...]`.
 #
 # Needs flatc 25.12.19, the version of the `flatbuffers` crate tinycnn-tflite depends on
 # (generated code must match the runtime's version). The script uses `flatc` from PATH when it
@@ -27,5 +28,5 @@ fi
 "$flatc" --version
 "$flatc" --rust -o "$tmp" "$here/schema.fbs"
 # Every unsafe block gets its SAFETY line (the project's rule for unsafe code).
-awk -f "$here/safety.awk" "$tmp/schema_generated.rs" > "$here/../src/schema_generated.rs"
-echo "wrote $here/../src/schema_generated.rs"
+awk -f "$here/safety.awk" "$tmp/schema_generated.rs" > "$here/schema_generated.rs"
+echo "wrote $here/schema_generated.rs"

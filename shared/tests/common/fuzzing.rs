@@ -1,0 +1,80 @@
+//! Fuzzing a loader: byte mutations of a valid file (in place, truncating, extending, inserting
+//! or removing), the runner and the outcome tally. Also used by the tflite crate's fuzz test.
+
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use std::collections::BTreeMap;
+
+/// A runner of `cases` cases that writes no regression file.
+pub fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })
+}
+
+/// A loader error's kind, the key of [`Tally::errors`].
+pub trait ErrorKind {
+    fn kind(&self) -> &'static str;
+}
+
+/// Outcome tally of one fuzz run.
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub cases: usize,
+    pub loaded: usize,
+    pub errors: BTreeMap<&'static str, usize>,
+}
+
+impl Tally {
+    pub fn record<T, E: ErrorKind>(&mut self, result: &Result<T, E>) {
+        self.cases += 1;
+        match result {
+            Ok(_) => self.loaded += 1,
+            Err(e) => *self.errors.entry(e.kind()).or_default() += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// XOR one byte.
+    Flip { at: usize, mask: u8 },
+    /// Overwrite a byte.
+    Set { at: usize, value: u8 },
+    /// Keep only the first `len` bytes.
+    Truncate { len: usize },
+    /// Append bytes.
+    Extend(Vec<u8>),
+    /// Insert a byte (shifts everything after it).
+    Insert { at: usize, value: u8 },
+    /// Remove a byte.
+    Remove { at: usize },
+}
+
+pub fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        // In-place damage keeps the structure and reaches the semantic checks: weight it up.
+        4 => (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+        4 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value }),
+        1 => any::<usize>().prop_map(|len| Mutation::Truncate { len }),
+        1 => proptest::collection::vec(any::<u8>(), 1..16).prop_map(Mutation::Extend),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Insert { at, value }),
+        1 => any::<usize>().prop_map(|at| Mutation::Remove { at }),
+    ]
+}
+
+pub fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let n = bytes.len();
+    match *m {
+        Mutation::Flip { at, mask } => bytes[at % n] ^= mask,
+        Mutation::Set { at, value } => bytes[at % n] = value,
+        Mutation::Truncate { len } => bytes.truncate(len % n),
+        Mutation::Extend(ref extra) => bytes.extend_from_slice(extra),
+        Mutation::Insert { at, value } => bytes.insert(at % (n + 1), value),
+        Mutation::Remove { at } => {
+            bytes.remove(at % n);
+        }
+    }
+}
