@@ -40,23 +40,8 @@ const MAX_N: usize = 2051;
 const MAX_STRIDE: usize = 2060;
 const MAX_OUT: usize = 17;
 
-/// SplitMix64: a seeded generator, the same sequence on every run and board.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
+// SplitMix64: a seeded generator, the same sequence on every run and board.
+use tinycnn::rng::SplitMix64 as Rng;
 
 /// How a case draws its activations and weights.
 #[derive(Clone, Copy, Debug)]
@@ -570,7 +555,7 @@ fn requant_case(rng: &mut Rng) -> bool {
             ACC_EDGES[rng.range(0, ACC_EDGES.len() as i32 - 1) as usize]
         } else {
             let bits = rng.range(0, 31);
-            (rng.next() as i32) >> bits
+            (rng.next_u64() as i32) >> bits
         };
         let multiplier = if draw % 3 == 0 {
             MULT_EDGES[rng.range(0, MULT_EDGES.len() as i32 - 1) as usize]
