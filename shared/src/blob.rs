@@ -786,7 +786,7 @@ mod owned {
             if let Err(e) = arch.validate() {
                 panic!("OwnedModel::random: {e}");
             }
-            let mut rng = SplitMix64(seed);
+            let mut rng = crate::rng::SplitMix64(seed);
             let layers = arch
                 .layers()
                 .map(|spec| {
@@ -794,7 +794,7 @@ mod owned {
                     let weight_bits = bits.get(spec.index).copied().unwrap_or_default();
                     let qmax = weight_bits.qmax();
                     let weights = (0..fan_in * out)
-                        .map(|_| rng.range_i32(-qmax, qmax) as i8)
+                        .map(|_| rng.range(-qmax, qmax) as i8)
                         .collect();
                     // std of (x - zp) * w over fan_in terms ~ sqrt(fan_in) * 74 * std(w), std(w)
                     // ~ qmax / sqrt(3) (73 for int8); aim at ~40 steps.
@@ -811,11 +811,11 @@ mod owned {
                         multiplier.push(m);
                         shift.push(s as i8);
                     }
-                    let bias = (0..out).map(|_| rng.range_i32(-2000, 2000)).collect();
+                    let bias = (0..out).map(|_| rng.range(-2000, 2000)).collect();
                     let zero_point = if spec.is_logits() {
-                        rng.range_i32(-32, 32)
+                        rng.range(-32, 32)
                     } else {
-                        rng.range_i32(-128, -64)
+                        rng.range(-128, -64)
                     };
                     OwnedLayer {
                         weight_bits,
@@ -883,29 +883,6 @@ mod owned {
                 input: self.input,
                 layers,
             }
-        }
-    }
-
-    /// SplitMix64, enough for test data.
-    struct SplitMix64(u64);
-
-    impl SplitMix64 {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in `lo..=hi`.
-        fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
-            lo + (self.next() % (hi - lo + 1) as u64) as i32
-        }
-
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
         }
     }
 }

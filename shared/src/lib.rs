@@ -8,6 +8,7 @@
 //! - [`preprocess`](mod@preprocess): camera frame to model input, fixed point.
 //! - [`protocol`]: the host–firmware protocol (exit codes, frame line, pixel-format names).
 //! - [`weights`]: per-layer weight storage, int8 or int4 packed two per byte.
+//! - [`rng`]: SplitMix64, seeded test data that is the same on every target.
 //! - `session` (std): [`Session`], a model with the buffers of one forward pass.
 //!
 //! `#![no_std]` without `alloc`; the `std` feature adds `OwnedModel` (owned arrays, the encoder,
@@ -33,6 +34,7 @@ pub mod ops;
 pub mod preprocess;
 pub mod protocol;
 pub mod quant;
+pub mod rng;
 #[cfg(feature = "std")]
 pub mod session;
 pub mod weights;

@@ -634,25 +634,12 @@ mod tests {
 
     #[test]
     fn stepped_taps_equal_direct_formula() {
-        for crop in 1..120 {
-            for out in 1..120 {
-                let axis = Axis {
-                    offset: 3,
-                    crop,
-                    out,
-                };
-                for (d, tap) in axis.taps().take(out).enumerate() {
-                    assert_eq!(tap, axis.tap(d), "crop {crop} out {out} d {d}");
-                }
-            }
-        }
-        // Large frames: QVGA/VGA/HD crops into small models and back.
-        for (crop, out) in [(240, 28), (480, 128), (1080, 96), (65535, 128), (2, 65535)] {
-            let axis = Axis {
-                offset: 0,
-                crop,
-                out,
-            };
+        // Every small crop and size, and large frames: QVGA/VGA/HD crops into small models
+        // and back.
+        let small = (1..120).flat_map(|crop| (1..120).map(move |out| (3, crop, out)));
+        let large = [(240, 28), (480, 128), (1080, 96), (65535, 128), (2, 65535)];
+        for (offset, crop, out) in small.chain(large.map(|(crop, out)| (0, crop, out))) {
+            let axis = Axis { offset, crop, out };
             for (d, tap) in axis.taps().take(out).enumerate() {
                 assert_eq!(tap, axis.tap(d), "crop {crop} out {out} d {d}");
             }

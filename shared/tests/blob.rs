@@ -2,10 +2,8 @@
 
 mod common;
 
-use common::fuzzing::{self, apply, mutation, ErrorKind, Tally};
+use common::fuzzing::{self, mutated, mutation, ErrorKind, Tally};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
-use std::cell::RefCell;
 use tinycnn::arch::ArchError;
 use tinycnn::blob::{blob_len, blob_len_bits};
 use tinycnn::{
@@ -288,10 +286,6 @@ fn fuzz_cases() -> u32 {
     }
 }
 
-fn runner() -> TestRunner {
-    fuzzing::runner(fuzz_cases())
-}
-
 impl ErrorKind for LoadError {
     fn kind(&self) -> &'static str {
         match self {
@@ -314,14 +308,16 @@ impl ErrorKind for LoadError {
 /// Random bytes, with and without a valid header and CRC: an error, never a panic.
 #[test]
 fn fuzz_random_bytes() {
-    let tally = RefCell::new(Tally::default());
     let strategy = (
         proptest::collection::vec(any::<u8>(), 0..512),
         any::<bool>(),
         any::<bool>(),
     );
-    runner()
-        .run(&strategy, |(mut bytes, header, fix)| {
+    fuzzing::tally(
+        "fuzz_random_bytes",
+        fuzz_cases(),
+        strategy,
+        |(mut bytes, header, fix)| {
             if header && bytes.len() >= 5 {
                 bytes[..4].copy_from_slice(&MAGIC);
                 bytes[4] = FORMAT_VERSION as u8;
@@ -329,13 +325,9 @@ fn fuzz_random_bytes() {
             if fix {
                 fix_crc(&mut bytes);
             }
-            tally.borrow_mut().record(&Model::from_bytes(&bytes));
-            Ok(())
-        })
-        .unwrap();
-    let tally = tally.into_inner();
-    eprintln!("fuzz_random_bytes: {tally:?}");
-    assert_eq!(tally.cases, fuzz_cases() as usize);
+            Model::from_bytes(&bytes).map(|_| ())
+        },
+    );
 }
 
 /// Mutated valid blobs (1 to 4 mutations: flips, overwrites, truncation, extension, insertion,
@@ -369,40 +361,24 @@ fn fuzz_mutated_int4_blobs() {
 /// 1 to 4 mutations of `good` per case (see [`fuzz_mutated_blobs`]); prints and returns the
 /// tally.
 fn fuzz_mutations(name: &str, good: &[u8]) -> Tally {
-    let tally = RefCell::new(Tally::default());
     let strategy = (proptest::collection::vec(mutation(), 1..5), any::<bool>());
-    runner()
-        .run(&strategy, |(mutations, fix)| {
-            let mut bytes = good.to_vec();
-            for m in &mutations {
-                if bytes.is_empty() {
-                    break;
-                }
-                apply(&mut bytes, m);
-            }
-            if fix {
-                fix_crc(&mut bytes);
-            }
-            let result = Model::from_bytes(&bytes);
-            if let Ok(model) = &result {
-                let arch = model.arch;
-                let mut scratch = vec![0i8; arch.scratch_len()];
-                let mut logits = vec![0i8; arch.classes as usize];
-                tinycnn::forward(
-                    model,
-                    &vec![0i8; arch.input_len()],
-                    &mut scratch,
-                    &mut logits,
-                );
-            }
-            tally.borrow_mut().record(&result);
-            Ok(())
-        })
-        .unwrap();
-    let tally = tally.into_inner();
-    eprintln!("{name}: {tally:?}");
-    assert_eq!(tally.cases, fuzz_cases() as usize);
-    tally
+    fuzzing::tally(name, fuzz_cases(), strategy, |(mutations, fix)| {
+        let mut bytes = mutated(good, &mutations);
+        if fix {
+            fix_crc(&mut bytes);
+        }
+        let model = Model::from_bytes(&bytes)?;
+        let arch = model.arch;
+        let mut scratch = vec![0i8; arch.scratch_len()];
+        let mut logits = vec![0i8; arch.classes as usize];
+        tinycnn::forward(
+            &model,
+            &vec![0i8; arch.input_len()],
+            &mut scratch,
+            &mut logits,
+        );
+        Ok::<(), LoadError>(())
+    })
 }
 
 /// Every single-byte flip at every position of a small blob, with a recomputed CRC, and every

@@ -157,6 +157,18 @@ fn layer_names(model: &Model) -> Vec<String> {
         .collect()
 }
 
+/// The length of one model input, after checking that `inputs` is one or more of them.
+fn input_len(model: &Model, inputs: &[i8]) -> Result<usize, LiteRtError> {
+    let per = model.arch.input_len();
+    if inputs.is_empty() || inputs.len() % per != 0 {
+        return Err(LiteRtError::Inputs {
+            len: inputs.len(),
+            per,
+        });
+    }
+    Ok(per)
+}
+
 /// Exports `model` with every layer as an output ([`to_tflite_traced`]), runs it in LiteRT with
 /// each of [`RESOLVERS`] over `inputs` (model inputs back to back, HWC int8 as
 /// [`tinycnn::forward`] takes them), and compares every layer with
@@ -167,13 +179,7 @@ pub fn compare_with_litert(
     inputs: &[i8],
     work_dir: &Path,
 ) -> Result<LiteRtReport, LiteRtError> {
-    let per = model.arch.input_len();
-    if inputs.is_empty() || inputs.len() % per != 0 {
-        return Err(LiteRtError::Inputs {
-            len: inputs.len(),
-            per,
-        });
-    }
+    input_len(model, inputs)?;
     if !python.exists() {
         return Err(LiteRtError::NoPython(python.to_owned()));
     }
@@ -232,13 +238,7 @@ pub fn compare_outputs(
     runtime: &'static str,
     theirs: &[Vec<i8>],
 ) -> Result<RuntimeReport, LiteRtError> {
-    let per = model.arch.input_len();
-    if inputs.is_empty() || inputs.len() % per != 0 {
-        return Err(LiteRtError::Inputs {
-            len: inputs.len(),
-            per,
-        });
-    }
+    let per = input_len(model, inputs)?;
     let names = layer_names(model);
     let n = inputs.len() / per;
     let mut scratch = vec![0i8; model.arch.scratch_len()];

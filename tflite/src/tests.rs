@@ -25,6 +25,20 @@ fn tensor(g: &Graph, name: &str) -> usize {
     g.tensors.iter().position(|t| t.name == name).unwrap()
 }
 
+/// An operator of `code` from tensor `input` to tensor `output`.
+fn op(code: u32, input: i32, output: i32, options: Options) -> crate::export::OpSpec {
+    crate::export::OpSpec {
+        code,
+        inputs: vec![input],
+        outputs: vec![output],
+        options,
+    }
+}
+
+fn import(g: &Graph) -> OwnedModel {
+    from_tflite(&serialize(g)).unwrap()
+}
+
 fn import_err(g: &Graph) -> String {
     match from_tflite(&serialize(g)) {
         Ok(_) => panic!("the edited graph imported"),
@@ -79,15 +93,7 @@ fn insert_relu(g: &mut Graph, name: &str) {
         }
     }
     let c = code(g, fb::BuiltinOperator::RELU);
-    g.ops.insert(
-        writer + 1,
-        crate::export::OpSpec {
-            code: c,
-            inputs: vec![t],
-            outputs: vec![relu],
-            options: Options::None,
-        },
-    );
+    g.ops.insert(writer + 1, op(c, t, relu, Options::None));
 }
 
 #[test]
@@ -165,8 +171,7 @@ fn per_tensor_weights_import() {
             q.zero_point.truncate(1);
         }
     }
-    let imported = from_tflite(&serialize(&g)).unwrap();
-    assert_eq!(imported, owned);
+    assert_eq!(import(&g), owned);
 }
 
 #[test]
@@ -199,27 +204,13 @@ fn float_input_with_quantize_and_trailing_softmax_dequantize() {
         code(&mut g, fb::BuiltinOperator::DEQUANTIZE),
     );
     let relu = Options::None;
-    g.ops.insert(
-        0,
-        crate::export::OpSpec {
-            code: quantize,
-            inputs: vec![input],
-            outputs: vec![0],
-            options: relu,
-        },
-    );
+    g.ops.insert(0, op(quantize, input, 0, relu));
     for (c, i, o) in [(softmax, logits, probs), (dequantize, probs, out)] {
-        g.ops.push(crate::export::OpSpec {
-            code: c,
-            inputs: vec![i],
-            outputs: vec![o],
-            options: Options::None,
-        });
+        g.ops.push(op(c, i, o, Options::None));
     }
     g.inputs = vec![input];
     g.outputs = vec![out];
-    let imported = from_tflite(&serialize(&g)).unwrap();
-    assert_eq!(imported, owned);
+    assert_eq!(import(&g), owned);
 }
 
 #[test]
@@ -227,7 +218,7 @@ fn missing_labels_metadata_gives_numbered_labels() {
     let owned = model(8);
     let mut g = graph(&owned);
     g.labels_buffer = None;
-    let mut imported = from_tflite(&serialize(&g)).unwrap();
+    let mut imported = import(&g);
     assert_eq!(imported.labels[3], "class3");
     imported.labels = owned.labels.clone();
     assert_eq!(imported, owned);
@@ -361,12 +352,7 @@ fn refused_files_name_the_problem() {
                 };
                 let t = g.activation("extra".into(), &[1, 10], q);
                 let c = code(g, fb::BuiltinOperator::TANH);
-                g.ops.push(crate::export::OpSpec {
-                    code: c,
-                    inputs: vec![logits],
-                    outputs: vec![t],
-                    options: Options::None,
-                });
+                g.ops.push(op(c, logits, t, Options::None));
                 g.outputs = vec![t];
             }),
             vec!["operator 9", "TANH", "after fc2"],

@@ -7,9 +7,7 @@ mod common;
 #[path = "../../shared/tests/common/fuzzing.rs"]
 mod fuzzing;
 
-use std::cell::RefCell;
-
-use fuzzing::{apply, mutation, ErrorKind, Tally};
+use fuzzing::{mutated, mutation, ErrorKind, Tally};
 use proptest::prelude::*;
 use tinycnn::{Arch, Model, OwnedModel};
 use tinycnn_tflite::{from_tflite, to_tflite, ImportError};
@@ -72,23 +70,21 @@ fn import(bytes: &[u8]) -> Result<OwnedModel, ImportError> {
 /// Random bytes, half with the `TFL3` identifier so that the verifier sees them.
 #[test]
 fn fuzz_random_bytes() {
-    let tally = RefCell::new(Tally::default());
     let strategy = (
         proptest::collection::vec(any::<u8>(), 0..1024),
         any::<bool>(),
     );
-    fuzzing::runner(FUZZ_CASES)
-        .run(&strategy, |(mut bytes, identifier)| {
+    fuzzing::tally(
+        "fuzz_random_bytes",
+        FUZZ_CASES,
+        strategy,
+        |(mut bytes, identifier)| {
             if identifier && bytes.len() >= 8 {
                 bytes[4..8].copy_from_slice(b"TFL3");
             }
-            tally.borrow_mut().record(&import(&bytes));
-            Ok(())
-        })
-        .unwrap();
-    let tally = tally.into_inner();
-    eprintln!("fuzz_random_bytes: {tally:?}");
-    assert_eq!(tally.cases, FUZZ_CASES as usize);
+            import(&bytes)
+        },
+    );
 }
 
 /// Valid files with 1 to 4 mutations (flips, overwrites, truncation, extension, insertion,
@@ -96,23 +92,10 @@ fn fuzz_random_bytes() {
 #[test]
 fn fuzz_mutated_files() {
     let good = small_tflite();
-    let tally = RefCell::new(Tally::default());
-    fuzzing::runner(FUZZ_CASES)
-        .run(&proptest::collection::vec(mutation(), 1..5), |mutations| {
-            let mut bytes = good.clone();
-            for m in &mutations {
-                if bytes.is_empty() {
-                    break;
-                }
-                apply(&mut bytes, m);
-            }
-            tally.borrow_mut().record(&import(&bytes));
-            Ok(())
-        })
-        .unwrap();
-    let tally = tally.into_inner();
-    eprintln!("fuzz_mutated_files: {tally:?}");
-    assert_eq!(tally.cases, FUZZ_CASES as usize);
+    let strategy = proptest::collection::vec(mutation(), 1..5);
+    let tally = fuzzing::tally("fuzz_mutated_files", FUZZ_CASES, strategy, |mutations| {
+        import(&mutated(&good, &mutations))
+    });
     // Damage must reach the graph checks past the verifier, not stop there.
     assert!(tally.errors.get("unsupported").copied().unwrap_or(0) > 0);
 }
@@ -126,25 +109,23 @@ fn fuzz_mutated_converter_file() {
     )
     .unwrap();
     assert!(from_tflite(&good).is_ok());
-    let tally = RefCell::new(Tally::default());
-    let mut runner = fuzzing::runner(FUZZ_CASES / 8);
     // Mutations aimed at the graph, not the 170 KB of weights: the first and last 8 KB.
     let near_ends = (any::<bool>(), 0usize..8192, 1u8..=255);
-    runner
-        .run(&proptest::collection::vec(near_ends, 1..4), |edits| {
+    let strategy = proptest::collection::vec(near_ends, 1..4);
+    fuzzing::tally(
+        "fuzz_mutated_converter_file",
+        FUZZ_CASES / 8,
+        strategy,
+        |edits| {
             let mut bytes = good.clone();
             let n = bytes.len();
             for (tail, at, mask) in edits {
                 let at = if tail { n - 1 - at } else { at };
                 bytes[at] ^= mask;
             }
-            tally.borrow_mut().record(&import(&bytes));
-            Ok(())
-        })
-        .unwrap();
-    let tally = tally.into_inner();
-    eprintln!("fuzz_mutated_converter_file: {tally:?}");
-    assert_eq!(tally.cases, (FUZZ_CASES / 8) as usize);
+            import(&bytes)
+        },
+    );
 }
 
 /// Every single-byte change (3 masks) at every position of a small file, and every truncation

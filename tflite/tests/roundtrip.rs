@@ -30,20 +30,10 @@ fn round_trip_is_byte_identical() {
 #[test]
 fn labels_round_trip() {
     let mut owned = common::consistent_model(Arch::fashion(), 4);
-    owned.labels = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ]
-    .map(String::from)
-    .to_vec();
+    // Spaces, a slash and non-ASCII UTF-8: labels travel as text, one per line.
+    owned.labels = (0..owned.labels.len())
+        .map(|c| format!("class {c} / étiquette-{c}"))
+        .collect();
     let blob = owned.to_bytes().unwrap();
     let imported = from_tflite(&to_tflite(&Model::from_bytes(&blob).unwrap()).unwrap()).unwrap();
     assert_eq!(imported.labels, owned.labels);

@@ -5,11 +5,19 @@
 //!
 //! Each driver resets its sensor, checks the product ID and sets up QVGA (320 x 240) RGB565,
 //! high byte first, which an 8-bit DCMI stores as RGB565 big-endian. Both sensors answer at
-//! SCCB address 0x21, so a board tells them apart by the product ID: [`identify`].
+//! SCCB address 0x21, so a board tells them apart by the product ID: [`identify`]. [`sccb`]
+//! holds what they share (the register protocol, reset and ID check, [`sccb::Sensor`]); each
+//! driver module adds its sensor's register set-up.
 #![cfg_attr(not(test), no_std)]
 
 pub mod ov7670;
 pub mod ov7725;
+pub mod sccb;
+
+/// Frame width and height after every driver's `init`.
+pub const QVGA: (u16, u16) = (320, 240);
+/// Bytes of one QVGA RGB565 frame.
+pub const QVGA_RGB565_BYTES: usize = 320 * 240 * 2;
 
 /// What went wrong talking to a sensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

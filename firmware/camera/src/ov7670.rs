@@ -1,39 +1,29 @@
-//! OmniVision OV7670 (VGA CMOS sensor) register-level driver: reset, product ID check and
-//! QVGA (320 x 240) RGB565 set-up, over SCCB.
-//!
-//! SCCB is I2C-like but has no repeated start: a register read is a write of the register
-//! address, a stop, then a separate read. So reads use `I2c::write` then `I2c::read`, never
-//! `write_read`. Register values follow the OV7670 datasheet (v1.4) and the Linux driver
-//! (`drivers/media/i2c/ov7670.c`), which documents the QVGA window and scaler settings.
+//! OmniVision OV7670 (VGA CMOS sensor) register-level driver: QVGA (320 x 240) RGB565 set-up
+//! on top of the shared reset and product ID check ([`crate::sccb`]). Register values follow the
+//! OV7670 datasheet (v1.4) and the Linux driver (`drivers/media/i2c/ov7670.c`), which documents
+//! the QVGA window and scaler settings.
 //!
 //! Pixel data leaves the sensor high byte first (`RRRRRGGG`, `GGGBBBBB`); a DCMI capturing
 //! 8-bit data stores it in that order, so frames in memory are RGB565 big-endian.
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
+pub use crate::sccb::{Sensor, ADDRESS, COM7_RESET, MANUFACTURER_ID, RESET_DELAY_MS};
+pub use crate::{Error, QVGA, QVGA_RGB565_BYTES};
+
 /// The sensor's name, for logs.
 pub const NAME: &str = "OV7670";
-/// 7-bit SCCB address (0x42 write / 0x43 read on the wire).
-pub const ADDRESS: u8 = 0x21;
-/// Frame width and height after [`Ov7670::init`].
-pub const QVGA: (u16, u16) = (320, 240);
-/// Bytes of one QVGA RGB565 frame.
-pub const QVGA_RGB565_BYTES: usize = 320 * 240 * 2;
 
 /// Register addresses used by the driver.
 pub mod reg {
+    pub use crate::sccb::reg::*;
     pub const VREF: u8 = 0x03;
     pub const COM3: u8 = 0x0c;
-    pub const PID: u8 = 0x0a;
-    pub const VER: u8 = 0x0b;
     pub const CLKRC: u8 = 0x11;
-    pub const COM7: u8 = 0x12;
     pub const HSTART: u8 = 0x17;
     pub const HSTOP: u8 = 0x18;
     pub const VSTART: u8 = 0x19;
     pub const VSTOP: u8 = 0x1a;
-    pub const MIDH: u8 = 0x1c;
-    pub const MIDL: u8 = 0x1d;
     pub const HREF: u8 = 0x32;
     pub const TSLB: u8 = 0x3a;
     pub const COM13: u8 = 0x3d;
@@ -49,16 +39,10 @@ pub mod reg {
     pub const SCALING_PCLK_DELAY: u8 = 0xa2;
 }
 
-/// COM7 bit 7: reset every register to its default.
-pub const COM7_RESET: u8 = 0x80;
 /// COM7: QVGA output (bit 4) in RGB (bit 2).
 pub const COM7_QVGA_RGB: u8 = 0x10 | 0x04;
 /// Product ID (PID, VER) of an OV7670.
 pub const PRODUCT_ID: (u8, u8) = (0x76, 0x73);
-/// Manufacturer ID (MIDH, MIDL): OmniVision.
-pub const MANUFACTURER_ID: (u8, u8) = (0x7f, 0xa2);
-/// Settling time after a register reset.
-pub const RESET_DELAY_MS: u32 = 10;
 
 /// QVGA window (Linux `ov7670_win_sizes`): edges in sensor pixels and lines.
 const H_START: u16 = 164;
@@ -67,7 +51,7 @@ const V_START: u16 = 14;
 const V_STOP: u16 = 494;
 
 /// QVGA RGB565 register writes, in order, after the reset. The window edges (HSTART/HSTOP/HREF,
-/// VSTART/VSTOP/VREF) are written separately by [`Ov7670::set_window`] because HREF and VREF
+/// VSTART/VSTOP/VREF) are written separately by [`Sensor::set_window`] because HREF and VREF
 /// keep their other bits.
 pub const QVGA_RGB565: &[(u8, u8)] = &[
     // PCLK = XCLK / 2 (24 MHz XCLK: 30 fps VGA timing, 12 MHz pixel clock).
@@ -98,48 +82,11 @@ pub const QVGA_RGB565: &[(u8, u8)] = &[
     (reg::COM13, 0xc0),
 ];
 
-pub use crate::Error;
-
-/// An OV7670 on an SCCB bus.
-pub struct Ov7670<I2C, D> {
-    i2c: I2C,
-    delay: D,
-}
+/// An OV7670 on an SCCB bus: [`Sensor::init`] resets it, checks the product ID and sets it up
+/// for QVGA RGB565.
+pub type Ov7670<I2C, D> = Sensor<Chip, I2C, D>;
 
 impl<I2C: I2c, D: DelayNs> Ov7670<I2C, D> {
-    /// Takes the bus and a delay; touches nothing until [`Self::init`] or a register call.
-    pub fn new(i2c: I2C, delay: D) -> Self {
-        Self { i2c, delay }
-    }
-
-    /// Resets the sensor, checks that it is an OV7670 and sets it up for QVGA RGB565.
-    pub fn init(&mut self) -> Result<(), Error<I2C::Error>> {
-        self.reset()?;
-        self.check_product_id()?;
-        for &(register, value) in QVGA_RGB565 {
-            self.write_register(register, value)?;
-        }
-        self.set_window(H_START, H_STOP, V_START, V_STOP)
-    }
-
-    /// Resets every register to its default and waits for the sensor to settle.
-    pub fn reset(&mut self) -> Result<(), Error<I2C::Error>> {
-        self.write_register(reg::COM7, COM7_RESET)?;
-        self.delay.delay_ms(RESET_DELAY_MS);
-        Ok(())
-    }
-
-    /// Reads PID and VER and fails with [`Error::WrongChip`] unless they are the OV7670's.
-    pub fn check_product_id(&mut self) -> Result<(), Error<I2C::Error>> {
-        let pid = self.read_register(reg::PID)?;
-        let ver = self.read_register(reg::VER)?;
-        if (pid, ver) == PRODUCT_ID {
-            Ok(())
-        } else {
-            Err(Error::WrongChip { pid, ver })
-        }
-    }
-
     /// Sets the output window. HSTART/HSTOP hold bits 10..3 of the edges and HREF bits 2..0;
     /// VSTART/VSTOP hold bits 9..2 and VREF bits 1..0. HREF's and VREF's other bits are kept.
     pub fn set_window(
@@ -161,50 +108,28 @@ impl<I2C: I2c, D: DelayNs> Ov7670<I2C, D> {
         self.write_register(reg::VREF, vref)?;
         Ok(())
     }
+}
 
-    /// SCCB register read: write the address, stop, then read one byte.
-    pub fn read_register(&mut self, register: u8) -> Result<u8, Error<I2C::Error>> {
-        self.i2c.write(ADDRESS, &[register])?;
-        let mut value = [0u8];
-        self.i2c.read(ADDRESS, &mut value)?;
-        Ok(value[0])
-    }
+/// The OV7670 as a [`crate::sccb::Model`].
+pub enum Chip {}
 
-    /// SCCB register write: address and value in one transfer.
-    pub fn write_register(&mut self, register: u8, value: u8) -> Result<(), Error<I2C::Error>> {
-        self.i2c.write(ADDRESS, &[register, value])?;
-        Ok(())
-    }
+impl crate::sccb::Model for Chip {
+    const PRODUCT_ID: (u8, u8) = PRODUCT_ID;
 
-    /// Gives the bus and the delay back.
-    pub fn release(self) -> (I2C, D) {
-        (self.i2c, self.delay)
+    fn set_up<I2C: I2c, D: DelayNs>(s: &mut Ov7670<I2C, D>) -> Result<(), Error<I2C::Error>> {
+        s.write_registers(QVGA_RGB565)?;
+        s.set_window(H_START, H_STOP, V_START, V_STOP)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embedded_hal::i2c::ErrorKind;
-    use embedded_hal_mock::eh1::delay::NoopDelay;
-    use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
-
-    fn read(register: u8, value: u8) -> [Transaction; 2] {
-        [
-            Transaction::write(ADDRESS, vec![register]),
-            Transaction::read(ADDRESS, vec![value]),
-        ]
-    }
-
-    fn write(register: u8, value: u8) -> Transaction {
-        Transaction::write(ADDRESS, vec![register, value])
-    }
+    use crate::sccb::mock::{on_bus, read, reset_and_id, write};
 
     #[test]
     fn init_resets_checks_id_and_sets_qvga_rgb565() {
-        let mut expected = vec![write(0x12, 0x80)];
-        expected.extend(read(0x0a, 0x76));
-        expected.extend(read(0x0b, 0x73));
+        let mut expected = reset_and_id((0x76, 0x73));
         expected.extend(QVGA_RGB565.iter().map(|&(r, v)| write(r, v)));
         // Window: HSTART 164>>3 = 20, HSTOP 20>>3 = 2, HREF keeps 0xc0 bits of its default 0x80:
         // 0x80 | (20&7)<<3 | (164&7) = 0x80 | 0x20 | 0x04 = 0xa4.
@@ -218,10 +143,7 @@ mod tests {
         expected.push(write(0x1a, 123));
         expected.extend(read(0x03, 0x03));
         expected.push(write(0x03, 0x0a));
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7670::new(i2c.clone(), NoopDelay::new());
-        camera.init().unwrap();
-        i2c.done();
+        on_bus::<Chip, _>(&expected, Sensor::init).unwrap();
     }
 
     #[test]
@@ -238,51 +160,5 @@ mod tests {
             com7 < com15,
             "COM7 rewrites the format, so it goes before COM15"
         );
-    }
-
-    #[test]
-    fn wrong_chip_id_is_reported_and_nothing_is_configured() {
-        let mut expected = vec![write(0x12, 0x80)];
-        // An OV7725 answers PID 0x77, VER 0x21.
-        expected.extend(read(0x0a, 0x77));
-        expected.extend(read(0x0b, 0x21));
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7670::new(i2c.clone(), NoopDelay::new());
-        assert_eq!(
-            camera.init(),
-            Err(Error::WrongChip {
-                pid: 0x77,
-                ver: 0x21
-            })
-        );
-        i2c.done();
-    }
-
-    #[test]
-    fn bus_error_stops_init_at_the_failing_transfer() {
-        let expected = [write(0x12, 0x80).with_error(ErrorKind::Other)];
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7670::new(i2c.clone(), NoopDelay::new());
-        assert_eq!(camera.init(), Err(Error::Bus(ErrorKind::Other)));
-        i2c.done();
-    }
-
-    #[test]
-    fn bus_error_during_id_read_is_reported() {
-        let expected = [
-            write(0x12, 0x80),
-            Transaction::write(ADDRESS, vec![0x0a]),
-            Transaction::read(ADDRESS, vec![0]).with_error(ErrorKind::Other),
-        ];
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7670::new(i2c.clone(), NoopDelay::new());
-        assert_eq!(
-            {
-                camera.reset().unwrap();
-                camera.check_product_id()
-            },
-            Err(Error::Bus(ErrorKind::Other))
-        );
-        i2c.done();
     }
 }

@@ -1,9 +1,8 @@
 //! OmniVision OV7725 (VGA CMOS sensor; the camera of the OpenMV Cam M7) register-level driver:
-//! reset, product ID check and QVGA (320 x 240) RGB565 set-up, over SCCB.
+//! QVGA (320 x 240) RGB565 set-up on top of the shared reset and product ID check.
 //!
-//! SCCB has no repeated start: a register read is a write of the register address, a stop,
-//! then a separate read (`I2c::write` then `I2c::read`, never `write_read`). Register meanings
-//! follow the OV7725 datasheet (v1.1): COM7 selects resolution and format, the sensor window is
+//! The SCCB protocol, reset and ID check are [`crate::sccb`]'s. Register meanings follow the
+//! OV7725 datasheet (v1.1): COM7 selects resolution and format, the sensor window is
 //! HSTART/HSIZE/VSTART/VSIZE with their low bits in HREF, and the output size is
 //! HOUTSIZE/VOUTSIZE with their low bits in EXHCH.
 //!
@@ -14,51 +13,36 @@
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
-pub use crate::Error;
+pub use crate::sccb::{Sensor, ADDRESS, COM7_RESET, MANUFACTURER_ID, RESET_DELAY_MS};
+pub use crate::{Error, QVGA, QVGA_RGB565_BYTES};
 
 /// The sensor's name, for logs.
 pub const NAME: &str = "OV7725";
-/// 7-bit SCCB address (0x42 write / 0x43 read on the wire), the same as the OV7670's.
-pub const ADDRESS: u8 = 0x21;
-/// Frame width and height after [`Ov7725::init`].
-pub const QVGA: (u16, u16) = (320, 240);
-/// Bytes of one QVGA RGB565 frame.
-pub const QVGA_RGB565_BYTES: usize = 320 * 240 * 2;
 
 /// Register addresses used by the driver.
 pub mod reg {
-    pub const PID: u8 = 0x0a;
-    pub const VER: u8 = 0x0b;
+    pub use crate::sccb::reg::*;
     pub const COM3: u8 = 0x0c;
     pub const COM4: u8 = 0x0d;
     pub const CLKRC: u8 = 0x11;
-    pub const COM7: u8 = 0x12;
     pub const COM8: u8 = 0x13;
     pub const COM10: u8 = 0x15;
     pub const HSTART: u8 = 0x17;
     pub const HSIZE: u8 = 0x18;
     pub const VSTART: u8 = 0x19;
     pub const VSIZE: u8 = 0x1a;
-    pub const MIDH: u8 = 0x1c;
-    pub const MIDL: u8 = 0x1d;
     pub const HOUTSIZE: u8 = 0x29;
     pub const EXHCH: u8 = 0x2a;
     pub const VOUTSIZE: u8 = 0x2c;
     pub const HREF: u8 = 0x32;
 }
 
-/// COM7 bit 7: reset every register to its default.
-pub const COM7_RESET: u8 = 0x80;
 /// COM7: QVGA (bit 6), RGB565 (bits 3:2 = 01), RGB output (bits 1:0 = 10).
 pub const COM7_QVGA_RGB565: u8 = 0x40 | 0x04 | 0x02;
 /// COM3 bit 0: colour-bar test pattern instead of the image.
 pub const COM3_COLOR_BAR: u8 = 0x01;
 /// Product ID (PID, VER) of an OV7725.
 pub const PRODUCT_ID: (u8, u8) = (0x77, 0x21);
-/// Manufacturer ID (MIDH, MIDL): OmniVision.
-pub const MANUFACTURER_ID: (u8, u8) = (0x7f, 0xa2);
-/// Settling time after a register reset.
-pub const RESET_DELAY_MS: u32 = 10;
 
 /// The QVGA sensor window in QVGA-mode pixels and lines: what the sensor loads for QVGA
 /// (HSTART 0x3f, HSIZE 0x50, VSTART 0x03, VSIZE 0x78), written explicitly so that the frame
@@ -85,7 +69,7 @@ pub struct Window {
 
 /// QVGA RGB565 register writes, in order, after the reset. COM7 goes first: a resolution change
 /// reloads the timing registers. The window and the output size are written afterwards by
-/// [`Ov7725::set_window`] and [`Ov7725::set_output_size`].
+/// [`Sensor::set_window`] and [`Sensor::set_output_size`].
 pub const QVGA_RGB565: &[(u8, u8)] = &[
     (reg::COM7, COM7_QVGA_RGB565),
     // Pixel clock: XCLK x PLL / (CLKRC[5:0] + 1), halved again by the datasheet's formula. PLL x4
@@ -104,48 +88,11 @@ pub const QVGA_RGB565: &[(u8, u8)] = &[
     (reg::COM10, 0x00),
 ];
 
-/// An OV7725 on an SCCB bus.
-pub struct Ov7725<I2C, D> {
-    i2c: I2C,
-    delay: D,
-}
+/// An OV7725 on an SCCB bus: [`Sensor::init`] resets it, checks the product ID and sets it up
+/// for QVGA RGB565.
+pub type Ov7725<I2C, D> = Sensor<Chip, I2C, D>;
 
 impl<I2C: I2c, D: DelayNs> Ov7725<I2C, D> {
-    /// Takes the bus and a delay; touches nothing until [`Self::init`] or a register call.
-    pub fn new(i2c: I2C, delay: D) -> Self {
-        Self { i2c, delay }
-    }
-
-    /// Resets the sensor, checks that it is an OV7725 and sets it up for QVGA RGB565.
-    pub fn init(&mut self) -> Result<(), Error<I2C::Error>> {
-        self.reset()?;
-        self.check_product_id()?;
-        for &(register, value) in QVGA_RGB565 {
-            self.write_register(register, value)?;
-        }
-        self.set_window(QVGA_WINDOW)?;
-        let (width, height) = QVGA;
-        self.set_output_size(width, height)
-    }
-
-    /// Resets every register to its default and waits for the sensor to settle.
-    pub fn reset(&mut self) -> Result<(), Error<I2C::Error>> {
-        self.write_register(reg::COM7, COM7_RESET)?;
-        self.delay.delay_ms(RESET_DELAY_MS);
-        Ok(())
-    }
-
-    /// Reads PID and VER and fails with [`Error::WrongChip`] unless they are the OV7725's.
-    pub fn check_product_id(&mut self) -> Result<(), Error<I2C::Error>> {
-        let pid = self.read_register(reg::PID)?;
-        let ver = self.read_register(reg::VER)?;
-        if (pid, ver) == PRODUCT_ID {
-            Ok(())
-        } else {
-            Err(Error::WrongChip { pid, ver })
-        }
-    }
-
     /// Sets the sensor window. HSTART/HSIZE hold bits 9..2 of the horizontal start and size and
     /// VSTART/VSIZE bits 8..1 of the vertical ones; HREF holds the low bits: bit 6 `v_start[0]`,
     /// bits 5:4 `h_start[1:0]`, bit 2 `v_size[0]`, bits 1:0 `h_size[1:0]`.
@@ -188,50 +135,30 @@ impl<I2C: I2c, D: DelayNs> Ov7725<I2C, D> {
         };
         self.write_register(reg::COM3, com3)
     }
+}
 
-    /// SCCB register read: write the address, stop, then read one byte.
-    pub fn read_register(&mut self, register: u8) -> Result<u8, Error<I2C::Error>> {
-        self.i2c.write(ADDRESS, &[register])?;
-        let mut value = [0u8];
-        self.i2c.read(ADDRESS, &mut value)?;
-        Ok(value[0])
-    }
+/// The OV7725 as a [`crate::sccb::Model`].
+pub enum Chip {}
 
-    /// SCCB register write: address and value in one transfer.
-    pub fn write_register(&mut self, register: u8, value: u8) -> Result<(), Error<I2C::Error>> {
-        self.i2c.write(ADDRESS, &[register, value])?;
-        Ok(())
-    }
+impl crate::sccb::Model for Chip {
+    const PRODUCT_ID: (u8, u8) = PRODUCT_ID;
 
-    /// Gives the bus and the delay back.
-    pub fn release(self) -> (I2C, D) {
-        (self.i2c, self.delay)
+    fn set_up<I2C: I2c, D: DelayNs>(s: &mut Ov7725<I2C, D>) -> Result<(), Error<I2C::Error>> {
+        s.write_registers(QVGA_RGB565)?;
+        s.set_window(QVGA_WINDOW)?;
+        let (width, height) = QVGA;
+        s.set_output_size(width, height)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embedded_hal::i2c::ErrorKind;
-    use embedded_hal_mock::eh1::delay::NoopDelay;
-    use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
-
-    fn read(register: u8, value: u8) -> [Transaction; 2] {
-        [
-            Transaction::write(ADDRESS, vec![register]),
-            Transaction::read(ADDRESS, vec![value]),
-        ]
-    }
-
-    fn write(register: u8, value: u8) -> Transaction {
-        Transaction::write(ADDRESS, vec![register, value])
-    }
+    use crate::sccb::mock::{on_bus, read, reset_and_id, write};
 
     #[test]
     fn init_resets_checks_id_and_sets_qvga_rgb565() {
-        let mut expected = vec![write(0x12, 0x80)];
-        expected.extend(read(0x0a, 0x77));
-        expected.extend(read(0x0b, 0x21));
+        let mut expected = reset_and_id((0x77, 0x21));
         // COM7 QVGA RGB565, COM4 PLL x4, CLKRC 0x80 | 3, COM3 0, COM8 0x80|0x40|0x08|0x07,
         // COM10 0.
         expected.extend([
@@ -253,10 +180,7 @@ mod tests {
         ]);
         // Output 320 x 240: HOUTSIZE 0x50, VOUTSIZE 0x78, EXHCH 0.
         expected.extend([write(0x29, 0x50), write(0x2c, 0x78), write(0x2a, 0x00)]);
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        camera.init().unwrap();
-        i2c.done();
+        on_bus::<Chip, _>(&expected, Sensor::init).unwrap();
     }
 
     #[test]
@@ -291,18 +215,16 @@ mod tests {
             write(0x2c, 119),
             write(0x2a, 0x05),
         ];
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        camera
-            .set_window(Window {
+        on_bus::<Chip, _>(&expected, |camera| {
+            camera.set_window(Window {
                 h_start: 253,
                 h_size: 322,
                 v_start: 7,
                 v_size: 241,
-            })
-            .unwrap();
-        camera.set_output_size(321, 239).unwrap();
-        i2c.done();
+            })?;
+            camera.set_output_size(321, 239)
+        })
+        .unwrap();
     }
 
     #[test]
@@ -312,51 +234,10 @@ mod tests {
         expected.push(write(0x0c, 0xc1));
         expected.extend(read(0x0c, 0xc1));
         expected.push(write(0x0c, 0xc0));
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        camera.set_color_bar(true).unwrap();
-        camera.set_color_bar(false).unwrap();
-        i2c.done();
-    }
-
-    #[test]
-    fn an_ov7670_is_reported_as_wrong_chip_and_nothing_is_configured() {
-        let mut expected = vec![write(0x12, 0x80)];
-        expected.extend(read(0x0a, 0x76));
-        expected.extend(read(0x0b, 0x73));
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        let error = camera.init().unwrap_err();
-        assert_eq!(
-            error,
-            Error::WrongChip {
-                pid: 0x76,
-                ver: 0x73
-            }
-        );
-        assert_eq!(crate::identify(0x76, 0x73), Some("OV7670"));
-        i2c.done();
-    }
-
-    #[test]
-    fn bus_error_stops_init_at_the_failing_transfer() {
-        let expected = [write(0x12, 0x80).with_error(ErrorKind::Other)];
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        assert_eq!(camera.init(), Err(Error::Bus(ErrorKind::Other)));
-        i2c.done();
-    }
-
-    #[test]
-    fn bus_error_during_the_set_up_stops_it_there() {
-        let mut expected = vec![write(0x12, 0x80)];
-        expected.extend(read(0x0a, 0x77));
-        expected.extend(read(0x0b, 0x21));
-        expected.push(write(0x12, 0x46));
-        expected.push(write(0x0d, 0x41).with_error(ErrorKind::Other));
-        let mut i2c = Mock::new(&expected);
-        let mut camera = Ov7725::new(i2c.clone(), NoopDelay::new());
-        assert_eq!(camera.init(), Err(Error::Bus(ErrorKind::Other)));
-        i2c.done();
+        on_bus::<Chip, _>(&expected, |camera| {
+            camera.set_color_bar(true)?;
+            camera.set_color_bar(false)
+        })
+        .unwrap();
     }
 }

@@ -40,23 +40,8 @@ const MAX_N: usize = 2051;
 const MAX_STRIDE: usize = 2060;
 const MAX_OUT: usize = 17;
 
-/// SplitMix64: a seeded generator, the same sequence on every run and board.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
+// SplitMix64: a seeded generator, the same sequence on every run and board.
+use tinycnn::rng::SplitMix64 as Rng;
 
 /// How a case draws its activations and weights.
 #[derive(Clone, Copy, Debug)]
@@ -86,26 +71,188 @@ fn fill_activations(rng: &mut Rng, fill: Fill, zp: i8, out: &mut [i8]) {
     }
 }
 
-fn fill_weights(rng: &mut Rng, fill: Fill, sign: i8, out: &mut [i8]) {
+/// Weights in `[-max, max]`: `max` is 127 for int8 weights, 7 for int4.
+fn fill_weights(rng: &mut Rng, fill: Fill, max: i8, sign: i8, out: &mut [i8]) {
     for v in out.iter_mut() {
         *v = match fill {
-            Fill::Random => rng.range(-127, 127) as i8,
-            Fill::Extreme => 127 * sign,
-            Fill::Corners => [-127, 127, 0, 1][rng.range(0, 3) as usize],
+            Fill::Random => rng.range(-max as i32, max as i32) as i8,
+            Fill::Extreme => max * sign,
+            Fill::Corners => [-max, max, 0, 1][rng.range(0, 3) as usize],
         };
     }
 }
 
-/// Per-channel requantization that keeps outputs spread over int8 for accumulators of about
-/// `scale` (so a wrong accumulator shows in the output): multiplier in [0.5, 1) Q0.31, right
-/// shift `log2(scale) - 6`, small random biases.
-fn fill_params(rng: &mut Rng, scale: u32, bias: &mut [i32], mult: &mut [i32], shift: &mut [i8]) {
-    let base = -((32 - scale.leading_zeros()) as i32 - 6).clamp(0, 31);
-    for ((b, m), s) in bias.iter_mut().zip(mult.iter_mut()).zip(shift.iter_mut()) {
-        *b = rng.range(-4096, 4096);
-        *m = rng.range(1 << 30, i32::MAX);
-        *s = (base + rng.range(-1, 1)).clamp(-31, 0) as i8;
+/// Draws case `index`'s operands: its input zero point (returned), the activations into
+/// `input` and weights in `[-max_weight, max_weight]` into `weights`. With [`Fill::Extreme`]
+/// every `x - zp` is +255 (even cases) or -255 (odd ones) and the weights' sign alternates
+/// every two cases.
+fn draw_operands(
+    rng: &mut Rng,
+    fill: Fill,
+    index: usize,
+    max_weight: i8,
+    input: &mut [i8],
+    weights: &mut [i8],
+) -> i8 {
+    let zp = match fill {
+        Fill::Extreme if index % 2 == 0 => -128,
+        Fill::Extreme => 127,
+        _ => rng.range(-128, 127) as i8,
+    };
+    let sign = if index % 4 < 2 { 1 } else { -1 };
+    fill_activations(rng, fill, zp, input);
+    fill_weights(rng, fill, max_weight, sign, weights);
+    zp
+}
+
+/// Accumulator magnitude of `taps` products with weights up to `max_weight` (about
+/// `typical_weight` when random): what [`Params::draw`] scales the outputs for.
+fn accumulator_scale(fill: Fill, taps: u32, max_weight: u32, typical_weight: u32) -> u32 {
+    match fill {
+        Fill::Extreme => 255 * max_weight * taps,
+        _ => 100 * typical_weight * taps.isqrt() + 1,
     }
+}
+
+/// A dense accumulation kernel's two builds, `dsp` and `portable`, over `out` outputs against
+/// the i64 sums of `(x - zp) * weight(o, i)` over `input`. Both accumulate on top of the same
+/// random starting values, as fc1 does run by run. Prints the first difference like
+/// [`outputs_agree`].
+fn accumulators_agree(
+    rng: &mut Rng,
+    case: core::fmt::Arguments,
+    (input, zp, out): (&[i8], i8, usize),
+    weight: impl Fn(usize, usize) -> i64,
+    dsp: impl FnOnce(&mut [i32]),
+    portable: impl FnOnce(&mut [i32]),
+) -> bool {
+    let mut start = [0i32; MAX_OUT];
+    for s in start[..out].iter_mut() {
+        *s = rng.range(-1 << 20, 1 << 20);
+    }
+    let (mut dsp_acc, mut portable_acc) = (start, start);
+    dsp(&mut dsp_acc[..out]);
+    portable(&mut portable_acc[..out]);
+    let mut expected = [0i32; MAX_OUT];
+    for (o, e) in expected[..out].iter_mut().enumerate() {
+        let sum: i64 = input
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x as i64 - zp as i64) * weight(o, i))
+            .sum();
+        *e = i32::try_from(start[o] as i64 + sum).expect("accumulator bound");
+    }
+    let accumulators = [
+        ("dsp accumulator", &dsp_acc[..out]),
+        ("portable accumulator", &portable_acc[..out]),
+    ];
+    outputs_agree(case, "the i64 sum", &accumulators, &expected[..out])
+}
+
+/// Per-channel requantization parameters for `len <= MAX_CO` channels, and the output zero
+/// point.
+struct Params {
+    bias: [i32; MAX_CO],
+    multiplier: [i32; MAX_CO],
+    shift: [i8; MAX_CO],
+    len: usize,
+    output_zero_point: i8,
+}
+
+impl Params {
+    /// Parameters that keep outputs spread over int8 for accumulators of about `scale` (so a
+    /// wrong accumulator shows in the output): multiplier in [0.5, 1) Q0.31, right shift
+    /// `log2(scale) - 6`, small random biases; then an output zero point in
+    /// `-128..=max_output_zero_point`.
+    fn draw(rng: &mut Rng, scale: u32, len: usize, max_output_zero_point: i32) -> Self {
+        let mut params = Self {
+            bias: [0; MAX_CO],
+            multiplier: [0; MAX_CO],
+            shift: [0; MAX_CO],
+            len,
+            output_zero_point: 0,
+        };
+        let base = -((32 - scale.leading_zeros()) as i32 - 6).clamp(0, 31);
+        let channels = params.bias[..len]
+            .iter_mut()
+            .zip(&mut params.multiplier[..len])
+            .zip(&mut params.shift[..len]);
+        for ((b, m), s) in channels {
+            *b = rng.range(-4096, 4096);
+            *m = rng.range(1 << 30, i32::MAX);
+            *s = (base + rng.range(-1, 1)).clamp(-31, 0) as i8;
+        }
+        params.output_zero_point = rng.range(-128, max_output_zero_point) as i8;
+        params
+    }
+
+    fn slices(&self) -> ChannelSlices<'_> {
+        ChannelSlices {
+            bias: &self.bias[..self.len],
+            multiplier: &self.multiplier[..self.len],
+            shift: &self.shift[..self.len],
+        }
+    }
+
+    /// The requantization with `slices` (of `self`), input zero point `zp` and ReLU if `relu`.
+    fn requant<'p>(
+        &self,
+        slices: &'p ChannelSlices<'p>,
+        zp: i8,
+        relu: bool,
+    ) -> Requant<'p, ChannelSlices<'p>> {
+        Requant {
+            params: slices,
+            input_zero_point: zp,
+            output_zero_point: self.output_zero_point,
+            relu,
+        }
+    }
+}
+
+/// The requantization of a whole dense layer.
+type DenseRequant<'p> = Requant<'p, ChannelSlices<'p>>;
+
+/// A whole dense layer of `out` outputs, input zero point `zp`: `layer` (the dispatched kernel,
+/// named `name`) against `reference`, both given the same [`DenseRequant`] for accumulators of
+/// about `scale`, a random output zero point and ReLU on even cases. Prints the first
+/// difference like [`outputs_agree`].
+fn dense_layer_agrees(
+    rng: &mut Rng,
+    case: core::fmt::Arguments,
+    (index, zp, scale, out): (usize, i8, u32, usize),
+    name: &str,
+    layer: impl FnOnce(&DenseRequant, &mut [i8]),
+    reference: impl FnOnce(&DenseRequant, &mut [i8]),
+) -> bool {
+    let params = Params::draw(rng, scale, out, 127);
+    let slices = params.slices();
+    let rq = params.requant(&slices, zp, index % 2 == 0);
+    let mut got = [0i8; MAX_OUT];
+    let mut want = [0i8; MAX_OUT];
+    layer(&rq, &mut got[..out]);
+    reference(&rq, &mut want[..out]);
+    outputs_agree(case, "reference", &[(name, &got[..out])], &want[..out])
+}
+
+/// Checks each `(name, got)` of `outputs` against `want`. At the first difference prints
+/// `FAIL {case}: {name} differs from {reference} first at output {i}: ..` and returns false.
+fn outputs_agree<T: PartialEq + core::fmt::Display>(
+    case: core::fmt::Arguments,
+    reference: &str,
+    outputs: &[(&str, &[T])],
+    want: &[T],
+) -> bool {
+    for (name, got) in outputs {
+        if let Some(i) = first_difference(got, want) {
+            println!(
+                "FAIL {case}: {name} differs from {reference} first at output {i}: {} != {}",
+                got[i], want[i]
+            );
+            return false;
+        }
+    }
+    true
 }
 
 /// The first index where `a` and `b` differ.
@@ -181,44 +328,16 @@ fn conv_case(index: usize, case: &ConvCase, rng: &mut Rng) -> bool {
     let full_len = case.height * case.width * case.out_channels;
     let co = case.out_channels;
 
-    let zp: i8 = match case.fill {
-        Fill::Extreme if index % 2 == 0 => -128,
-        Fill::Extreme => 127,
-        _ => rng.range(-128, 127) as i8,
-    };
-    let sign = if index % 4 < 2 { 1 } else { -1 };
     let mut input = [0i8; MAX_INPUT];
     let mut weights = [0i8; MAX_WEIGHTS];
-    fill_activations(rng, case.fill, zp, &mut input[..input_len]);
-    fill_weights(rng, case.fill, sign, &mut weights[..weight_len]);
+    let (inputs, weight_values) = (&mut input[..input_len], &mut weights[..weight_len]);
+    let zp = draw_operands(rng, case.fill, index, 127, inputs, weight_values);
     let (input, weights) = (&input[..input_len], &weights[..weight_len]);
 
-    let mut bias = [0i32; MAX_CO];
-    let mut mult = [0i32; MAX_CO];
-    let mut shift = [0i8; MAX_CO];
-    let taps = 9 * case.in_channels as u32;
-    let scale = match case.fill {
-        Fill::Extreme => 255 * 127 * taps,
-        _ => 100 * 70 * taps.isqrt() + 1,
-    };
-    fill_params(
-        rng,
-        scale,
-        &mut bias[..co],
-        &mut mult[..co],
-        &mut shift[..co],
-    );
-    let params = ChannelSlices {
-        bias: &bias[..co],
-        multiplier: &mult[..co],
-        shift: &shift[..co],
-    };
-    let rq = Requant {
-        params: &params,
-        input_zero_point: zp,
-        output_zero_point: rng.range(-128, 20) as i8,
-        relu: index % 3 != 2,
-    };
+    let scale = accumulator_scale(case.fill, 9 * case.in_channels as u32, 127, 70);
+    let params = Params::draw(rng, scale, co, 20);
+    let slices = params.slices();
+    let rq = params.requant(&slices, zp, index % 3 != 2);
 
     let row = shape.row();
     let pooled_h = case.height.div_ceil(2);
@@ -331,86 +450,37 @@ const DENSE_CASES: &[DenseCase] = &{
 fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
     let (n, out) = (case.inputs, case.outputs);
     let stride = n + case.stride_extra;
-    let zp: i8 = match case.fill {
-        Fill::Extreme if index % 2 == 0 => -128,
-        Fill::Extreme => 127,
-        _ => rng.range(-128, 127) as i8,
-    };
-    let sign = if index % 4 < 2 { 1 } else { -1 };
     let mut input = [0i8; MAX_N];
     let mut weights = [0i8; MAX_OUT * MAX_STRIDE];
-    fill_activations(rng, case.fill, zp, &mut input[..n]);
     let weight_len = (out - 1) * stride + n;
-    fill_weights(rng, case.fill, sign, &mut weights[..weight_len]);
+    let (inputs, weight_values) = (&mut input[..n], &mut weights[..weight_len]);
+    let zp = draw_operands(rng, case.fill, index, 127, inputs, weight_values);
     let (input, weights) = (&input[..n], &weights[..weight_len]);
 
-    // Accumulate on top of a starting value, as fc1 does run by run.
-    let mut start = [0i32; MAX_OUT];
-    for s in start[..out].iter_mut() {
-        *s = rng.range(-1 << 20, 1 << 20);
-    }
-    let mut dsp = start;
-    let mut portable = start;
-    dense_acc_s8_dsp(input, weights, stride, zp as i32, &mut dsp[..out]);
-    dense_acc_s8_portable(input, weights, stride, zp as i32, &mut portable[..out]);
-    let mut expected = [0i32; MAX_OUT];
-    for (o, e) in expected[..out].iter_mut().enumerate() {
-        let row = &weights[o * stride..][..n];
-        let sum: i64 = input
-            .iter()
-            .zip(row)
-            .map(|(&x, &w)| (x as i64 - zp as i64) * w as i64)
-            .sum();
-        *e = i32::try_from(start[o] as i64 + sum).expect("accumulator bound");
-    }
-    for (name, got) in [("dsp", &dsp[..out]), ("portable", &portable[..out])] {
-        if let Some(i) = first_difference(got, &expected[..out]) {
-            println!(
-                "FAIL dense case {index} {case:?} zp={zp}: {name} accumulator differs from the \
-                 i64 sum first at output {i}: {} != {}",
-                got[i], expected[i]
-            );
-            return false;
-        }
+    let agrees = accumulators_agree(
+        rng,
+        format_args!("dense case {index} {case:?} zp={zp}"),
+        (input, zp, out),
+        |o, i| weights[o * stride + i] as i64,
+        |acc| dense_acc_s8_dsp(input, weights, stride, zp as i32, acc),
+        |acc| dense_acc_s8_portable(input, weights, stride, zp as i32, acc),
+    );
+    if !agrees {
+        return false;
     }
 
     // The whole layer (dense_s8 runs the dispatched dense_acc_s8) against the reference.
     if case.stride_extra == 0 {
-        let mut bias = [0i32; MAX_OUT];
-        let mut mult = [0i32; MAX_OUT];
-        let mut shift = [0i8; MAX_OUT];
-        let scale = match case.fill {
-            Fill::Extreme => 255 * 127 * n as u32,
-            _ => 100 * 70 * (n as u32).isqrt() + 1,
-        };
-        fill_params(
+        let scale = accumulator_scale(case.fill, n as u32, 127, 70);
+        let agrees = dense_layer_agrees(
             rng,
-            scale,
-            &mut bias[..out],
-            &mut mult[..out],
-            &mut shift[..out],
+            format_args!("dense case {index} {case:?} zp={zp}"),
+            (index, zp, scale, out),
+            "dense_s8",
+            |rq, got| dense_s8(input, weights, rq, got),
+            |rq, want| reference::dense_s8(input, weights, rq, want),
         );
-        let params = ChannelSlices {
-            bias: &bias[..out],
-            multiplier: &mult[..out],
-            shift: &shift[..out],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: zp,
-            output_zero_point: rng.range(-128, 127) as i8,
-            relu: index % 2 == 0,
-        };
-        let mut got = [0i8; MAX_OUT];
-        let mut want = [0i8; MAX_OUT];
-        dense_s8(input, weights, &rq, &mut got[..out]);
-        reference::dense_s8(input, weights, &rq, &mut want[..out]);
-        if let Some(i) = first_difference(&got[..out], &want[..out]) {
-            println!(
-                "FAIL dense case {index} {case:?} zp={zp}: dense_s8 differs from reference first \
-                 at output {i}: {} != {}",
-                got[i], want[i]
-            );
+        if !agrees {
             return false;
         }
     }
@@ -437,106 +507,45 @@ fn dense_s4_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
     let (n, out) = (case.inputs, case.outputs);
     let stride = n + case.stride_extra;
     let first = index % 3;
-    let zp: i8 = match case.fill {
-        Fill::Extreme if index % 2 == 0 => -128,
-        Fill::Extreme => 127,
-        _ => rng.range(-128, 127) as i8,
-    };
-    let sign = if index % 4 < 2 { 1 } else { -1 };
     let mut input = [0i8; MAX_N];
     let mut values = [0i8; MAX_OUT * MAX_STRIDE + 2];
-    fill_activations(rng, case.fill, zp, &mut input[..n]);
     let len = first + (out - 1) * stride + n;
-    for v in values[..len].iter_mut() {
-        *v = match case.fill {
-            Fill::Random => rng.range(-7, 7) as i8,
-            Fill::Extreme => 7 * sign,
-            Fill::Corners => [-7, 7, 0, 1][rng.range(0, 3) as usize],
-        };
-    }
+    let zp = draw_operands(
+        rng,
+        case.fill,
+        index,
+        7,
+        &mut input[..n],
+        &mut values[..len],
+    );
     let mut packed = [0u8; (MAX_OUT * MAX_STRIDE + 2).div_ceil(2)];
     pack_s4(&values[..len], &mut packed);
     let (input, packed) = (&input[..n], &packed[..len.div_ceil(2)]);
 
-    let mut start = [0i32; MAX_OUT];
-    for s in start[..out].iter_mut() {
-        *s = rng.range(-1 << 20, 1 << 20);
-    }
-    let mut dsp = start;
-    let mut portable = start;
-    dense_acc_s4_dsp(input, packed, first, stride, zp as i32, &mut dsp[..out]);
-    dense_acc_s4_portable(
-        input,
-        packed,
-        first,
-        stride,
-        zp as i32,
-        &mut portable[..out],
+    let agrees = accumulators_agree(
+        rng,
+        format_args!("dense s4 case {index} {case:?} first={first} zp={zp}"),
+        (input, zp, out),
+        |o, i| s4_get(packed, first + o * stride + i) as i64,
+        |acc| dense_acc_s4_dsp(input, packed, first, stride, zp as i32, acc),
+        |acc| dense_acc_s4_portable(input, packed, first, stride, zp as i32, acc),
     );
-    let mut expected = [0i32; MAX_OUT];
-    for (o, e) in expected[..out].iter_mut().enumerate() {
-        let k0 = first + o * stride;
-        let sum: i64 = input
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| (x as i64 - zp as i64) * s4_get(packed, k0 + i) as i64)
-            .sum();
-        *e = i32::try_from(start[o] as i64 + sum).expect("accumulator bound");
-    }
-    for (name, got) in [("dsp", &dsp[..out]), ("portable", &portable[..out])] {
-        if let Some(i) = first_difference(got, &expected[..out]) {
-            println!(
-                "FAIL dense s4 case {index} {case:?} first={first} zp={zp}: {name} accumulator \
-                 differs from the i64 sum first at output {i}: {} != {}",
-                got[i], expected[i]
-            );
-            return false;
-        }
+    if !agrees {
+        return false;
     }
 
     if case.stride_extra == 0 && first == 0 {
-        let mut bias = [0i32; MAX_OUT];
-        let mut mult = [0i32; MAX_OUT];
-        let mut shift = [0i8; MAX_OUT];
-        let scale = match case.fill {
-            Fill::Extreme => 255 * 7 * n as u32,
-            _ => 100 * 4 * (n as u32).isqrt() + 1,
-        };
-        fill_params(
-            rng,
-            scale,
-            &mut bias[..out],
-            &mut mult[..out],
-            &mut shift[..out],
-        );
-        let params = ChannelSlices {
-            bias: &bias[..out],
-            multiplier: &mult[..out],
-            shift: &shift[..out],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: zp,
-            output_zero_point: rng.range(-128, 127) as i8,
-            relu: index % 2 == 0,
-        };
-        let mut got = [0i8; MAX_OUT];
-        let mut want = [0i8; MAX_OUT];
+        let scale = accumulator_scale(case.fill, n as u32, 7, 4);
         let mut unpacked = [0i8; MAX_OUT * MAX_STRIDE];
-        dense_s4(input, packed, &rq, &mut got[..out]);
-        reference::dense_s4(
-            input,
-            packed,
-            &rq,
-            &mut unpacked[..n * out],
-            &mut want[..out],
+        let agrees = dense_layer_agrees(
+            rng,
+            format_args!("dense s4 case {index} {case:?} zp={zp}"),
+            (index, zp, scale, out),
+            "dense_s4",
+            |rq, got| dense_s4(input, packed, rq, got),
+            |rq, want| reference::dense_s4(input, packed, rq, &mut unpacked[..n * out], want),
         );
-        if let Some(i) = first_difference(&got[..out], &want[..out]) {
-            println!(
-                "FAIL dense s4 case {index} {case:?} zp={zp}: dense_s4 differs from reference \
-                 first at output {i}: {} != {}",
-                got[i], want[i]
-            );
+        if !agrees {
             return false;
         }
     }
@@ -570,7 +579,7 @@ fn requant_case(rng: &mut Rng) -> bool {
             ACC_EDGES[rng.range(0, ACC_EDGES.len() as i32 - 1) as usize]
         } else {
             let bits = rng.range(0, 31);
-            (rng.next() as i32) >> bits
+            (rng.next_u64() as i32) >> bits
         };
         let multiplier = if draw % 3 == 0 {
             MULT_EDGES[rng.range(0, MULT_EDGES.len() as i32 - 1) as usize]

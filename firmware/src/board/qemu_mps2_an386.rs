@@ -10,6 +10,23 @@ use tinycnn::protocol::CountUnit;
 use tinycnn::PixelFormat;
 
 use super::{Counter, FrameInfo, FrameSource};
+use crate::{classify, exit, stack, ExitCode};
+
+/// The whole program of both QEMU boards (each bin's `main` calls it first thing): paints the
+/// stack, classifies the frames listed in [`MANIFEST`] with instruction counts, and exits with
+/// [`ExitCode::BadFrame`] if the list cannot be opened.
+pub fn run() -> ! {
+    stack::paint();
+    let model = classify::load_model();
+    let mut camera = match SemihostingFrames::open() {
+        Ok(camera) => camera,
+        Err(e) => {
+            defmt::error!("cannot read the frame list frames.txt: {}", e);
+            exit(ExitCode::BadFrame)
+        }
+    };
+    classify::run(&model, &mut camera, &mut CmsdkInstructionCounter::new())
+}
 
 /// The frame list the host writes next to the frames, read from QEMU's working folder a line at
 /// a time. One frame per line: `<path> <width> <height> <format>`, format one of `gray8 rgb888

@@ -313,14 +313,30 @@ pub fn conv3x3_pool_s4<P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
-    let s = shape;
-    check_map_shape(input, s, output);
-    check_weights_s4(s.row(), weights, rq);
-    let row = s.row();
+    check_map_shape(input, shape, output);
+    check_weights_s4(shape.row(), weights, rq);
+    for_each_pooled_row(input, shape, output, |rows, row, out| {
+        pool_row_portable(rows, row, &PackedS4(weights), rq, out)
+    });
+}
+
+/// Calls `row_kernel(rows, row_shape, out)` for every pooled row `out` of `output`, with the
+/// input rows of `input` it reads.
+#[inline(always)]
+fn for_each_pooled_row(
+    input: &[i8],
+    shape: ConvShape,
+    output: &mut [i8],
+    mut row_kernel: impl FnMut(PoolRows<'_>, RowShape, &mut [i8]),
+) {
+    let row = shape.row();
     let out_rows = output.chunks_exact_mut(row.pooled_row_len());
     for (py, out) in out_rows.enumerate() {
-        let rows = pool_rows(input, s.height, row.input_row_len(), py);
-        pool_row_portable(rows, row, &PackedS4(weights), rq, out);
+        row_kernel(
+            pool_rows(input, shape.height, row.input_row_len(), py),
+            row,
+            out,
+        );
     }
 }
 
@@ -364,19 +380,15 @@ pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
-    let s = shape;
-    check_map_shape(input, s, output);
-    check_weights(s.row(), weights, rq);
+    check_map_shape(input, shape, output);
+    check_weights(shape.row(), weights, rq);
     #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
-    if super::x86::conv3x3_pool_s8(input, s, weights, rq, output) {
+    if super::x86::conv3x3_pool_s8(input, shape, weights, rq, output) {
         return;
     }
-    let row = s.row();
-    let out_rows = output.chunks_exact_mut(row.pooled_row_len());
-    for (py, out) in out_rows.enumerate() {
-        let rows = pool_rows(input, s.height, row.input_row_len(), py);
-        conv3x3_pool_row_s8(rows, row, weights, rq, out);
-    }
+    for_each_pooled_row(input, shape, output, |rows, row, out| {
+        conv3x3_pool_row_s8(rows, row, weights, rq, out)
+    });
 }
 
 /// The shape checks of the whole-map entry points.
@@ -539,7 +551,7 @@ fn pool_row_direct<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::requant::ChannelSlices;
+    use crate::ops::requant::{ChannelSlices, HALF};
 
     /// 3x3x1 input, zero point -1 (so x - zp = x + 1), one filter that sums the 3x3
     /// neighbourhood, multiplier 0.5, output zero point 0, ReLU.
@@ -552,52 +564,38 @@ mod tests {
     // Pooled max: [36, 24; 30, 19]; + bias 2 -> [38, 26; 32, 21]; * 0.5 -> [19, 13; 16, 10.5->11]
     const EXPECTED: [i8; 4] = [19, 13, 16, 11];
 
+    const SHAPE: ConvShape = ConvShape {
+        height: 3,
+        width: 3,
+        in_channels: 1,
+        out_channels: 1,
+    };
+
     #[test]
     fn hand_computed_3x3() {
-        let params = ChannelSlices {
-            bias: &[2],
-            multiplier: &[1 << 30],
-            shift: &[0],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: -1,
-            output_zero_point: 0,
-            relu: true,
-        };
-        let shape = ConvShape {
-            height: 3,
-            width: 3,
-            in_channels: 1,
-            out_channels: 1,
-        };
+        let params = ChannelSlices { bias: &[2], ..HALF };
         let mut out = [0i8; 4];
-        conv3x3_pool_s8(&INPUT, shape, &WEIGHTS, &rq, &mut out);
+        conv3x3_pool_s8(
+            &INPUT,
+            SHAPE,
+            &WEIGHTS,
+            &Requant::test(&params, -1, 0, true),
+            &mut out,
+        );
         assert_eq!(out, EXPECTED);
     }
 
     #[test]
     fn relu_clamps_at_output_zero_point() {
         // Negated filter: every accumulator is negative, so ReLU gives the zero point.
-        let params = ChannelSlices {
-            bias: &[0],
-            multiplier: &[1 << 30],
-            shift: &[0],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: -1,
-            output_zero_point: -7,
-            relu: true,
-        };
-        let shape = ConvShape {
-            height: 3,
-            width: 3,
-            in_channels: 1,
-            out_channels: 1,
-        };
         let mut out = [0i8; 4];
-        conv3x3_pool_s8(&INPUT, shape, &[-1; 9], &rq, &mut out);
+        conv3x3_pool_s8(
+            &INPUT,
+            SHAPE,
+            &[-1; 9],
+            &Requant::test(&HALF, -1, -7, true),
+            &mut out,
+        );
         assert_eq!(out, [-7; 4]);
     }
 }

@@ -242,7 +242,7 @@ pub fn dense_s8<P: ChannelParams + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::requant::ChannelSlices;
+    use crate::ops::requant::{ChannelSlices, HALF};
 
     const INPUT: [i8; 3] = [10, -20, 127];
     const WEIGHTS: [i8; 6] = [1, 2, 3, -127, 0, 127];
@@ -250,42 +250,32 @@ mod tests {
     // o0: 5 - 50 + 366 = 321, + bias -1 = 320, * 0.25 = 80, + zp_out -3 = 77
     // o1: -635 + 15494 = 14859, + bias 1 = 14860, * 0.25 = 3715 -> 127
     const EXPECTED: [i8; 2] = [77, 127];
+    /// Bias -1 and 1, multiplier 0.5, shift -1: scale 0.25.
+    const PARAMS: ChannelSlices<'static> = ChannelSlices {
+        bias: &[-1, 1],
+        multiplier: &[1 << 30, 1 << 30],
+        shift: &[-1, -1],
+    };
 
     #[test]
     fn hand_computed() {
-        let params = ChannelSlices {
-            bias: &[-1, 1],
-            multiplier: &[1 << 30, 1 << 30],
-            shift: &[-1, -1],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: 5,
-            output_zero_point: -3,
-            relu: false,
-        };
         let mut out = [0i8; 2];
-        dense_s8(&INPUT, &WEIGHTS, &rq, &mut out);
+        dense_s8(
+            &INPUT,
+            &WEIGHTS,
+            &Requant::test(&PARAMS, 5, -3, false),
+            &mut out,
+        );
         assert_eq!(out, EXPECTED);
     }
 
     #[test]
     fn hand_computed_s4() {
         // The int8 case with weights clamped to int4: [1, 2, 3, -7, 0, 7], packed low first.
-        let params = ChannelSlices {
-            bias: &[-1, 1],
-            multiplier: &[1 << 30, 1 << 30],
-            shift: &[-1, -1],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: 5,
-            output_zero_point: -3,
-            relu: false,
-        };
         // o0: 5 - 50 + 366 = 321 -> 77 as above.
         // o1: -35 + 854 = 819, + 1 = 820, * 0.25 = 205 -> 127
         let mut out = [0i8; 2];
+        let rq = Requant::test(&PARAMS, 5, -3, false);
         dense_s4(&INPUT, &[0x21, 0x93, 0x70], &rq, &mut out);
         assert_eq!(out, [77, 127]);
         // Row 1 starts mid-byte: element 3.
@@ -296,20 +286,9 @@ mod tests {
 
     #[test]
     fn negative_without_relu() {
-        let params = ChannelSlices {
-            bias: &[0],
-            multiplier: &[1 << 30],
-            shift: &[0],
-        };
-        let rq = Requant {
-            params: &params,
-            input_zero_point: 0,
-            output_zero_point: 0,
-            relu: false,
-        };
         let mut out = [0i8; 1];
         // -10 * 3 = -30, * 0.5 = -15
-        dense_s8(&[-10], &[3], &rq, &mut out);
+        dense_s8(&[-10], &[3], &Requant::test(&HALF, 0, 0, false), &mut out);
         assert_eq!(out, [-15]);
     }
 }

@@ -55,6 +55,32 @@ impl ChannelParams for ChannelSlices<'_> {
     }
 }
 
+/// One channel: bias 0, multiplier 0.5, no shift (hand-computed unit tests).
+#[cfg(test)]
+pub(crate) const HALF: ChannelSlices<'static> = ChannelSlices {
+    bias: &[0],
+    multiplier: &[1 << 30],
+    shift: &[0],
+};
+
+#[cfg(test)]
+impl<'p, P: ?Sized> Requant<'p, P> {
+    /// A requantization for hand-computed unit tests.
+    pub(crate) fn test(
+        params: &'p P,
+        input_zero_point: i8,
+        output_zero_point: i8,
+        relu: bool,
+    ) -> Self {
+        Requant {
+            params,
+            input_zero_point,
+            output_zero_point,
+            relu,
+        }
+    }
+}
+
 /// Quantization of one layer's input and output:
 /// `y[c] = clamp(MultiplyByQuantizedMultiplier(acc + bias[c], m[c], shift[c]) + zp_out, lo, 127)`
 /// where `acc = Σ (x - zp_in) * w` and `lo = zp_out` with ReLU, `-128` without.

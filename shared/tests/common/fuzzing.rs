@@ -14,6 +14,39 @@ pub fn runner(cases: u32) -> TestRunner {
     })
 }
 
+/// Runs `load` on `cases` values of `strategy` (none may panic), tallies the outcomes, prints
+/// the tally under `name` and returns it.
+pub fn tally<S: Strategy, T, E: ErrorKind>(
+    name: &str,
+    cases: u32,
+    strategy: S,
+    load: impl Fn(S::Value) -> Result<T, E>,
+) -> Tally {
+    let tally = std::cell::RefCell::new(Tally::default());
+    runner(cases)
+        .run(&strategy, |value| {
+            tally.borrow_mut().record(&load(value));
+            Ok(())
+        })
+        .unwrap();
+    let tally = tally.into_inner();
+    eprintln!("{name}: {tally:?}");
+    assert_eq!(tally.cases, cases as usize);
+    tally
+}
+
+/// `good` with `mutations` applied in order, stopping once it is empty.
+pub fn mutated(good: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+    let mut bytes = good.to_vec();
+    for m in mutations {
+        if bytes.is_empty() {
+            break;
+        }
+        apply(&mut bytes, m);
+    }
+    bytes
+}
+
 /// A loader error's kind, the key of [`Tally::errors`].
 pub trait ErrorKind {
     fn kind(&self) -> &'static str;
