@@ -2,6 +2,7 @@
 //! learning-rate decay, per-epoch metrics (CSV, JSON, PNG), atomic checkpoints, Ctrl-C and resume.
 pub mod alloc;
 pub mod checkpoint;
+pub mod ema;
 pub mod eval;
 pub mod model;
 pub mod plot;
@@ -26,6 +27,7 @@ use tinycnn::Arch;
 use crate::data::augment::Augment;
 use crate::data::{pixels_to_tensor, prefetch_batches, split_indices, TrainSet};
 use checkpoint::{CheckpointMeta, EpochMetrics, CHECKPOINT_FORMAT};
+use ema::Ema;
 use model::Net;
 
 /// Named architectures.
@@ -165,6 +167,11 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Exponential moving average of the weights, e.g. 0.999: the average is what is validated,
+    /// kept as best.ot and tested (same network, smoother weights); 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub ema: f64,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value = "constant")]
     pub lr_schedule: LrSchedule,
@@ -336,6 +343,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let start_epoch = metrics.len();
     let mut opt = optimizer(&vs, opts.lr, opts.weight_decay)?;
     let batches_per_epoch = train_idx.len().div_ceil(opts.batch);
+    let mut ema = start_ema(opts, &vs, &arch, start_epoch * batches_per_epoch, device)?;
     let fit = Fit {
         opts,
         net: &net,
@@ -353,8 +361,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         let mut order = train_idx.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(epoch_seed(opts.seed, epoch)));
         let epoch_start = Instant::now();
-        let trained = fit.epoch(epoch, &order, &mut opt)?;
-        let val = eval::evaluate(&net, fit.source, &val_idx, opts.batch.max(256), device)?;
+        let trained = fit.epoch(epoch, &order, &mut opt, &mut ema)?;
+        let validated = ema.as_ref().map_or(&net, |e| &e.net);
+        let val = eval::evaluate(validated, fit.source, &val_idx, opts.batch.max(256), device)?;
         let m = EpochMetrics {
             epoch: number,
             train_loss: trained.loss_sum / trained.seen as f64,
@@ -365,14 +374,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             seconds: epoch_start.elapsed().as_secs_f64(),
             train_images_per_second: trained.seen as f64 / trained.seconds,
         };
-        println!(
-            "Training Epoch {number} --- Training Accuracy: {:>6.1}%, Validation Accuracy: {:>6.1}%,  Validation Loss: {:.3}  ({:.0} img/s, {:.0}s)",
-            m.train_accuracy * 100.0,
-            m.val_accuracy * 100.0,
-            m.val_loss,
-            m.train_images_per_second,
-            m.seconds
-        );
+        print_epoch(&m);
         metrics.push(m);
         let improved = val.accuracy > best;
         if improved {
@@ -388,10 +390,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             metrics: metrics.clone(),
             options: options.clone(),
         };
-        checkpoint::save(&last_path, &vs, &meta)?;
-        if improved {
-            checkpoint::save(&best_path, &vs, &meta)?;
-        }
+        save_epoch(&opts.out, &vs, ema.as_ref(), &meta, improved)?;
         write_metrics(&opts.out, &metrics)?;
     }
     if metrics.is_empty() {
@@ -422,6 +421,40 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     Ok(summary)
 }
 
+/// The tutorial's per-epoch line.
+fn print_epoch(m: &EpochMetrics) {
+    println!(
+        "Training Epoch {} --- Training Accuracy: {:>6.1}%, Validation Accuracy: {:>6.1}%,  Validation Loss: {:.3}  ({:.0} img/s, {:.0}s)",
+        m.epoch,
+        m.train_accuracy * 100.0,
+        m.val_accuracy * 100.0,
+        m.val_loss,
+        m.train_images_per_second,
+        m.seconds
+    );
+}
+
+/// Writes the epoch's checkpoints into the run folder `out`: the trained weights to `last.ot`,
+/// the weight average (if any) to `ema.ot`, and, when validation `improved`, the validated
+/// weights (the average if any) to `best.ot`.
+fn save_epoch(
+    out: &Path,
+    vs: &nn::VarStore,
+    ema: Option<&Ema>,
+    meta: &CheckpointMeta,
+    improved: bool,
+) -> Result<()> {
+    checkpoint::save(&out.join(checkpoint::LAST), vs, meta)?;
+    if let Some(ema) = ema {
+        checkpoint::save(&out.join(ema::EMA_LAST), &ema.vs, meta)?;
+    }
+    if improved {
+        let validated = ema.map_or(vs, |e| &e.vs);
+        checkpoint::save(&out.join(checkpoint::BEST), validated, meta)?;
+    }
+    Ok(())
+}
+
 /// Refuses options that cannot train, and an `--out` that holds a run unless `--resume` or
 /// `--force` says what to do with it.
 fn check_options(opts: &TrainOptions) -> Result<()> {
@@ -436,6 +469,9 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
     }
     if !(0.0..1.0).contains(&opts.weight_decay) {
         bail!("--weight-decay must be in [0, 1), e.g. 0.05");
+    }
+    if !(0.0..1.0).contains(&opts.ema) {
+        bail!("--ema must be in [0, 1), e.g. 0.999 (0 is off)");
     }
     if !(0.0..1.0).contains(&opts.label_smoothing) {
         bail!("--label-smoothing must be in [0, 1), e.g. 0.1");
@@ -547,6 +583,36 @@ fn start(
     })
 }
 
+/// The weight average of `--ema`, if on: fresh from the live weights, or on `--resume` the saved
+/// average of the run's last epoch (`ema.ot`) after `steps_done` optimizer steps.
+fn start_ema(
+    opts: &TrainOptions,
+    vs: &nn::VarStore,
+    arch: &Arch,
+    steps_done: usize,
+    device: Device,
+) -> Result<Option<Ema>> {
+    if opts.ema <= 0.0 {
+        return Ok(None);
+    }
+    let mut ema = Ema::new(vs, arch, opts.ema);
+    let saved = opts.out.join(ema::EMA_LAST);
+    if opts.resume && steps_done > 0 {
+        if saved.exists() {
+            let ck = checkpoint::load(&saved, device)
+                .with_context(|| format!("resuming the weight average from {}", saved.display()))?;
+            ema.resume(&ck.vs, steps_done as u64)
+                .with_context(|| format!("{} does not match the run's net", saved.display()))?;
+        } else {
+            println!(
+                "{} is missing (the run had no --ema): the weight average starts from the resumed weights",
+                saved.display()
+            );
+        }
+    }
+    Ok(Some(ema))
+}
+
 /// What one epoch of the training loop needs besides the optimizer.
 struct Fit<'a> {
     opts: &'a TrainOptions,
@@ -578,6 +644,7 @@ impl Fit<'_> {
         epoch: usize,
         order: &[usize],
         opt: &mut nn::Optimizer,
+        ema: &mut Option<Ema>,
     ) -> Result<EpochTrained> {
         let opts = self.opts;
         let number = epoch + 1;
@@ -635,6 +702,9 @@ impl Fit<'_> {
                     opts.label_smoothing,
                 );
                 opt.backward_step(&loss);
+                if let Some(ema) = ema.as_mut() {
+                    ema.update();
+                }
                 let batch_loss = f64::try_from(&loss)?;
                 if !batch_loss.is_finite() {
                     bail!("the loss became {batch_loss} in epoch {number}; lower --lr and start again");
