@@ -172,105 +172,6 @@ macro_rules! conv_group {
     };
 }
 
-/// The 4 dot products of one output channel's weights `w` (`[3][3][C_in]`, `taps` values) with
-/// the four patches, for every output channel in `weights`: calls `f(channel, [acc; 4])`.
-///
-/// `T = taps % 4`: the last `T` weights of a channel are loaded as the word that ends at the
-/// channel's last byte, shifted right so the `4 - T` bytes that belong to the group before
-/// drop out. The weights past `taps` are therefore 0, whatever the patch holds there. No load
-/// leaves the slice.
-#[inline(always)]
-fn pool_dots<const T: usize>(
-    weights: &[i8],
-    taps: usize,
-    patch: &Patches,
-    mut f: impl FnMut(usize, [i32; 4]),
-) {
-    let full = taps / 4;
-    assert!(taps % 4 == T && full >= 1 && full + usize::from(T > 0) <= MAX_GROUPS);
-    assert!(weights.len() % taps == 0);
-    for (o, w) in weights.chunks_exact(taps).enumerate() {
-        let mut acc = [0i32; 4];
-        let pp: *const u32;
-        let end = w[4 * full..].as_ptr();
-        // `r4` walks `w[..4 * full]` one word per group and stops at `end` (`full >= 1`;
-        // an odd count runs one group before the loop of two). `r5` reads 8 words of `patch`
-        // per group, `8 * full <= patch.0.len()` words in all, word aligned (`Patches` is
-        // `align(8)`; `LDM` and `LDRD` need 4). The weight loads are unaligned `LDR`s, which M4
-        // and M7 support. `r7` (the frame pointer, which Rust does not hand out) holds `end`
-        // and is pushed and popped around the loop, leaving `sp` as it was. Only memory is
-        // read; r8..r12, lr and the flags are declared clobbered.
-        // SAFETY: the facts above keep every access inside the borrowed memory.
-        unsafe {
-            asm!(
-                "push {{r7}}",
-                "mov r7, r8",
-                "sub r8, r7, r4",
-                "tst r8, #4",
-                "beq 2f",
-                conv_group!(),
-                "cmp r4, r7",
-                "beq 3f",
-                "2:",
-                conv_group!(),
-                conv_group!(),
-                "cmp r4, r7",
-                "bne 2b",
-                "3:",
-                "pop {{r7}}",
-                inout("r0") acc[0],
-                inout("r1") acc[1],
-                inout("r2") acc[2],
-                inout("r3") acc[3],
-                inout("r4") w.as_ptr() => _,
-                inout("r5") patch.0.as_ptr() => pp,
-                inout("r8") end => _,
-                out("r9") _,
-                out("r10") _,
-                out("r11") _,
-                out("r12") _,
-                out("lr") _,
-                options(readonly),
-            );
-        }
-        if T > 0 {
-            // The word ending at the channel's last byte: `w[taps - 4..taps]`, `taps >= 9`.
-            let tail = word_at(w, taps - 4) >> (8 * (4 - T));
-            // SAFETY: `pp` points at the last group of `patch` (`full + 1 <= MAX_GROUPS`
-            // groups, asserted above): 8 aligned words are read. Register arithmetic otherwise.
-            unsafe {
-                asm!(
-                    "sxtb16 {w1}, {w}, ror #8",
-                    "sxtb16 {w}, {w}",
-                    "ldrd {x0}, {x1}, [{pp}], #8",
-                    "smlad {a0}, {x0}, {w}, {a0}",
-                    "smlad {a0}, {x1}, {w1}, {a0}",
-                    "ldrd {x0}, {x1}, [{pp}], #8",
-                    "smlad {a1}, {x0}, {w}, {a1}",
-                    "smlad {a1}, {x1}, {w1}, {a1}",
-                    "ldrd {x0}, {x1}, [{pp}], #8",
-                    "smlad {a2}, {x0}, {w}, {a2}",
-                    "smlad {a2}, {x1}, {w1}, {a2}",
-                    "ldrd {x0}, {x1}, [{pp}]",
-                    "smlad {a3}, {x0}, {w}, {a3}",
-                    "smlad {a3}, {x1}, {w1}, {a3}",
-                    a0 = inout(reg) acc[0],
-                    a1 = inout(reg) acc[1],
-                    a2 = inout(reg) acc[2],
-                    a3 = inout(reg) acc[3],
-                    w = inout(reg) tail => _,
-                    pp = inout(reg) pp => _,
-                    w1 = out(reg) _,
-                    x0 = out(reg) _,
-                    x1 = out(reg) _,
-                    options(readonly, nostack, preserves_flags),
-                );
-            }
-        }
-        f(o, acc);
-    }
-}
-
 /// One group of the two-position loop: as [`conv_group!`] for positions 0 and 1 only, skipping
 /// the other two positions' words. 9 instructions per 8 MACs.
 macro_rules! conv_group2 {
@@ -289,25 +190,123 @@ macro_rules! conv_group2 {
     };
 }
 
-/// [`pool_dots`] for a pool window with two distinct conv positions (at an odd right or bottom
-/// edge the other two repeat them), in patch positions 0 and 1: calls `f(channel, [acc; 2])`.
-#[inline(always)]
-fn pool_dots2<const T: usize>(
-    weights: &[i8],
-    taps: usize,
-    patch: &Patches,
-    mut f: impl FnMut(usize, [i32; 2]),
-) {
-    let full = taps / 4;
-    assert!(taps % 4 == T && full >= 1 && full + usize::from(T > 0) <= MAX_GROUPS);
-    assert!(weights.len() % taps == 0);
-    for (o, w) in weights.chunks_exact(taps).enumerate() {
-        let mut acc = [0i32; 2];
+/// The int32 accumulators of the patch positions one pass over an output channel's weights
+/// feeds, with the `asm!` of that pass: `[i32; 4]` for a whole pool window (positions 0..3),
+/// `[i32; 2]` for a window with two distinct conv positions (at an odd right or bottom edge the
+/// other two repeat them), in positions 0 and 1.
+trait Positions: Copy {
+    /// All accumulators 0.
+    const ZERO: Self;
+
+    /// Adds the dot products of `w` (whole groups of 4 weights, at least one, any alignment)
+    /// with the first `w.len() / 4` groups of `patch`; returns the address of the group after
+    /// them.
+    ///
+    /// # Safety
+    /// `patch` holds at least `w.len() / 4` groups: `w.len() / 4 <= MAX_GROUPS`.
+    unsafe fn groups(&mut self, w: &[i8], patch: &Patches) -> *const u32;
+
+    /// Adds the products of the weight word `tail` (4 int8 values) with the group at `pp`.
+    ///
+    /// # Safety
+    /// `pp` is the address of a group of a live [`Patches`].
+    unsafe fn tail(&mut self, tail: u32, pp: *const u32);
+}
+
+impl Positions for [i32; 4] {
+    const ZERO: Self = [0; 4];
+
+    #[inline(always)]
+    unsafe fn groups(&mut self, w: &[i8], patch: &Patches) -> *const u32 {
         let pp: *const u32;
-        let end = w[4 * full..].as_ptr();
-        // SAFETY: as in `pool_dots`: `r4` walks `w[..4 * full]` and stops at `end`; `r5` reads
-        // the first 4 of the 8 words of each of `full` groups of `patch` (word aligned). Only
+        // `r4` walks `w` one word per group and stops at its end (an odd count runs one group
+        // before the loop of two). `r5` reads 8 words of `patch` per group, `w.len() / 4`
+        // groups in all (the caller's contract), word aligned (`Patches` is `align(8)`; `LDM`
+        // needs 4). The weight loads are unaligned `LDR`s, which M4 and M7 support. `r7` (the
+        // frame pointer, which Rust does not hand out) holds the end of `w` and is pushed and
+        // popped around the loop, leaving `sp` as it was. Only memory is read; r8..r12, lr and
+        // the flags are declared clobbered.
+        // SAFETY: the facts above keep every access inside the borrowed memory.
+        unsafe {
+            asm!(
+                "push {{r7}}",
+                "mov r7, r8",
+                "sub r8, r7, r4",
+                "tst r8, #4",
+                "beq 2f",
+                conv_group!(),
+                "cmp r4, r7",
+                "beq 3f",
+                "2:",
+                conv_group!(),
+                conv_group!(),
+                "cmp r4, r7",
+                "bne 2b",
+                "3:",
+                "pop {{r7}}",
+                inout("r0") self[0],
+                inout("r1") self[1],
+                inout("r2") self[2],
+                inout("r3") self[3],
+                inout("r4") w.as_ptr() => _,
+                inout("r5") patch.0.as_ptr() => pp,
+                inout("r8") w.as_ptr_range().end => _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                out("lr") _,
+                options(readonly),
+            );
+        }
+        pp
+    }
+
+    #[inline(always)]
+    unsafe fn tail(&mut self, tail: u32, pp: *const u32) {
+        // SAFETY: the 8 aligned words of the group at `pp` are read (the caller's contract).
+        // Register arithmetic otherwise.
+        unsafe {
+            asm!(
+                "sxtb16 {w1}, {w}, ror #8",
+                "sxtb16 {w}, {w}",
+                "ldrd {x0}, {x1}, [{pp}], #8",
+                "smlad {a0}, {x0}, {w}, {a0}",
+                "smlad {a0}, {x1}, {w1}, {a0}",
+                "ldrd {x0}, {x1}, [{pp}], #8",
+                "smlad {a1}, {x0}, {w}, {a1}",
+                "smlad {a1}, {x1}, {w1}, {a1}",
+                "ldrd {x0}, {x1}, [{pp}], #8",
+                "smlad {a2}, {x0}, {w}, {a2}",
+                "smlad {a2}, {x1}, {w1}, {a2}",
+                "ldrd {x0}, {x1}, [{pp}]",
+                "smlad {a3}, {x0}, {w}, {a3}",
+                "smlad {a3}, {x1}, {w1}, {a3}",
+                a0 = inout(reg) self[0],
+                a1 = inout(reg) self[1],
+                a2 = inout(reg) self[2],
+                a3 = inout(reg) self[3],
+                w = inout(reg) tail => _,
+                pp = inout(reg) pp => _,
+                w1 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                options(readonly, nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+impl Positions for [i32; 2] {
+    const ZERO: Self = [0; 2];
+
+    #[inline(always)]
+    unsafe fn groups(&mut self, w: &[i8], patch: &Patches) -> *const u32 {
+        let pp: *const u32;
+        // As for `[i32; 4]`, with the end of `w` in `r2`: `r4` walks `w`; `r5` reads the first
+        // 4 of the 8 words of each of `w.len() / 4` groups of `patch` (word aligned). Only
         // memory is read; r8..r12, lr and the flags are declared clobbered.
+        // SAFETY: the facts above keep every access inside the borrowed memory.
         unsafe {
             asm!(
                 "sub r8, r2, r4",
@@ -322,9 +321,9 @@ fn pool_dots2<const T: usize>(
                 "cmp r4, r2",
                 "bne 2b",
                 "3:",
-                inout("r0") acc[0],
-                inout("r1") acc[1],
-                in("r2") end,
+                inout("r0") self[0],
+                inout("r1") self[1],
+                in("r2") w.as_ptr_range().end,
                 inout("r4") w.as_ptr() => _,
                 inout("r5") patch.0.as_ptr() => pp,
                 out("r8") _,
@@ -336,30 +335,64 @@ fn pool_dots2<const T: usize>(
                 options(readonly, nostack),
             );
         }
+        pp
+    }
+
+    #[inline(always)]
+    unsafe fn tail(&mut self, tail: u32, pp: *const u32) {
+        // SAFETY: the first 4 aligned words of the group at `pp` are read (the caller's
+        // contract). Register arithmetic otherwise.
+        unsafe {
+            asm!(
+                "sxtb16 {w1}, {w}, ror #8",
+                "sxtb16 {w}, {w}",
+                "ldrd {x0}, {x1}, [{pp}]",
+                "smlad {a0}, {x0}, {w}, {a0}",
+                "smlad {a0}, {x1}, {w1}, {a0}",
+                "ldrd {x0}, {x1}, [{pp}, #8]",
+                "smlad {a1}, {x0}, {w}, {a1}",
+                "smlad {a1}, {x1}, {w1}, {a1}",
+                a0 = inout(reg) self[0],
+                a1 = inout(reg) self[1],
+                w = inout(reg) tail => _,
+                pp = in(reg) pp,
+                w1 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                options(readonly, nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+/// The dot products of each output channel's weights `w` (`[3][3][C_in]`, `taps` values) with
+/// the patch positions `A` holds, for every output channel in `weights`: calls
+/// `f(channel, accumulators)`.
+///
+/// `T = taps % 4`: the last `T` weights of a channel are loaded as the word that ends at the
+/// channel's last byte, shifted right so the `4 - T` bytes that belong to the group before
+/// drop out. The weights past `taps` are therefore 0, whatever the patch holds there. No load
+/// leaves the slice.
+#[inline(always)]
+fn pool_dots<const T: usize, A: Positions>(
+    weights: &[i8],
+    taps: usize,
+    patch: &Patches,
+    mut f: impl FnMut(usize, A),
+) {
+    let full = taps / 4;
+    assert!(taps % 4 == T && full >= 1 && full + usize::from(T > 0) <= MAX_GROUPS);
+    assert!(weights.len() % taps == 0);
+    for (o, w) in weights.chunks_exact(taps).enumerate() {
+        let mut acc = A::ZERO;
+        // SAFETY: `full <= MAX_GROUPS` groups of `patch` (asserted above).
+        let pp = unsafe { acc.groups(&w[..4 * full], patch) };
         if T > 0 {
+            // The word ending at the channel's last byte: `w[taps - 4..taps]`, `taps >= 9`.
             let tail = word_at(w, taps - 4) >> (8 * (4 - T));
-            // SAFETY: `pp` points at the last group of `patch` (`full + 1 <= MAX_GROUPS`
-            // groups, asserted above): its first 4 aligned words are read.
-            unsafe {
-                asm!(
-                    "sxtb16 {w1}, {w}, ror #8",
-                    "sxtb16 {w}, {w}",
-                    "ldrd {x0}, {x1}, [{pp}]",
-                    "smlad {a0}, {x0}, {w}, {a0}",
-                    "smlad {a0}, {x1}, {w1}, {a0}",
-                    "ldrd {x0}, {x1}, [{pp}, #8]",
-                    "smlad {a1}, {x0}, {w}, {a1}",
-                    "smlad {a1}, {x1}, {w1}, {a1}",
-                    a0 = inout(reg) acc[0],
-                    a1 = inout(reg) acc[1],
-                    w = inout(reg) tail => _,
-                    pp = in(reg) pp,
-                    w1 = out(reg) _,
-                    x0 = out(reg) _,
-                    x1 = out(reg) _,
-                    options(readonly, nostack, preserves_flags),
-                );
-            }
+            // SAFETY: `pp` is the address of group `full` of `patch`, which exists
+            // (`full + 1 <= MAX_GROUPS`, asserted above).
+            unsafe { acc.tail(tail, pp) };
         }
         f(o, acc);
     }
@@ -504,16 +537,60 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
-    let taps = KERNEL * KERNEL * s.in_channels;
-    let ow = s.width.div_ceil(2);
-    let co = s.out_channels;
     let zp = rq.input_zero_point;
     let (top, bottom) = conv_rows(rows);
-    let bottom_edge = rows[2].is_none();
-    let mut patch = Patches([0; 8 * MAX_GROUPS]);
+    let kernel_rows = WindowRows {
+        top,
+        bottom,
+        bottom_edge: rows[2].is_none(),
+    };
     let mut flat = [0i8; 4 * MAX_GROUPS];
-    // Channels in blocks of STAGE_CHANNELS (one block for every preset): the patches are
-    // gathered again per block.
+    let taps = KERNEL * KERNEL * s.in_channels;
+    pool_windows::<T, _, P>(
+        kernel_rows,
+        s,
+        taps,
+        weights,
+        rq,
+        output,
+        |rows, x, j, patch| gather(rows, &s, zp, x, j, patch, &mut flat),
+    );
+}
+
+/// The kernel rows of a pooled row's two conv rows, in a row kernel's own form `R`.
+#[derive(Clone, Copy)]
+struct WindowRows<R> {
+    /// The kernel rows of conv row `2py`.
+    top: R,
+    /// The kernel rows of conv row `2py + 1`; `top` again where that row does not exist (see
+    /// [`conv_rows`]).
+    bottom: R,
+    /// Conv row `2py + 1` does not exist (the last pooled row of an odd height).
+    bottom_edge: bool,
+}
+
+/// The loops of both row kernels: output channels in blocks of [`STAGE_CHANNELS`] (one block
+/// for every preset; the patches are gathered again per block), then every pool window of the
+/// row. `gather(rows, x, j, patch)` fills patch position `j` with the conv position at column
+/// `x` of the kernel rows `rows` (`top` or `bottom` of `kernel_rows`). `taps` is `9 * C_in`.
+#[inline(always)]
+fn pool_windows<const T: usize, R: Copy, P: ChannelParams + ?Sized>(
+    kernel_rows: WindowRows<R>,
+    s: RowShape,
+    taps: usize,
+    weights: &[i8],
+    rq: &Requant<P>,
+    output: &mut [i8],
+    mut gather: impl FnMut(R, usize, usize, &mut Patches),
+) {
+    let WindowRows {
+        top,
+        bottom,
+        bottom_edge,
+    } = kernel_rows;
+    let ow = s.width.div_ceil(2);
+    let co = s.out_channels;
+    let mut patch = Patches([0; 8 * MAX_GROUPS]);
     for c0 in (0..co).step_by(STAGE_CHANNELS) {
         let n = (co - c0).min(STAGE_CHANNELS);
         let stages = OutputStages::new(rq, c0, n);
@@ -522,19 +599,19 @@ fn pool_row<const T: usize, P: ChannelParams + ?Sized>(
             let out = &mut out[c0..c0 + n];
             let x0 = 2 * px;
             if x0 + 1 < s.width && !bottom_edge {
-                gather(top, &s, zp, x0, 0, &mut patch, &mut flat);
-                gather(top, &s, zp, x0 + 1, 1, &mut patch, &mut flat);
-                gather(bottom, &s, zp, x0, 2, &mut patch, &mut flat);
-                gather(bottom, &s, zp, x0 + 1, 3, &mut patch, &mut flat);
-                pool_dots::<T>(block, taps, &patch, |o, acc| {
+                gather(top, x0, 0, &mut patch);
+                gather(top, x0 + 1, 1, &mut patch);
+                gather(bottom, x0, 2, &mut patch);
+                gather(bottom, x0 + 1, 3, &mut patch);
+                pool_dots::<T, _>(block, taps, &patch, |o, acc: [i32; 4]| {
                     out[o] = stages.output(o, max4(acc));
                 });
             } else {
                 // An edge window: its distinct positions go to slots 0 and 1.
                 let (second_rows, second_x) = edge_second(top, bottom, x0, s.width);
-                gather(top, &s, zp, x0, 0, &mut patch, &mut flat);
-                gather(second_rows, &s, zp, second_x, 1, &mut patch, &mut flat);
-                pool_dots2::<T>(block, taps, &patch, |o, acc| {
+                gather(top, x0, 0, &mut patch);
+                gather(second_rows, second_x, 1, &mut patch);
+                pool_dots::<T, _>(block, taps, &patch, |o, acc: [i32; 2]| {
                     out[o] = stages.output(o, acc[0].max(acc[1]));
                 });
             }
@@ -591,8 +668,6 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
     output: &mut [i8],
 ) {
     const { assert!(9 * CI % 4 == T) };
-    let ow = s.width.div_ceil(2);
-    let co = s.out_channels;
     let zp = rq.input_zero_point;
     let neg_zp = neg_zp_pair(zp as i32);
     let mut padded = [[0i8; PADDED_ROW_MAX]; 4];
@@ -603,34 +678,20 @@ fn pool_row_narrow<const CI: usize, const T: usize, P: ChannelParams + ?Sized>(
     let top = [p0, p1, p2];
     // See `conv_rows`: without conv row 2py + 1 the bottom positions repeat the top ones.
     let bottom_edge = rows[2].is_none();
-    let bottom = if bottom_edge { top } else { [p1, p2, p3] };
-    let mut patch = Patches([0; 8 * MAX_GROUPS]);
-    let taps = 9 * CI;
-    for c0 in (0..co).step_by(STAGE_CHANNELS) {
-        let n = (co - c0).min(STAGE_CHANNELS);
-        let stages = OutputStages::new(rq, c0, n);
-        let block = &weights[c0 * taps..(c0 + n) * taps];
-        for (px, out) in output.chunks_exact_mut(co).enumerate().take(ow) {
-            let out = &mut out[c0..c0 + n];
-            let x0 = 2 * px;
-            if x0 + 1 < s.width && !bottom_edge {
-                gather_narrow::<CI>(top, x0, 0, neg_zp, &mut patch);
-                gather_narrow::<CI>(top, x0 + 1, 1, neg_zp, &mut patch);
-                gather_narrow::<CI>(bottom, x0, 2, neg_zp, &mut patch);
-                gather_narrow::<CI>(bottom, x0 + 1, 3, neg_zp, &mut patch);
-                pool_dots::<T>(block, taps, &patch, |o, acc| {
-                    out[o] = stages.output(o, max4(acc));
-                });
-            } else {
-                let (second_rows, second_x) = edge_second(top, bottom, x0, s.width);
-                gather_narrow::<CI>(top, x0, 0, neg_zp, &mut patch);
-                gather_narrow::<CI>(second_rows, second_x, 1, neg_zp, &mut patch);
-                pool_dots2::<T>(block, taps, &patch, |o, acc| {
-                    out[o] = stages.output(o, acc[0].max(acc[1]));
-                });
-            }
-        }
-    }
+    let kernel_rows = WindowRows {
+        top,
+        bottom: if bottom_edge { top } else { [p1, p2, p3] },
+        bottom_edge,
+    };
+    pool_windows::<T, _, P>(
+        kernel_rows,
+        s,
+        9 * CI,
+        weights,
+        rq,
+        output,
+        |rows, x, j, patch| gather_narrow::<CI>(rows, x, j, neg_zp, patch),
+    );
 }
 
 /// Widened dense inputs: group `g` (inputs `4g..4g + 4`) is words `2g` (`[x_4g - zp,

@@ -192,11 +192,25 @@ pub fn dense_s4<P: ChannelParams + ?Sized>(
     );
     rq.debug_assert_bound(n, output.len());
     let zp = rq.input_zero_point as i32;
+    dense_blocks(rq, output, |first, acc| {
+        dense_acc_s4(input, weights, first * n, n, zp, acc)
+    });
+}
+
+/// The output loop of [`dense_s8`] and [`dense_s4`]: for each block of up to [`DENSE_BLOCK`]
+/// outputs `first..first + acc.len()`, `accumulate(first, acc)` adds their sums to the zeroed
+/// `acc`, then each is requantized into `output`.
+#[inline(always)]
+fn dense_blocks<P: ChannelParams + ?Sized>(
+    rq: &Requant<P>,
+    output: &mut [i8],
+    mut accumulate: impl FnMut(usize, &mut [i32]),
+) {
     for (b, out) in output.chunks_mut(DENSE_BLOCK).enumerate() {
         let first = b * DENSE_BLOCK;
         let mut acc = [0i32; DENSE_BLOCK];
         let acc = &mut acc[..out.len()];
-        dense_acc_s4(input, weights, first * n, n, zp, acc);
+        accumulate(first, acc);
         for (i, (dst, &a)) in out.iter_mut().zip(acc.iter()).enumerate() {
             *dst = rq.apply(first + i, a);
         }
@@ -228,15 +242,9 @@ pub fn dense_s8<P: ChannelParams + ?Sized>(
         "dense_s8: weights must be in [-127, 127]"
     );
     let zp = rq.input_zero_point as i32;
-    for (b, out) in output.chunks_mut(DENSE_BLOCK).enumerate() {
-        let first = b * DENSE_BLOCK;
-        let mut acc = [0i32; DENSE_BLOCK];
-        let acc = &mut acc[..out.len()];
-        dense_acc_s8(input, &weights[first * n..], n, zp, acc);
-        for (i, (dst, &a)) in out.iter_mut().zip(acc.iter()).enumerate() {
-            *dst = rq.apply(first + i, a);
-        }
-    }
+    dense_blocks(rq, output, |first, acc| {
+        dense_acc_s8(input, &weights[first * n..], n, zp, acc)
+    });
 }
 
 #[cfg(test)]

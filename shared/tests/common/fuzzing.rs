@@ -35,6 +35,16 @@ pub fn tally<S: Strategy, T, E: ErrorKind>(
     tally
 }
 
+/// A forward pass of `model` on an all-zero input: a model that loads must run (a panic fails
+/// the fuzz case).
+pub fn forward_zeros(model: &tinycnn::Model) {
+    let arch = model.arch;
+    let mut scratch = vec![0i8; arch.scratch_len()];
+    let mut logits = vec![0i8; arch.classes as usize];
+    let input = vec![0i8; arch.input_len()];
+    tinycnn::forward(model, &input, &mut scratch, &mut logits);
+}
+
 /// `good` with `mutations` applied in order, stopping once it is empty.
 pub fn mutated(good: &[u8], mutations: &[Mutation]) -> Vec<u8> {
     let mut bytes = good.to_vec();

@@ -15,16 +15,11 @@ const LANES: usize = 8;
 /// Taps per `vpmaddwd` lane.
 const GROUP: usize = 2;
 
+/// The 32 bytes of `a` as a vector.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_i32(a: &[i32; 8]) -> __m256i {
-    // SAFETY: `a` is 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn load_i16(a: &[i16; 16]) -> __m256i {
+fn load<T: bytemuck::Pod, const N: usize>(a: &[T; N]) -> __m256i {
+    const { assert!(N * size_of::<T>() == 32) };
     // SAFETY: `a` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
 }
@@ -55,9 +50,9 @@ fn hsum(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Length of a padded row: `width + 2` pixels and 2 slack values.
+/// Length of a padded row (see [`super::padded_len`]): `width + 2` pixels and 2 slack values.
 pub(super) const fn padded_len(s: RowShape) -> usize {
-    (s.width + 2) * s.in_channels + GROUP
+    super::padded_len(s, GROUP)
 }
 
 /// Appends an input row to `buf` as i16 `x - zp` with one pixel of zero padding on each side
@@ -76,34 +71,13 @@ pub(super) fn pad_row(row: Option<&[i8]>, s: RowShape, zp: i8, buf: &mut Vec<i16
     }
 }
 
-/// Packs `[C_out][3][3][C_in]` weights into `[ky][pair][channel block]` vectors of i16: lane
-/// `l` of block `b` at pair `q` of kernel row `ky` holds the weights of channel `8 b + l` at
-/// taps `2 q` (low half) and `2 q + 1` (high half) of that kernel row, zero past `3 * C_in`
-/// and past `C_out`.
+/// Packs `[C_out][3][3][C_in]` weights into `[ky][pair][channel block]` vectors of i16 (see
+/// [`super::pack_conv`]): lane `l` of block `b` at pair `q` of kernel row `ky` holds the
+/// weights of channel `8 b + l` at taps `2 q` (low half) and `2 q + 1` (high half) of that
+/// kernel row.
 #[target_feature(enable = "avx2")]
 pub(super) fn pack_conv(weights: &[i8], ci: usize, co: usize) -> Vec<__m256i> {
-    let seg = KERNEL * ci;
-    let pairs = seg.div_ceil(GROUP);
-    let blocks = co.div_ceil(LANES);
-    let taps = KERNEL * seg;
-    let mut out = Vec::with_capacity(KERNEL * pairs * blocks);
-    for ky in 0..KERNEL {
-        for q in 0..pairs {
-            for b in 0..blocks {
-                let mut v = [0i16; 16];
-                for l in 0..LANES.min(co - b * LANES) {
-                    let w = &weights[(b * LANES + l) * taps + ky * seg..][..seg];
-                    for j in 0..GROUP {
-                        if let Some(&x) = w.get(q * GROUP + j) {
-                            v[l * GROUP + j] = x as i16;
-                        }
-                    }
-                }
-                out.push(load_i16(&v));
-            }
-        }
-    }
-    out
+    super::pack_conv(weights, ci, co, GROUP, i16::from, |v: &[i16; 16]| load(v))
 }
 
 /// `requantize(acc + bias, m, shift, zp_out, relu)` on 8 channels starting at `c0`, exactly as
@@ -111,7 +85,7 @@ pub(super) fn pack_conv(weights: &[i8], ci: usize, co: usize) -> Vec<__m256i> {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn requant(acc: __m256i, ch: &ChannelVecs, c0: usize) -> __m256i {
-    let lanes = |v: &[i32]| load_i32(v[c0..c0 + 8].try_into().expect("padded to 8"));
+    let lanes = |v: &[i32]| load::<i32, 8>(v[c0..c0 + 8].try_into().expect("padded to 8"));
     let x = _mm256_add_epi32(acc, lanes(&ch.bias));
     let m = lanes(&ch.multiplier);
     let right = lanes(&ch.right);
@@ -143,30 +117,21 @@ fn requant(acc: __m256i, ch: &ChannelVecs, c0: usize) -> __m256i {
 }
 
 /// One pooled row (see [`super`]): `top` and `bottom` are the padded kernel rows of conv rows
-/// `2py` and `2py + 1`, as made by [`pad_row`]; `packed` comes from [`pack_conv`].
+/// `2py` and `2py + 1` (`bottom` is `None` at an odd bottom edge, where the window's bottom
+/// positions repeat the top ones), as made by [`pad_row`]; `packed` comes from [`pack_conv`].
 #[target_feature(enable = "avx2")]
 pub(super) fn conv_pool_row(
     top: [&[i16]; 3],
-    bottom: [&[i16]; 3],
+    bottom: Option<[&[i16]; 3]>,
     s: RowShape,
     packed: &[__m256i],
     ch: &ChannelVecs,
     output: &mut [i8],
 ) {
-    let pairs = (KERNEL * s.in_channels).div_ceil(GROUP);
-    let blocks = s.out_channels.div_ceil(LANES);
-    assert_eq!(
-        packed.len(),
-        KERNEL * pairs * blocks,
-        "packed weights length"
-    );
-    let row_len = padded_len(s);
-    for r in top.iter().chain(&bottom) {
-        assert_eq!(r.len(), row_len, "padded row length");
-    }
+    let (pairs, blocks) = super::check_conv_pool_row(top, bottom, s, (GROUP, LANES), packed.len());
     let k = Ctx {
         top,
-        bottom,
+        bottom: bottom.unwrap_or(top),
         s,
         pairs,
         blocks,

@@ -15,23 +15,11 @@ const LANES: usize = 16;
 /// Taps per `vpdpbusd` lane.
 const GROUP: usize = 4;
 
+/// The 64 bytes of `a` as a vector.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn load_i32(a: &[i32; 16]) -> __m512i {
-    // SAFETY: `a` is 64 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load_u8(a: &[u8; 64]) -> __m512i {
-    // SAFETY: `a` is 64 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load_i8(a: &[i8; 64]) -> __m512i {
+fn load<T: bytemuck::Pod, const N: usize>(a: &[T; N]) -> __m512i {
+    const { assert!(N * size_of::<T>() == 64) };
     // SAFETY: `a` is 64 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
 }
@@ -57,9 +45,9 @@ fn to_bytes(v: __m512i) -> [i8; 16] {
     out
 }
 
-/// Length of a padded row: `width + 2` pixels and 4 slack bytes.
+/// Length of a padded row (see [`super::padded_len`]): `width + 2` pixels and 4 slack bytes.
 pub(super) const fn padded_len(s: RowShape) -> usize {
-    (s.width + 2) * s.in_channels + GROUP
+    super::padded_len(s, GROUP)
 }
 
 /// Appends an input row to `buf` as `x ^ 0x80` (= `x + 128` as u8) with one pixel of padding
@@ -78,34 +66,12 @@ pub(super) fn pad_row(row: Option<&[i8]>, s: RowShape, zp: i8, buf: &mut Vec<u8>
     }
 }
 
-/// Packs `[C_out][3][3][C_in]` weights into `[ky][quad][channel block]` vectors: lane `l` of
-/// block `b` at quad `q` of kernel row `ky` holds the 4 weights of channel `16 b + l` at taps
-/// `4 q .. 4 q + 4` of that kernel row (tap `kx * C_in + c`), zero past `3 * C_in` and past
-/// `C_out`.
+/// Packs `[C_out][3][3][C_in]` weights into `[ky][quad][channel block]` vectors (see
+/// [`super::pack_conv`]): lane `l` of block `b` at quad `q` of kernel row `ky` holds the 4
+/// weights of channel `16 b + l` at taps `4 q .. 4 q + 4` of that kernel row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn pack_conv(weights: &[i8], ci: usize, co: usize) -> Vec<__m512i> {
-    let seg = KERNEL * ci;
-    let quads = seg.div_ceil(GROUP);
-    let blocks = co.div_ceil(LANES);
-    let taps = KERNEL * seg;
-    let mut out = Vec::with_capacity(KERNEL * quads * blocks);
-    for ky in 0..KERNEL {
-        for q in 0..quads {
-            for b in 0..blocks {
-                let mut bytes = [0u8; 64];
-                for l in 0..LANES.min(co - b * LANES) {
-                    let w = &weights[(b * LANES + l) * taps + ky * seg..][..seg];
-                    for j in 0..GROUP {
-                        if let Some(&v) = w.get(q * GROUP + j) {
-                            bytes[l * GROUP + j] = v as u8;
-                        }
-                    }
-                }
-                out.push(load_u8(&bytes));
-            }
-        }
-    }
-    out
+    super::pack_conv(weights, ci, co, GROUP, |v| v as u8, |v: &[u8; 64]| load(v))
 }
 
 /// `requantize(acc + bias, m, shift, zp_out, relu)` on 16 channels starting at `c0`, exactly as
@@ -113,7 +79,7 @@ pub(super) fn pack_conv(weights: &[i8], ci: usize, co: usize) -> Vec<__m512i> {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn requant(acc: __m512i, ch: &ChannelVecs, c0: usize) -> __m512i {
-    let lanes = |v: &[i32]| load_i32(v[c0..c0 + 16].try_into().expect("padded to 16"));
+    let lanes = |v: &[i32]| load::<i32, 16>(v[c0..c0 + 16].try_into().expect("padded to 16"));
     let x = _mm512_add_epi32(acc, lanes(&ch.bias));
     let m = lanes(&ch.multiplier);
     let right = lanes(&ch.right);
@@ -161,17 +127,7 @@ pub(super) fn conv_pool_row(
     ch: &ChannelVecs,
     output: &mut [i8],
 ) {
-    let quads = (KERNEL * s.in_channels).div_ceil(GROUP);
-    let blocks = s.out_channels.div_ceil(LANES);
-    assert_eq!(
-        packed.len(),
-        KERNEL * quads * blocks,
-        "packed weights length"
-    );
-    let row_len = padded_len(s);
-    for r in top.iter().chain(bottom.iter().flatten()) {
-        assert_eq!(r.len(), row_len, "padded row length");
-    }
+    let (quads, blocks) = super::check_conv_pool_row(top, bottom, s, (GROUP, LANES), packed.len());
     let k = Ctx {
         top,
         bottom: bottom.unwrap_or(top),
@@ -368,9 +324,9 @@ fn dot_rows<const R: usize>(input: &[i8], rows: [&[i8]; R], k: __m512i) -> [i32;
     let (body, tail) = input.split_at(full);
     let (chunks, _) = body.as_chunks::<64>();
     for (i, x) in chunks.iter().enumerate() {
-        let u = _mm512_xor_si512(load_i8(x), flip);
+        let u = _mm512_xor_si512(load(x), flip);
         for r in 0..R {
-            let wv = load_i8(rows[r][i * 64..][..64].try_into().expect("64 weights"));
+            let wv = load::<i8, 64>(rows[r][i * 64..][..64].try_into().expect("64 weights"));
             xw[r] = _mm512_dpbusd_epi32(xw[r], u, wv);
             w[r] = _mm512_dpbusd_epi32(w[r], ones, wv);
         }

@@ -297,6 +297,76 @@ impl ChannelVecs {
     }
 }
 
+/// Packs `[C_out][3][3][C_in]` conv weights into `[ky][tap group][channel block]` blocks of `N`
+/// values, `N / group` channels of `group` taps: element `l * group + j` of block `b` at group
+/// `q` of kernel row `ky` is `convert(w)` of the weight of channel `(N / group) * b + l` at tap
+/// `group * q + j` of that kernel row (tap `kx * C_in + c`), zero past `3 * C_in` taps and past
+/// `C_out`. `load` makes each block a vector.
+fn pack_conv<E: Copy + Default, V, const N: usize>(
+    weights: &[i8],
+    ci: usize,
+    co: usize,
+    group: usize,
+    convert: impl Fn(i8) -> E,
+    mut load: impl FnMut(&[E; N]) -> V,
+) -> Vec<V> {
+    let lanes = N / group;
+    let seg = KERNEL * ci;
+    let groups = seg.div_ceil(group);
+    let blocks = co.div_ceil(lanes);
+    let taps = KERNEL * seg;
+    let mut out = Vec::with_capacity(KERNEL * groups * blocks);
+    for ky in 0..KERNEL {
+        for q in 0..groups {
+            for b in 0..blocks {
+                let mut block = [E::default(); N];
+                for l in 0..lanes.min(co - b * lanes) {
+                    let w = &weights[(b * lanes + l) * taps + ky * seg..][..seg];
+                    for j in 0..group {
+                        if let Some(&v) = w.get(q * group + j) {
+                            block[l * group + j] = convert(v);
+                        }
+                    }
+                }
+                out.push(load(&block));
+            }
+        }
+    }
+    out
+}
+
+/// Length of a padded input row of a level with `group` taps per vector lane: `width + 2`
+/// pixels and `group` slack values, so that the taps of the last pixel, read in whole groups,
+/// stay in the row.
+const fn padded_len(s: RowShape, group: usize) -> usize {
+    (s.width + 2) * s.in_channels + group
+}
+
+/// The argument checks of a level's `conv_pool_row` with `group` taps by `lanes` output
+/// channels per vector: `packed_len` packed vectors (see [`pack_conv`]) and padded rows of
+/// [`padded_len`] (`bottom` is `None` at an odd bottom edge). Returns the tap groups per kernel
+/// row and the channel blocks.
+fn check_conv_pool_row<T>(
+    top: [&[T]; 3],
+    bottom: Option<[&[T]; 3]>,
+    s: RowShape,
+    (group, lanes): (usize, usize),
+    packed_len: usize,
+) -> (usize, usize) {
+    let groups = (KERNEL * s.in_channels).div_ceil(group);
+    let blocks = s.out_channels.div_ceil(lanes);
+    assert_eq!(
+        packed_len,
+        KERNEL * groups * blocks,
+        "packed weights length"
+    );
+    let row_len = padded_len(s, group);
+    for r in top.iter().chain(bottom.iter().flatten()) {
+        assert_eq!(r.len(), row_len, "padded row length");
+    }
+    (groups, blocks)
+}
+
 /// Packed weights of one conv layer.
 enum PackedWeights {
     Avx512(Vec<core::arch::x86_64::__m512i>),
@@ -473,44 +543,71 @@ fn conv_padded<'r, P: ChannelParams + ?Sized>(
                 state
                     .channels
                     .fill(rq, s.out_channels, Some((zp as i32 + 128, &layer.wsum)));
-                let buf = &mut state.rows_u8;
-                buf.clear();
-                for row in rows {
+                let ch = &state.channels;
+                pad_and_run(
+                    &mut state.rows_u8,
+                    avx512::padded_len(s),
+                    rows,
                     // SAFETY: this variant is packed only at level Avx512Vnni, which was
                     // stored after `is_available` confirmed avx512f, avx512bw and avx512vnni.
-                    unsafe { avx512::pad_row(row, s, zp, buf) };
-                }
-                let len = avx512::padded_len(s);
-                for (py, out) in out_rows.enumerate() {
-                    let (first, has_bottom) = window(py);
-                    let r = |i: usize| &buf[(first + i) * len..][..len];
-                    let top = [r(0), r(1), r(2)];
-                    let bottom = has_bottom.then(|| [r(1), r(2), r(3)]);
+                    |row, buf| unsafe { avx512::pad_row(row, s, zp, buf) },
+                    out_rows,
+                    window,
                     // SAFETY: as above.
-                    unsafe { avx512::conv_pool_row(top, bottom, s, packed, &state.channels, out) };
-                }
+                    |top, bottom, out| unsafe {
+                        avx512::conv_pool_row(top, bottom, s, packed, ch, out)
+                    },
+                );
             }
             PackedWeights::Avx2(packed) => {
                 state.channels.fill(rq, s.out_channels, None);
-                let buf = &mut state.rows_i16;
-                buf.clear();
-                for row in rows {
+                let ch = &state.channels;
+                pad_and_run(
+                    &mut state.rows_i16,
+                    avx2::padded_len(s),
+                    rows,
                     // SAFETY: this variant is packed only at level Avx2, which was stored after
                     // `is_available` confirmed avx2.
-                    unsafe { avx2::pad_row(row, s, zp, buf) };
-                }
-                let len = avx2::padded_len(s);
-                for (py, out) in out_rows.enumerate() {
-                    let (first, has_bottom) = window(py);
-                    let r = |i: usize| &buf[(first + i) * len..][..len];
-                    let top = [r(0), r(1), r(2)];
-                    let bottom = if has_bottom { [r(1), r(2), r(3)] } else { top };
+                    |row, buf| unsafe { avx2::pad_row(row, s, zp, buf) },
+                    out_rows,
+                    window,
                     // SAFETY: as above.
-                    unsafe { avx2::conv_pool_row(top, bottom, s, packed, &state.channels, out) };
-                }
+                    |top, bottom, out| unsafe {
+                        avx2::conv_pool_row(top, bottom, s, packed, ch, out)
+                    },
+                );
             }
         }
     });
+}
+
+/// The part of [`conv_padded`] both levels share, over their padded element type `T`:
+/// `pad_row` appends each of `rows` to `buf`, cleared first, as a padded row of `len` elements;
+/// then `row_kernel(top, bottom, out)` runs for each pooled row `out` of `out_rows` with the
+/// padded kernel rows of its conv rows `2py` (`top`) and `2py + 1` (`bottom`, `None` where that
+/// row does not exist) as `window` gives them.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn pad_and_run<'r, T>(
+    buf: &mut Vec<T>,
+    len: usize,
+    rows: impl Iterator<Item = Option<&'r [i8]>>,
+    mut pad_row: impl FnMut(Option<&[i8]>, &mut Vec<T>),
+    out_rows: core::slice::ChunksExactMut<'_, i8>,
+    window: impl Fn(usize) -> (usize, bool),
+    mut row_kernel: impl FnMut([&[T]; 3], Option<[&[T]; 3]>, &mut [i8]),
+) {
+    buf.clear();
+    for row in rows {
+        pad_row(row, buf);
+    }
+    for (py, out) in out_rows.enumerate() {
+        let (first, has_bottom) = window(py);
+        let r = |i: usize| &buf[(first + i) * len..][..len];
+        let top = [r(0), r(1), r(2)];
+        let bottom = has_bottom.then(|| [r(1), r(2), r(3)]);
+        row_kernel(top, bottom, out);
+    }
 }
 
 /// [`pin_weights`](super::pin_weights) on x86_64: records the pinned slices for the calls `f`
