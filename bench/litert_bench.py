@@ -30,6 +30,14 @@ PRESETS = {
 CONV_2D, MAX_POOL_2D, FULLY_CONNECTED = 3, 17, 9
 
 
+def options(cls, **fields):
+    """A builtin-options object of the schema class `cls` with `fields` set."""
+    o = cls()
+    for name, value in fields.items():
+        setattr(o, name, value)
+    return o
+
+
 class Builder:
     def __init__(self, rng):
         self.rng = rng
@@ -81,19 +89,15 @@ class Builder:
                          np.zeros(c_out), bias, axis=0)
         s_out, zp_out = 0.05, -100
         y = self.tensor(f"conv{i}/out", (1, h, w, c_out), fb.TensorType.INT8, s_out, zp_out)
-        opt = fb.Conv2DOptionsT()
-        opt.padding = fb.Padding.SAME
-        opt.strideW = opt.strideH = 1
-        opt.dilationWFactor = opt.dilationHFactor = 1
-        opt.fusedActivationFunction = fb.ActivationFunctionType.RELU
+        opt = options(fb.Conv2DOptionsT, padding=fb.Padding.SAME, strideW=1, strideH=1,
+                      dilationWFactor=1, dilationHFactor=1,
+                      fusedActivationFunction=fb.ActivationFunctionType.RELU)
         self.op(CONV_2D, 3, [x, wt, bt], [y], fb.BuiltinOptions.Conv2DOptions, opt)
         ph, pw = -(-h // 2), -(-w // 2)
         p = self.tensor(f"pool{i}/out", (1, ph, pw, c_out), fb.TensorType.INT8, s_out, zp_out)
-        popt = fb.Pool2DOptionsT()
-        popt.padding = fb.Padding.SAME
-        popt.strideW = popt.strideH = 2
-        popt.filterWidth = popt.filterHeight = 2
-        popt.fusedActivationFunction = fb.ActivationFunctionType.NONE
+        popt = options(fb.Pool2DOptionsT, padding=fb.Padding.SAME, strideW=2, strideH=2,
+                       filterWidth=2, filterHeight=2,
+                       fusedActivationFunction=fb.ActivationFunctionType.NONE)
         self.op(MAX_POOL_2D, 2, [y], [p], fb.BuiltinOptions.Pool2DOptions, popt)
         return p, ph, pw, s_out
 
@@ -169,6 +173,14 @@ def time_invoke(model, seconds, batch):
     return statistics.median(per_call), q(0.1), q(0.9), len(per_call) * batch
 
 
+def report(name, model, seconds, batch):
+    """Times `model` and prints its `litert/NAME` line."""
+    med, lo, hi, n = time_invoke(model, seconds, batch)
+    print(f"litert/{name}: median {med / 1e3:.1f} us per invoke "
+          f"[p10 {lo / 1e3:.1f}, p90 {hi / 1e3:.1f}], {n} invokes, 1 thread")
+    sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), action="append")
@@ -180,10 +192,7 @@ def main():
     for path in args.model:
         with open(path, "rb") as f:
             model = f.read()
-        med, lo, hi, n = time_invoke(model, args.seconds, 200)
-        print(f"litert/{path}: median {med / 1e3:.1f} us per invoke "
-              f"[p10 {lo / 1e3:.1f}, p90 {hi / 1e3:.1f}], {n} invokes, 1 thread")
-        sys.stdout.flush()
+        report(path, model, args.seconds, 200)
     if args.model and not args.preset:
         return
     for preset in args.preset or ["fashion", "tutorial"]:
@@ -192,10 +201,7 @@ def main():
             with open(f"{args.save}/{preset}.tflite", "wb") as f:
                 f.write(model)
         batch = 200 if preset == "fashion" else 10
-        med, lo, hi, n = time_invoke(model, args.seconds, batch)
-        print(f"litert/{preset}: median {med / 1e3:.1f} us per invoke "
-              f"[p10 {lo / 1e3:.1f}, p90 {hi / 1e3:.1f}], {n} invokes, 1 thread")
-        sys.stdout.flush()
+        report(preset, model, args.seconds, batch)
 
 
 if __name__ == "__main__":

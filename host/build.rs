@@ -1,5 +1,6 @@
-//! Puts libtorch's lib dir on the rpath of every binary, test and bench of this crate, so that
-//! `target/*/tinycnn` runs without LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml`
+//! Puts libtorch's lib dir on the rpath of every binary, test and bench of this crate and of
+//! `tinycnn-tests` (whose Cargo.toml names this script), so that `target/*/tinycnn` and the
+//! tests run without LD_LIBRARY_PATH. LIBTORCH comes from `.cargo/config.toml`
 //! (the project venv's torch, set up by `cargo xtask setup`) unless the environment overrides it.
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::json;
 use tinycnn_host::train::{checkpoint, eval};
 use tinycnn_host::train::{ArchOverrides, Preset, TrainOptions};
@@ -17,12 +17,6 @@ use tinycnn_runtime::report;
     version,
     about = "Train, evaluate and run the tutorial CNN on image folders"
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
 enum Command {
     /// Train on ROOT/<class>/*.{jpg,jpeg,png,webp,bmp}; writes checkpoints, metrics and plots to --out.
     Train(Box<TrainOptions>),
@@ -47,15 +41,8 @@ enum Command {
         /// Float checkpoint file, or a run folder (its best.ot is used).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// int8 model blob (model.tcnn): runs the integer network of `shared`, without libtorch.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// ONNX model (model.qdq.onnx or model.float.onnx): runs it in tract.
-        #[arg(long)]
-        onnx: Option<PathBuf>,
-        /// Images to classify.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        #[command(flatten)]
+        args: tinycnn_runtime::predict::PredictArgs,
     },
     /// Training throughput on synthetic images (whole steps: batch, forward, backward, Adam).
     BenchTrain {
@@ -91,8 +78,8 @@ enum Command {
     Firmware(tinycnn_runtime::firmware::FirmwareArgs),
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Train(opts) => {
             train::train(&opts)?;
         }
@@ -117,19 +104,11 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
             }
         }
-        Command::Predict {
-            model: Some(model),
-            images,
-            ..
-        } => tinycnn_runtime::predict::predict_blob(&model, &images)?,
-        Command::Predict {
-            onnx: Some(onnx),
-            images,
-            ..
-        } => tinycnn_runtime::predict::predict_onnx(&onnx, &images)?,
-        Command::Predict {
-            checkpoint, images, ..
-        } => {
+        Command::Predict { checkpoint, args } => {
+            if let Some(result) = args.run() {
+                return result;
+            }
+            let images = args.images;
             let ck = checkpoint.context("pass --checkpoint, --model or --onnx")?;
             let device = tch::Device::cuda_if_available();
             let ck = checkpoint::load(&ck, device)?;
@@ -193,7 +172,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     tinycnn_host::train::alloc::use_malloc_tunables();
-    match run(Cli::parse()) {
+    match run(Command::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -8,6 +8,33 @@ use anyhow::{bail, Context, Result};
 
 use crate::images::image_pixels;
 
+/// The `predict` backends that need no libtorch, and the images; `tinycnn predict` adds
+/// `--checkpoint` to these.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PredictArgs {
+    /// int8 model blob (model.tcnn): runs the integer network of `shared`, without libtorch.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// ONNX model (model.qdq.onnx or model.float.onnx): runs it in tract.
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
+    /// Images to classify.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+impl PredictArgs {
+    /// Classifies the images with `--model` or `--onnx` and prints their probabilities; `None`
+    /// when neither was given.
+    pub fn run(&self) -> Option<Result<()>> {
+        match (&self.model, &self.onnx) {
+            (Some(model), _) => Some(predict_blob(model, &self.images)),
+            (None, Some(onnx)) => Some(predict_onnx(onnx, &self.images)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Formats one image's result: `PATH: TOP_LABEL (TOP_PROB)`, then one indented `label: prob`
 /// line per class, most probable first (ties keep class order). Probabilities have 4 decimals.
 pub fn format_probabilities(path: &Path, labels: &[String], probs: &[f32]) -> String {

@@ -1,10 +1,11 @@
-//! Fixtures for the firmware tests (`tests/tests/firmware_qemu.rs`): model blobs, scratch folders
-//! and a built firmware ELF per model.
+//! Fixtures for the firmware tests (`tests/tests/firmware_qemu.rs`, `four_blocks.rs`): model
+//! blobs, scratch folders, a built firmware ELF per model and its run in QEMU.
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tinycnn::{Arch, OwnedModel};
-use tinycnn_runtime::firmware;
+use tinycnn::{Arch, Model, OwnedModel};
+use tinycnn_runtime::firmware::{self, CameraFrame, QemuBoard};
 
 /// Writes `OwnedModel::random(arch, seed)` to `dir/name` and returns the blob and its path.
 pub fn random_model_file(
@@ -40,6 +41,26 @@ pub fn build_firmware(model_path: &Path, work_dir: &Path) -> Result<PathBuf> {
         work_dir,
     )
     .with_context(|| format!("building the firmware for {}", model_path.display()))
+}
+
+/// Builds the firmware for `board` with the blob at `model_path` embedded (the ELF lands in
+/// `work_dir`), runs it in QEMU on `frames` and compares every frame with `model` on the host.
+pub fn build_and_run(
+    board: QemuBoard,
+    model_path: &Path,
+    model: &Model,
+    frames: &[CameraFrame],
+    work_dir: &Path,
+    timeout: Duration,
+) -> Result<firmware::FirmwareReport> {
+    let firmware_dir = firmware::FirmwareOptions::default_firmware_dir();
+    let elf = firmware::build_board(&firmware_dir, model_path, work_dir, board.name())?;
+    let blob_bytes = std::fs::metadata(model_path)
+        .with_context(|| format!("reading {}", model_path.display()))?
+        .len();
+    Ok(firmware::run_frames(
+        board, &elf, model, blob_bytes, frames, work_dir, timeout,
+    )?)
 }
 
 #[derive(clap::Parser)]

@@ -1,5 +1,6 @@
 //! Fixtures shared by every test in `tests/tests/`: the Fashion-MNIST test subset, images on
 //! disk, scratch folders and the workspace's binaries.
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -62,12 +63,25 @@ pub fn tinycnn_bin() -> &'static Path {
 }
 
 /// Runs the `tinycnn` binary with `args`.
-pub fn tinycnn(args: &[&str]) -> Output {
+pub fn tinycnn<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(tinycnn_bin())
         .args(args)
         .env("RAYON_NUM_THREADS", "2")
         .output()
         .expect("the tinycnn binary runs")
+}
+
+/// The arguments of `tinycnn train --data DATA --out OUT`, then `extra`.
+pub fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "train".into(),
+        "--data".into(),
+        data.into(),
+        "--out".into(),
+        out.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    args
 }
 
 /// stdout and stderr of `output` as text.

@@ -1,10 +1,14 @@
-//! Fixtures for the parity tests: float-consistent random nets and synthetic image sets.
+//! Fixtures for the parity tests: float-consistent random nets, synthetic image sets, and the
+//! int sim and tract QDQ checks against `shared`.
 use std::path::PathBuf;
 
 use tch::nn;
-use tinycnn::Arch;
+use tinycnn::{Arch, OwnedModel};
+use tinycnn_host::check::int_sim;
 use tinycnn_host::data::Dataset;
+use tinycnn_host::quant::int8_inputs;
 use tinycnn_host::train::model::Net;
+use tinycnn_runtime::tract::{requantize_logits, TractModel};
 
 /// A net with the trainer's random init (deterministic in `seed`).
 pub fn random_net(arch: &Arch, seed: i64) -> (nn::VarStore, Net) {
@@ -64,5 +68,43 @@ pub fn synthetic_dataset(arch: &Arch, count: usize, seed: u64) -> Dataset {
             .map(|i| PathBuf::from(format!("synthetic-{i}")))
             .collect(),
         skipped: Vec::new(),
+    }
+}
+
+/// Asserts that the int sim of `model` matches `shared` bit for bit on `data`; `what` names the
+/// case in the failure message.
+pub fn assert_int_sim_bit_exact(model: &OwnedModel, data: &Dataset, what: &str) {
+    let sim = int_sim::compare_with_shared(model, &int8_inputs(data)).unwrap();
+    assert!(
+        sim.first_mismatch.is_none(),
+        "{what}: {}",
+        sim.first_mismatch.unwrap()
+    );
+    assert_eq!(sim.mismatched_logits, 0, "{what}");
+}
+
+/// The int8 logits of the QDQ ONNX `qdq` (exported from `model`) in tract on `data`, `batch`
+/// images per run: tract's float logits requantized with the logits layer's output parameters.
+pub fn tract_qdq_logits(model: &OwnedModel, qdq: &[u8], data: &Dataset, batch: usize) -> Vec<i8> {
+    let logits = TractModel::from_bytes(qdq, model.arch, batch, "qdq")
+        .unwrap()
+        .run_u8_hwc(&data.pixels)
+        .unwrap();
+    requantize_logits(
+        &logits,
+        model.layers[model.arch.logits_layer().index].output,
+    )
+}
+
+/// Asserts that every int8 logit of tract on the QDQ model is within `lsb` of `shared`'s
+/// (`classes` logits per image); `what` names the case in the failure message.
+pub fn assert_qdq_logits_within(tract: &[i8], shared: &[i8], classes: usize, lsb: i32, what: &str) {
+    for (i, (a, b)) in tract.iter().zip(shared).enumerate() {
+        assert!(
+            (*a as i32 - *b as i32).abs() <= lsb,
+            "{what}: image {}, index {}: tract QDQ {a} vs shared {b}",
+            i / classes,
+            i % classes
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tinycnn_tests::fixtures::{
-    assert_fails_with, fashion_small, text, tinycnn, tinycnn_bin, write_gray,
+    assert_fails_with, fashion_small, text, tinycnn, tinycnn_bin, train_args, write_gray,
 };
 
 /// A run trained once and shared by the tests that only read it.
@@ -22,23 +22,22 @@ fn trained_run() -> &'static TrainedRun {
         let data = fashion_small();
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        let out = tinycnn(&[
-            "train",
-            "--preset",
-            "fashion",
-            "--data",
-            data.join("train").to_str().unwrap(),
-            "--test",
-            data.join("test").to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--epochs",
-            "6",
-            "--lr",
-            "2e-3",
-            "--batch",
-            "32",
-        ]);
+        let out = tinycnn(&train_args(
+            &data.join("train"),
+            &run,
+            &[
+                "--preset",
+                "fashion",
+                "--test",
+                data.join("test").to_str().unwrap(),
+                "--epochs",
+                "6",
+                "--lr",
+                "2e-3",
+                "--batch",
+                "32",
+            ],
+        ));
         let (stdout, stderr) = text(&out);
         assert!(
             out.status.success(),
@@ -188,22 +187,12 @@ fn resume_continues_after_an_interrupt() {
     let train = dir.path().join("train");
     tinycnn_tests::fixtures::copy_subset(&data.join("train"), &train, 20);
     let run = dir.path().join("run");
-    let args = |epochs: &str| -> Vec<String> {
-        [
-            "train",
-            "--preset",
-            "fashion",
-            "--data",
-            train.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--epochs",
-            epochs,
-            "--lr",
-            "1e-3",
-        ]
-        .map(String::from)
-        .to_vec()
+    let args = |epochs: &str| {
+        train_args(
+            &train,
+            &run,
+            &["--preset", "fashion", "--epochs", epochs, "--lr", "1e-3"],
+        )
     };
     let mut child = Command::new(tinycnn_bin())
         .args(args("100000"))
@@ -235,13 +224,12 @@ fn resume_continues_after_an_interrupt() {
     let target = done.epoch + 2;
 
     // Without --resume the run refuses to overwrite the checkpoint.
-    let run_with = |v: Vec<String>| tinycnn(&v.iter().map(String::as_str).collect::<Vec<_>>());
-    let out = run_with(args(&target.to_string()));
+    let out = tinycnn(&args(&target.to_string()));
     assert_fails_with(&out, &["--resume"]);
 
     let mut a = args(&target.to_string());
     a.push("--resume".into());
-    let out = run_with(a);
+    let out = tinycnn(&a);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -264,17 +252,11 @@ fn user_errors_exit_non_zero_with_advice() {
     let d = dir.path();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let train = |data: &Path| {
-        tinycnn(&[
-            "train",
-            "--preset",
-            "fashion",
-            "--data",
-            &s(data),
-            "--out",
-            &s(&d.join("out")),
-            "--epochs",
-            "1",
-        ])
+        tinycnn(&train_args(
+            data,
+            &d.join("out"),
+            &["--preset", "fashion", "--epochs", "1"],
+        ))
     };
 
     assert_fails_with(&train(&d.join("missing")), &["does not exist", "class"]);
@@ -286,17 +268,11 @@ fn user_errors_exit_non_zero_with_advice() {
     std::fs::create_dir_all(d.join("empty/b")).unwrap();
     assert_fails_with(&train(&d.join("empty")), &["no usable images", "empty/b"]);
 
-    let out = tinycnn(&[
-        "train",
-        "--preset",
-        "fashion",
-        "--data",
-        &s(&d.join("empty")),
-        "--out",
-        "x",
-        "--augment",
-        "mixup",
-    ]);
+    let out = tinycnn(&train_args(
+        &d.join("empty"),
+        Path::new("x"),
+        &["--preset", "fashion", "--augment", "mixup"],
+    ));
     assert_fails_with(&out, &["unknown augmentation"]);
 
     // Evaluation data whose classes differ from the model's.
@@ -352,19 +328,11 @@ fn tutorial_preset_trains_on_rgb_images() {
         }
     }
     let run = dir.path().join("run");
-    let out = tinycnn(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--lr",
-        "1e-3",
-        "--batch",
-        "8",
-    ]);
+    let out = tinycnn(&train_args(
+        &data,
+        &run,
+        &["--epochs", "3", "--lr", "1e-3", "--batch", "8"],
+    ));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let meta = tinycnn_host::train::checkpoint::read_meta(&run.join("best.ot")).unwrap();

@@ -13,7 +13,7 @@ use tinycnn::ExitCode;
 use tinycnn::{Arch, Model};
 use tinycnn_runtime::firmware::{self, FirmwareError, QemuBoard};
 use tinycnn_tests::firmware_fixtures::{
-    build_firmware, random_model_file, random_model_file_bits, trained_fashion_model,
+    build_and_run, build_firmware, random_model_file, random_model_file_bits, trained_fashion_model,
 };
 use tinycnn_tests::fixtures::{fashion_small, scratch_dir};
 
@@ -66,17 +66,7 @@ fn run_model_on(
         "only {} frames from the test subset",
         frames.len()
     );
-    let firmware_dir = firmware::FirmwareOptions::default_firmware_dir();
-    let elf = firmware::build_board(&firmware_dir, &model_path, &dir, board.name())?;
-    let report = firmware::run_frames(
-        board,
-        &elf,
-        &model,
-        blob.len() as u64,
-        &frames,
-        &dir,
-        QEMU_TIMEOUT,
-    )?;
+    let report = build_and_run(board, &model_path, &model, &frames, &dir, QEMU_TIMEOUT)?;
     assert_eq!(report.board, board.name());
     for check in &report.per_frame {
         assert!(

@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use tinycnn::{Arch, Filters, Model};
-use tinycnn_host::check::int_sim;
 use tinycnn_host::export::{export, onnx};
 use tinycnn_host::quant::{calibrate, float_params, int8_inputs, params_of, shared_logits};
-use tinycnn_runtime::firmware::{self, CameraFrame, QemuBoard};
-use tinycnn_runtime::tract::{requantize_logits, TractModel};
+use tinycnn_runtime::firmware::{CameraFrame, QemuBoard};
+use tinycnn_tests::firmware_fixtures::build_and_run;
 use tinycnn_tests::fixtures::scratch_dir;
-use tinycnn_tests::onnx_fixtures::{random_net, synthetic_dataset};
+use tinycnn_tests::onnx_fixtures::{
+    assert_int_sim_bit_exact, assert_qdq_logits_within, random_net, synthetic_dataset,
+    tract_qdq_logits,
+};
 
 const FOUR_BLOCKS: Arch = Arch {
     filters: Filters::of([16, 32, 32, 64]),
@@ -40,30 +42,13 @@ fn four_block_tutorial_model_passes_the_whole_chain() {
     let shared = shared_logits(&shared_model, &data);
     let classes = arch.classes as usize;
 
-    let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
-    assert_eq!(sim.mismatched_logits, 0, "{:?}", sim.first_mismatch);
-    assert!(
-        sim.first_mismatch.is_none(),
-        "{}",
-        sim.first_mismatch.unwrap()
-    );
+    assert_int_sim_bit_exact(&model, &data, "4-block");
 
     let qdq = onnx::to_bytes(&onnx::qdq_model(&model));
-    let tract = TractModel::from_bytes(&qdq, arch, 8, "4-block QDQ")
-        .unwrap()
-        .run_u8_hwc(&data.pixels)
-        .unwrap();
-    let tract = requantize_logits(&tract, model.layers[arch.logits_layer().index].output);
+    let tract = tract_qdq_logits(&model, &qdq, &data, 8);
     // tract requantizes in float (round half to even) where `shared` uses TFLite's fixed
     // point: each layer may differ by 1 LSB, and over six layers a logit may drift by 2.
-    for (i, (a, b)) in tract.iter().zip(&shared).enumerate() {
-        assert!(
-            (*a as i32 - *b as i32).abs() <= 2,
-            "image {}, index {}: tract QDQ {a} vs shared {b}",
-            i / classes,
-            i % classes
-        );
-    }
+    assert_qdq_logits_within(&tract, &shared, classes, 2, "4-block");
 
     let mut stream = vec![0i8; arch.stream_scratch_len()];
     let mut acc = vec![0i32; arch.stream_acc_len()];
@@ -90,14 +75,10 @@ fn four_block_tutorial_model_passes_the_whole_chain() {
             bytes: data.image(i).to_vec(),
         })
         .collect();
-    let firmware_dir = firmware::FirmwareOptions::default_firmware_dir();
-    let board = QemuBoard::default();
-    let elf = firmware::build_board(&firmware_dir, &model_path, &dir, board.name()).unwrap();
-    let report = firmware::run_frames(
-        board,
-        &elf,
+    let report = build_and_run(
+        QemuBoard::default(),
+        &model_path,
         &shared_model,
-        blob.len() as u64,
         &frames,
         &dir,
         Duration::from_secs(300),

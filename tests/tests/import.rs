@@ -9,7 +9,7 @@ use std::path::Path;
 
 use prost::Message;
 use tinycnn::Arch;
-use tinycnn_host::export::onnx::float_model;
+use tinycnn_host::export::onnx::{attr_ints, float_model, node};
 use tinycnn_host::import::{import_command, ImportArgs};
 use tinycnn_host::quant::float_params;
 use tinycnn_tests::fixtures::{assert_fails_with, fashion_small, scratch_dir, tinycnn};
@@ -31,26 +31,6 @@ fn pytorch_style(data: &Path) -> pb::ModelProto {
     let bytes =
         tinycnn_host::export::onnx::to_bytes(&float_model(&float_params(&net, &labels(data))));
     pb::ModelProto::decode(bytes.as_slice()).unwrap()
-}
-
-fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![name.into()],
-        attribute: attrs,
-        ..Default::default()
-    }
 }
 
 fn f32s(t: &pb::TensorProto) -> Vec<f32> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tinycnn_tests::fixtures::{copy_subset, fashion_small, scratch_dir, text, tinycnn};
+use tinycnn_tests::fixtures::{copy_subset, fashion_small, scratch_dir, text, tinycnn, train_args};
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -13,13 +13,8 @@ fn read_json(path: &Path) -> Value {
 /// Trains 2 epochs on `data` into `out` with `extra` options; returns stdout.
 fn train(data: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![
-        "train",
         "--preset",
         "fashion",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
         "--epochs",
         "2",
         "--lr",
@@ -34,7 +29,7 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> String {
         "flip,crop=0.1",
     ];
     args.extend_from_slice(extra);
-    let output = tinycnn(&args);
+    let output = tinycnn(&train_args(data, out, &args));
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),

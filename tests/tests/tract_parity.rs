@@ -7,7 +7,10 @@ use tinycnn_host::export::export;
 use tinycnn_host::export::onnx;
 use tinycnn_host::quant::{calibrate, float_logits, float_params, int8_inputs, shared_logits};
 use tinycnn_runtime::tract::TractModel;
-use tinycnn_tests::onnx_fixtures::{random_net, synthetic_dataset};
+use tinycnn_tests::onnx_fixtures::{
+    assert_int_sim_bit_exact, assert_qdq_logits_within, random_net, synthetic_dataset,
+    tract_qdq_logits,
+};
 
 const ARCHES: [Arch; 2] = [
     Arch::fashion(),
@@ -60,37 +63,13 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         let spread = *shared.iter().max().unwrap() as i32 - *shared.iter().min().unwrap() as i32;
         assert!(spread > 20, "arch {k}: int8 logits barely vary ({spread})");
 
-        let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
-        assert_eq!(
-            sim.mismatched_logits, 0,
-            "arch {k}: {:?}",
-            sim.first_mismatch
-        );
-        assert!(
-            sim.first_mismatch.is_none(),
-            "arch {k}: {}",
-            sim.first_mismatch.unwrap()
-        );
+        assert_int_sim_bit_exact(&model, &data, &format!("arch {k}"));
 
         let qdq = onnx::to_bytes(&onnx::qdq_model(&model));
         let (meta_arch, meta_labels) = tinycnn_runtime::tract::read_metadata(&qdq, "qdq").unwrap();
         assert_eq!((meta_arch, &meta_labels), (*arch, &labels));
-        let tract_qdq = TractModel::from_bytes(&qdq, *arch, 16, "qdq")
-            .unwrap()
-            .run_u8_hwc(&data.pixels)
-            .unwrap();
-        let tract_q = tinycnn_runtime::tract::requantize_logits(
-            &tract_qdq,
-            model.layers[arch.logits_layer().index].output,
-        );
-        for (i, (a, b)) in tract_q.iter().zip(&shared).enumerate() {
-            assert!(
-                (*a as i32 - *b as i32).abs() <= 1,
-                "arch {k}: image {}, layer fc2, index {}: tract QDQ {a} vs shared {b}",
-                i / classes,
-                i % classes
-            );
-        }
+        let tract_q = tract_qdq_logits(&model, &qdq, &data, 16);
+        assert_qdq_logits_within(&tract_q, &shared, classes, 1, &format!("arch {k}, fc2"));
     }
 }
 
@@ -99,13 +78,7 @@ fn int_sim_matches_shared_on_random_blobs() {
     for (k, arch) in ARCHES.iter().enumerate() {
         let model = tinycnn::OwnedModel::random(*arch, 3 + k as u64);
         let data = synthetic_dataset(arch, 8, 5);
-        let sim = int_sim::compare_with_shared(&model, &int8_inputs(&data)).unwrap();
-        assert!(
-            sim.first_mismatch.is_none(),
-            "arch {k}: {}",
-            sim.first_mismatch.unwrap()
-        );
-        assert_eq!(sim.mismatched_logits, 0);
+        assert_int_sim_bit_exact(&model, &data, &format!("arch {k}"));
     }
 }
 

@@ -56,6 +56,13 @@ impl Context {
         self.command("cargo")
     }
 
+    /// Cargo in `firmware/`, its own workspace (it builds for thumbv7em-none-eabihf by default).
+    pub fn firmware_cargo(&self) -> Command {
+        let mut cargo = self.cargo();
+        cargo.current_dir(self.path("firmware"));
+        cargo
+    }
+
     /// LIBTORCH when the user set it to something other than the project's `.libtorch`.
     pub fn user_libtorch(&self) -> Option<PathBuf> {
         let value = PathBuf::from(std::env::var_os("LIBTORCH")?);

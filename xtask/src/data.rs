@@ -207,6 +207,22 @@ fn be_u32(bytes: &[u8], offset: usize) -> u32 {
     ])
 }
 
+/// The item count of an IDX u8 `kind` file, after checking that `bytes` holds its
+/// `header_len`-byte header and that the header starts with `magic`.
+fn idx_count(bytes: &[u8], kind: &str, header_len: usize, magic: u32) -> Result<usize> {
+    ensure!(
+        bytes.len() >= header_len,
+        "{} bytes is too short for an IDX {kind} header ({header_len} bytes)",
+        bytes.len()
+    );
+    let found = be_u32(bytes, 0);
+    ensure!(
+        found == magic,
+        "magic number {found:#010x} is not an IDX u8 {kind} file ({magic:#010x})"
+    );
+    Ok(be_u32(bytes, 4) as usize)
+}
+
 /// An IDX3 image file: `count` row-major `rows x cols` u8 images, 0 = background.
 struct Images {
     count: usize,
@@ -217,17 +233,7 @@ struct Images {
 
 impl Images {
     fn parse(bytes: &[u8]) -> Result<Images> {
-        ensure!(
-            bytes.len() >= 16,
-            "{} bytes is too short for an IDX image header (16 bytes)",
-            bytes.len()
-        );
-        let magic = be_u32(bytes, 0);
-        ensure!(
-            magic == IMAGES_MAGIC,
-            "magic number {magic:#010x} is not an IDX u8 image file ({IMAGES_MAGIC:#010x})"
-        );
-        let count = be_u32(bytes, 4) as usize;
+        let count = idx_count(bytes, "image", 16, IMAGES_MAGIC)?;
         let (rows, cols) = (be_u32(bytes, 8), be_u32(bytes, 12));
         ensure!(
             (1..=4096).contains(&rows) && (1..=4096).contains(&cols),
@@ -258,17 +264,7 @@ impl Images {
 
 /// An IDX1 label file; every label is a valid index into [`FASHION_MNIST_CLASSES`].
 fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>> {
-    ensure!(
-        bytes.len() >= 8,
-        "{} bytes is too short for an IDX label header (8 bytes)",
-        bytes.len()
-    );
-    let magic = be_u32(bytes, 0);
-    ensure!(
-        magic == LABELS_MAGIC,
-        "magic number {magic:#010x} is not an IDX u8 label file ({LABELS_MAGIC:#010x})"
-    );
-    let count = be_u32(bytes, 4) as usize;
+    let count = idx_count(bytes, "label", 8, LABELS_MAGIC)?;
     ensure!(
         bytes.len() - 8 == count,
         "the header says {count} labels but the file has {} (truncated or damaged)",

@@ -149,18 +149,7 @@ pub fn test(ctx: &Context) -> Result<()> {
         ]))
     })?;
     ctx.step("shared for thumbv7em-none-eabihf", || {
-        cmd::run(
-            ctx.cargo()
-                .args([
-                    "build",
-                    "-p",
-                    "tinycnn",
-                    "--target",
-                    "thumbv7em-none-eabihf",
-                    "--release",
-                ])
-                .env("RUSTFLAGS", "-Dwarnings"),
-        )
+        build_shared_for(ctx, "thumbv7em-none-eabihf", &[])
     })?;
     portability(ctx)?;
     firmware_lints(ctx)?;
@@ -206,11 +195,13 @@ pub fn test(ctx: &Context) -> Result<()> {
             );
         }
         // The firmware workspace builds for thumbv7em by default; the driver tests run on the host.
-        let (passed, failed) = cmd::run_tests(
-            ctx.cargo()
-                .args(["test", "-p", "tinycnn-camera", "--target", &host_triple()?])
-                .current_dir(firmware),
-        )?;
+        let (passed, failed) = cmd::run_tests(ctx.firmware_cargo().args([
+            "test",
+            "-p",
+            "tinycnn-camera",
+            "--target",
+            &host_triple()?,
+        ]))?;
         totals = (totals.0 + passed, totals.1 + failed);
         Ok(())
     })?;
@@ -235,28 +226,22 @@ pub const PORTABLE_TARGETS: [&str; 3] = [
 fn portability(ctx: &Context) -> Result<()> {
     for target in PORTABLE_TARGETS {
         ctx.step(&format!("shared for {target}"), || {
-            cmd::run(
-                ctx.cargo()
-                    .args(["build", "-p", "tinycnn", "--release", "--target", target])
-                    .env("RUSTFLAGS", "-Dwarnings"),
-            )
+            build_shared_for(ctx, target, &[])
         })?;
     }
     ctx.step("shared for thumbv7em-none-eabihf, portable kernels", || {
-        cmd::run(
-            ctx.cargo()
-                .args([
-                    "build",
-                    "-p",
-                    "tinycnn",
-                    "--release",
-                    "--features",
-                    "portable",
-                ])
-                .args(["--target", "thumbv7em-none-eabihf"])
-                .env("RUSTFLAGS", "-Dwarnings"),
-        )
+        build_shared_for(ctx, "thumbv7em-none-eabihf", &["--features", "portable"])
     })
+}
+
+/// `shared` (release) for the no_std `target`, with `extra` cargo arguments, warnings denied.
+fn build_shared_for(ctx: &Context, target: &str, extra: &[&str]) -> Result<()> {
+    cmd::run(
+        ctx.cargo()
+            .args(["build", "-p", "tinycnn", "--release", "--target", target])
+            .args(extra)
+            .env("RUSTFLAGS", "-Dwarnings"),
+    )
 }
 
 /// QEMU boards the on-target kernel suite runs on: (machine, CPU).
@@ -265,8 +250,6 @@ const KERNEL_SUITE_BOARDS: [(&str, &str); 2] =
 /// A hung QEMU (a fault loop) ends after this long; the suite takes about a second.
 const KERNEL_SUITE_TIMEOUT_S: &str = "300";
 
-/// The on-target kernel suite (`firmware/kernel-tests`: DSP vs portable vs reference kernels)
-/// in QEMU on each of [`KERNEL_SUITE_BOARDS`]; returns its (passed, failed) cases, summed.
 /// Each firmware build the lints cover: the boards' binaries and their features (the STM32 board
 /// with each camera sensor), and the model-free kernel suite.
 const FIRMWARE_BUILDS: [&[&str]; 5] = [
@@ -298,13 +281,8 @@ const FIRMWARE_BUILDS: [&[&str]; 5] = [
 /// `cargo fmt --check` and `cargo clippy -D warnings` on the firmware workspace, every board,
 /// with a random `fashion` model embedded (the boards need one to build).
 fn firmware_lints(ctx: &Context) -> Result<()> {
-    let firmware = ctx.path("firmware");
     ctx.step("firmware: fmt", || {
-        cmd::run(
-            ctx.cargo()
-                .args(["fmt", "--all", "--", "--check"])
-                .current_dir(&firmware),
-        )
+        cmd::run(ctx.firmware_cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
     let model = ctx.path("target/lint-model.tcnn");
     ctx.step("firmware: clippy, every board", || {
@@ -316,25 +294,25 @@ fn firmware_lints(ctx: &Context) -> Result<()> {
         )?;
         for build in FIRMWARE_BUILDS {
             cmd::run(
-                ctx.cargo()
+                ctx.firmware_cargo()
                     .args(["clippy", "--release"])
                     .args(build)
                     .args(["--", "-D", "warnings"])
-                    .env("TINYCNN_MODEL", &model)
-                    .current_dir(&firmware),
+                    .env("TINYCNN_MODEL", &model),
             )?;
         }
         Ok(())
     })
 }
 
+/// The on-target kernel suite (`firmware/kernel-tests`: DSP vs portable vs reference kernels)
+/// in QEMU on each of [`KERNEL_SUITE_BOARDS`]; returns its (passed, failed) cases, summed.
 fn kernel_suite(ctx: &Context) -> Result<(u64, u64)> {
     let firmware = ctx.path("firmware");
     ctx.step("firmware: build the kernel suite", || {
         cmd::run(
-            ctx.cargo()
-                .args(["build", "--release", "-p", "tinycnn-kernel-tests"])
-                .current_dir(&firmware),
+            ctx.firmware_cargo()
+                .args(["build", "--release", "-p", "tinycnn-kernel-tests"]),
         )
     })?;
     let elf = firmware.join("target/thumbv7em-none-eabihf/release/kernel-tests");

@@ -42,17 +42,25 @@ pub fn run_all(ctx: &Context) -> Result<()> {
     })
 }
 
+/// Whether the user's own LIBTORCH makes the project's libtorch, and so `what`, unneeded; says so.
+fn user_libtorch_skips(ctx: &Context, what: &str) -> bool {
+    let Some(libtorch) = ctx.user_libtorch() else {
+        return false;
+    };
+    println!(
+        "LIBTORCH={} is set, so the build uses it; skipping {what}",
+        libtorch.display()
+    );
+    true
+}
+
 fn torch_version(python: &Path) -> Option<String> {
     cmd::probe(Command::new(python).args(["-c", "import torch; print(torch.__version__)"]))
         .map(|version| version.trim().to_owned())
 }
 
 fn venv_with_torch(ctx: &Context) -> Result<()> {
-    if let Some(libtorch) = ctx.user_libtorch() {
-        println!(
-            "LIBTORCH={} is set, so the build uses it; skipping the project venv",
-            libtorch.display()
-        );
+    if user_libtorch_skips(ctx, "the project venv") {
         return Ok(());
     }
     let python = ctx.path(VENV).join("bin/python");
@@ -63,26 +71,13 @@ fn venv_with_torch(ctx: &Context) -> Result<()> {
         }
         println!("{VENV} has torch {version}, tch needs {TORCH_VERSION}; installing it");
     }
-    let has_pip = || cmd::probe(Command::new(&python).args(["-m", "pip", "--version"])).is_some();
-    if !has_pip() {
-        create_venv(ctx)?;
-        if !has_pip() {
-            bail!(
-                "{VENV} was created but has no pip; remove {} and run `cargo xtask setup` again",
-                ctx.path(VENV).display()
-            );
-        }
-    }
-    println!("installing torch=={TORCH_VERSION} into {VENV} (about 2 minutes and 4.7 GB)");
-    cmd::run(ctx.command(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--progress-bar",
-        "off",
+    pip_install(
+        ctx,
+        &python,
         &format!("torch=={TORCH_VERSION}"),
-    ]))
-    .context("installing torch into the project venv failed; check the network and free disk space (4.7 GB)")?;
+        "about 2 minutes and 4.7 GB",
+        "installing torch into the project venv failed; check the network and free disk space (4.7 GB)",
+    )?;
     match torch_version(&python) {
         Some(version) if version.starts_with(TORCH_VERSION) => {
             println!("{VENV} now has torch {version}");
@@ -113,7 +108,34 @@ fn venv_with_litert(ctx: &Context) -> Result<()> {
             "{VENV} has ai-edge-litert {version}, the tests pin {LITERT_VERSION}; installing it"
         );
     }
-    let has_pip = || cmd::probe(Command::new(&python).args(["-m", "pip", "--version"])).is_some();
+    pip_install(
+        ctx,
+        &python,
+        &format!("ai-edge-litert=={LITERT_VERSION}"),
+        "about 30 s and 150 MB",
+        "installing ai-edge-litert into the project venv failed; check the network",
+    )?;
+    match litert_version(&python) {
+        Some(version) if version == LITERT_VERSION => {
+            println!("{VENV} now has ai-edge-litert {version}");
+            Ok(())
+        }
+        Some(version) => bail!("{VENV} has ai-edge-litert {version} after installing {LITERT_VERSION}; remove {VENV} and run `cargo xtask setup` again"),
+        None => bail!("`import ai_edge_litert` fails in {VENV} after installing it; remove {VENV} and run `cargo xtask setup` again"),
+    }
+}
+
+/// `pip install requirement` into the project venv whose interpreter is `python`, creating the
+/// venv first when it has no working pip. `size` tells the user what the download costs;
+/// `on_failure` says what to check when pip itself fails.
+fn pip_install(
+    ctx: &Context,
+    python: &Path,
+    requirement: &str,
+    size: &str,
+    on_failure: &'static str,
+) -> Result<()> {
+    let has_pip = || cmd::probe(Command::new(python).args(["-m", "pip", "--version"])).is_some();
     if !has_pip() {
         create_venv(ctx)?;
         if !has_pip() {
@@ -123,24 +145,16 @@ fn venv_with_litert(ctx: &Context) -> Result<()> {
             );
         }
     }
-    println!("installing ai-edge-litert=={LITERT_VERSION} into {VENV} (about 30 s and 150 MB)");
-    cmd::run(ctx.command(&python).args([
+    println!("installing {requirement} into {VENV} ({size})");
+    cmd::run(ctx.command(python).args([
         "-m",
         "pip",
         "install",
         "--progress-bar",
         "off",
-        &format!("ai-edge-litert=={LITERT_VERSION}"),
+        requirement,
     ]))
-    .context("installing ai-edge-litert into the project venv failed; check the network")?;
-    match litert_version(&python) {
-        Some(version) if version == LITERT_VERSION => {
-            println!("{VENV} now has ai-edge-litert {version}");
-            Ok(())
-        }
-        Some(version) => bail!("{VENV} has ai-edge-litert {version} after installing {LITERT_VERSION}; remove {VENV} and run `cargo xtask setup` again"),
-        None => bail!("`import ai_edge_litert` fails in {VENV} after installing it; remove {VENV} and run `cargo xtask setup` again"),
-    }
+    .context(on_failure)
 }
 
 /// `python3 -m venv`; on Debian and Ubuntu that needs the `python3-venv` package, installed here
@@ -186,11 +200,7 @@ fn venv_torch_dir(ctx: &Context) -> Result<PathBuf> {
 }
 
 fn libtorch_link(ctx: &Context) -> Result<()> {
-    if let Some(libtorch) = ctx.user_libtorch() {
-        println!(
-            "LIBTORCH={} is set, so the build uses it; skipping {LIBTORCH_LINK}",
-            libtorch.display()
-        );
+    if user_libtorch_skips(ctx, LIBTORCH_LINK) {
         return Ok(());
     }
     let target = venv_torch_dir(ctx)?;

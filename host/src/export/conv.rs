@@ -3,38 +3,14 @@
 
 /// Reorders OIHW conv weights to OHWI.
 pub fn weights_oihw_to_ohwi<T: Copy>(w: &[T], out: usize, cin: usize) -> Vec<T> {
-    assert_eq!(
-        w.len(),
-        out * cin * 9,
-        "conv weight length must be out * in * 9"
-    );
-    let mut r = Vec::with_capacity(w.len());
-    for o in 0..out {
-        for k in 0..9 {
-            for i in 0..cin {
-                r.push(w[(o * cin + i) * 9 + k]);
-            }
-        }
-    }
-    r
+    // Each output channel is a `[in][3*3]` matrix; OHWI is its transpose.
+    super::transpose_blocks(w, out, cin, 9, "conv weight length must be out * in * 9")
 }
 
 /// Reorders OHWI conv weights back to OIHW (the inverse of [`weights_oihw_to_ohwi`]).
 pub fn weights_ohwi_to_oihw<T: Copy>(w: &[T], out: usize, cin: usize) -> Vec<T> {
-    assert_eq!(
-        w.len(),
-        out * cin * 9,
-        "conv weight length must be out * in * 9"
-    );
-    let mut r = Vec::with_capacity(w.len());
-    for o in 0..out {
-        for i in 0..cin {
-            for k in 0..9 {
-                r.push(w[(o * 9 + k) * cin + i]);
-            }
-        }
-    }
-    r
+    // Each output channel is a `[3*3][in]` matrix; OIHW is its transpose.
+    super::transpose_blocks(w, out, 9, cin, "conv weight length must be out * in * 9")
 }
 
 #[cfg(test)]

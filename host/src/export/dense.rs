@@ -11,23 +11,14 @@ pub fn fc1_columns_nchw_to_hwc<T: Copy>(
     height: usize,
     width: usize,
 ) -> Vec<T> {
-    let len = channels * height * width;
-    assert_eq!(
-        w.len(),
-        out * len,
-        "fc1 weight length must be out * C * H * W"
-    );
-    let mut r = Vec::with_capacity(w.len());
-    for row in w.chunks_exact(len) {
-        for h in 0..height {
-            for x in 0..width {
-                for c in 0..channels {
-                    r.push(row[(c * height + h) * width + x]);
-                }
-            }
-        }
-    }
-    r
+    // Each output row is a `[C][H*W]` matrix; HWC order is its transpose.
+    super::transpose_blocks(
+        w,
+        out,
+        channels,
+        height * width,
+        "fc1 weight length must be out * C * H * W",
+    )
 }
 
 /// Permutes fc1's columns from HWC back to NCHW order (the inverse of [`fc1_columns_nchw_to_hwc`]).
@@ -38,23 +29,14 @@ pub fn fc1_columns_hwc_to_nchw<T: Copy>(
     height: usize,
     width: usize,
 ) -> Vec<T> {
-    let len = channels * height * width;
-    assert_eq!(
-        w.len(),
-        out * len,
-        "fc1 weight length must be out * C * H * W"
-    );
-    let mut r = Vec::with_capacity(w.len());
-    for row in w.chunks_exact(len) {
-        for c in 0..channels {
-            for h in 0..height {
-                for x in 0..width {
-                    r.push(row[(h * width + x) * channels + c]);
-                }
-            }
-        }
-    }
-    r
+    // Each output row is a `[H*W][C]` matrix; NCHW order is its transpose.
+    super::transpose_blocks(
+        w,
+        out,
+        height * width,
+        channels,
+        "fc1 weight length must be out * C * H * W",
+    )
 }
 
 #[cfg(test)]

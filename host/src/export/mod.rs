@@ -11,6 +11,30 @@ pub mod requant;
 use tinycnn::blob::{OwnedLayer, OwnedModel, QuantParams};
 use tinycnn::{Arch, LayerKind, LayerSpec};
 
+/// Transposes each of the `blocks` consecutive row-major `rows x cols` matrices in `w` to
+/// `cols x rows`: the one reordering behind every weight layout change (OIHW <-> OHWI per output
+/// channel, fc1's NCHW <-> HWC columns per output row).
+///
+/// Panics with `length_message` unless `w.len() == blocks * rows * cols`.
+pub(crate) fn transpose_blocks<T: Copy>(
+    w: &[T],
+    blocks: usize,
+    rows: usize,
+    cols: usize,
+    length_message: &str,
+) -> Vec<T> {
+    assert_eq!(w.len(), blocks * rows * cols, "{length_message}");
+    let mut r = Vec::with_capacity(w.len());
+    for block in w.chunks_exact((rows * cols).max(1)) {
+        for col in 0..cols {
+            for row in 0..rows {
+                r.push(block[row * cols + col]);
+            }
+        }
+    }
+    r
+}
+
 /// Why a float model could not be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -31,7 +31,8 @@ struct Graph {
     initializers: Vec<pb::TensorProto>,
 }
 
-fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
+/// The attribute `name` holding the integer list `ints`.
+pub fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -45,6 +46,23 @@ fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
         i,
+        ..Default::default()
+    }
+}
+
+/// The node `name` running `op` on `inputs`; its one output is named like the node.
+pub fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![name.into()],
+        attribute: attrs,
         ..Default::default()
     }
 }
@@ -130,14 +148,7 @@ impl Graph {
         inputs: &[&str],
         attrs: Vec<pb::AttributeProto>,
     ) -> String {
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name: name.clone(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![name.clone()],
-            attribute: attrs,
-            ..Default::default()
-        });
+        self.nodes.push(node(op, &name, inputs, attrs));
         name
     }
 

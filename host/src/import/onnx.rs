@@ -175,30 +175,39 @@ impl Reader {
         }
     }
 
-    fn value(&self, node: &pb::NodeProto, index: usize) -> Result<Value, OnnxImportError> {
+    /// Input `index` of `node`, looked up in `map` (the feature path or the constants);
+    /// `wrong` completes "input `NAME` ..." when it is not there.
+    fn input<T: Clone>(
+        map: &HashMap<String, T>,
+        node: &pb::NodeProto,
+        index: usize,
+        wrong: &str,
+    ) -> Result<T, OnnxImportError> {
         let name = node
             .input
             .get(index)
             .ok_or_else(|| Self::problem(node, format!("input {index} is missing")))?;
-        self.values.get(name).cloned().ok_or_else(|| {
-            Self::problem(
-                node,
-                format!("input `{name}` is not the feature path (a constant where an activation was expected)"),
-            )
-        })
+        map.get(name)
+            .cloned()
+            .ok_or_else(|| Self::problem(node, format!("input `{name}` {wrong}")))
+    }
+
+    fn value(&self, node: &pb::NodeProto, index: usize) -> Result<Value, OnnxImportError> {
+        Self::input(
+            &self.values,
+            node,
+            index,
+            "is not the feature path (a constant where an activation was expected)",
+        )
     }
 
     fn constant(&self, node: &pb::NodeProto, index: usize) -> Result<Constant, OnnxImportError> {
-        let name = node
-            .input
-            .get(index)
-            .ok_or_else(|| Self::problem(node, format!("input {index} is missing")))?;
-        self.constants.get(name).cloned().ok_or_else(|| {
-            Self::problem(
-                node,
-                format!("input `{name}` must be a float constant (an initializer)"),
-            )
-        })
+        Self::input(
+            &self.constants,
+            node,
+            index,
+            "must be a float constant (an initializer)",
+        )
     }
 
     fn set(&mut self, node: &pb::NodeProto, value: Value) -> Result<(), OnnxImportError> {

@@ -1,5 +1,5 @@
 //! Runs a firmware ELF in QEMU and reads its defmt log.
-use std::io::Read as _;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,22 +49,8 @@ pub fn run_qemu(
             error: source,
             hint: "install QEMU (Debian/Ubuntu: apt-get install qemu-system-arm)",
         })?;
-    let mut stdout_pipe = child.stdout.take();
-    let stdout_reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(pipe) = stdout_pipe.as_mut() {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        bytes
-    });
-    let mut stderr_pipe = child.stderr.take();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(pipe) = stderr_pipe.as_mut() {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    });
+    let stdout_reader = read_to_end_on_thread(child.stdout.take());
+    let stderr_reader = read_to_end_on_thread(child.stderr.take());
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -83,7 +69,7 @@ pub fn run_qemu(
             }
         }
     };
-    let stderr = stderr_reader.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned();
     let raw = stdout_reader.join().unwrap_or_default();
     let defmt_out = work_dir.join("defmt.out");
     std::fs::write(&defmt_out, &raw).map_err(|source| FirmwareError::Io {
@@ -116,6 +102,20 @@ pub fn run_qemu(
             },
         }),
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that a full pipe never blocks the child
+/// while the caller waits for it to exit. A read error ends the bytes early.
+fn read_to_end_on_thread(
+    pipe: Option<impl Read + Send + 'static>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// Decodes a defmt stream into its messages (one per log call), using the ELF's defmt table.
