@@ -2,7 +2,6 @@
 
 mod common;
 
-use common::fuzzing::{self, mutated, mutation, ErrorKind, Tally};
 use proptest::prelude::*;
 use tinycnn::arch::ArchError;
 use tinycnn::blob::{blob_len, blob_len_bits};
@@ -10,6 +9,7 @@ use tinycnn::{
     crc32, parse_weight_bits, Arch, EncodeError, Field, Filters, LoadError, Model, OwnedModel,
     WeightBits, Weights, FORMAT_VERSION, MAGIC,
 };
+use tinycnn_fuzzing::{self as fuzzing, mutated, mutation, Tally};
 
 /// A 5x6 RGB input, three conv blocks of `filters`, fc1 of `fc_width`, 3 classes.
 const fn small_arch(filters: [u16; 3], fc_width: u16) -> Arch {
@@ -286,25 +286,6 @@ fn fuzz_cases() -> u32 {
     }
 }
 
-impl ErrorKind for LoadError {
-    fn kind(&self) -> &'static str {
-        match self {
-            LoadError::BadMagic => "bad magic",
-            LoadError::UnsupportedVersion { .. } => "version",
-            LoadError::Truncated => "truncated",
-            LoadError::Malformed => "malformed",
-            LoadError::TrailingBytes { .. } => "trailing",
-            LoadError::CrcMismatch { .. } => "crc",
-            LoadError::Arch(_) => "arch",
-            LoadError::LabelCount { .. } => "labels",
-            LoadError::LayerCount { .. } => "layers",
-            LoadError::ShapeMismatch { .. } => "shape",
-            LoadError::OutOfRange { .. } => "range",
-            LoadError::PaddingNibble { .. } => "padding",
-        }
-    }
-}
-
 /// Random bytes, with and without a valid header and CRC: an error, never a panic.
 #[test]
 fn fuzz_random_bytes() {
@@ -338,11 +319,7 @@ fn fuzz_random_bytes() {
 fn fuzz_mutated_blobs() {
     let tally = fuzz_mutations("fuzz_mutated_blobs", &small_blob());
     // The recomputed-CRC half must reach the semantic checks, not stop at the CRC.
-    assert!(
-        tally.errors.get("shape").copied().unwrap_or(0)
-            + tally.errors.get("range").copied().unwrap_or(0)
-            > 0
-    );
+    assert!(tally.count("ShapeMismatch") + tally.count("OutOfRange") > 0);
 }
 
 /// [`fuzz_mutated_blobs`] on an int4 blob (mixed widths, every int4 layer with a padding
@@ -350,11 +327,8 @@ fn fuzz_mutated_blobs() {
 #[test]
 fn fuzz_mutated_int4_blobs() {
     let tally = fuzz_mutations("fuzz_mutated_int4_blobs", &int4_blob());
-    for kind in ["padding", "range", "shape"] {
-        assert!(
-            tally.errors.get(kind).copied().unwrap_or(0) > 0,
-            "no {kind} errors: {tally:?}"
-        );
+    for kind in ["PaddingNibble", "OutOfRange", "ShapeMismatch"] {
+        assert!(tally.count(kind) > 0, "no {kind} errors: {tally:?}");
     }
 }
 

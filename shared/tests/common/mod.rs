@@ -3,8 +3,6 @@
 //! Each binary uses a part of it.
 #![allow(dead_code)]
 
-pub mod fuzzing;
-
 use proptest::prelude::*;
 use std::ops::{Range, RangeInclusive};
 use tinycnn::arch::MAX_PRODUCT;
