@@ -2,39 +2,34 @@
 //! front of fc1 differs: tch flattens the pooled `[C, H, W]` tensor (index `c*H*W + h*W + w`),
 //! `shared` flattens HWC (index `h*W*C + w*C + c`). fc1's columns are permuted accordingly.
 
-/// Permutes fc1's columns from tch's NCHW flatten order to `shared`'s HWC order.
-/// `w` is `[out][channels*height*width]`.
-pub fn fc1_columns_nchw_to_hwc<T: Copy>(
-    w: &[T],
-    out: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
-) -> Vec<T> {
-    // Each output row is a `[C][H*W]` matrix; HWC order is its transpose.
-    super::transpose_blocks(
-        w,
-        out,
-        channels,
-        height * width,
-        "fc1 weight length must be out * C * H * W",
-    )
+/// The order in which fc1's input map is flattened: tch's NCHW or `shared`'s HWC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlattenOrder {
+    Nchw,
+    Hwc,
 }
 
-/// Permutes fc1's columns from HWC back to NCHW order (the inverse of [`fc1_columns_nchw_to_hwc`]).
-pub fn fc1_columns_hwc_to_nchw<T: Copy>(
+/// Permutes fc1's columns from the `from` flatten order to the other one (NCHW to HWC on export,
+/// HWC back to NCHW for ONNX). `w` is `[out][H*W*C]`; `input_hwc` is fc1's input map
+/// (`LayerSpec::input_hwc`).
+pub fn fc1_columns<T: Copy>(
     w: &[T],
     out: usize,
-    channels: usize,
-    height: usize,
-    width: usize,
+    input_hwc: (usize, usize, usize),
+    from: FlattenOrder,
 ) -> Vec<T> {
-    // Each output row is a `[H*W][C]` matrix; NCHW order is its transpose.
+    let (height, width, channels) = input_hwc;
+    // Each output row is a `[C][H*W]` matrix in NCHW order and a `[H*W][C]` one in HWC order:
+    // either is the other's transpose.
+    let (rows, cols) = match from {
+        FlattenOrder::Nchw => (channels, height * width),
+        FlattenOrder::Hwc => (height * width, channels),
+    };
     super::transpose_blocks(
         w,
         out,
-        height * width,
-        channels,
+        rows,
+        cols,
         "fc1 weight length must be out * C * H * W",
     )
 }
@@ -60,7 +55,7 @@ mod tests {
                 }
             }
         }
-        let permuted = fc1_columns_nchw_to_hwc(&weights, out, c, h, w);
+        let permuted = fc1_columns(&weights, out, (h, w, c), FlattenOrder::Nchw);
         for o in 0..out {
             let len = c * h * w;
             let nchw: i64 = weights[o * len..][..len]
@@ -75,14 +70,17 @@ mod tests {
                 .sum();
             assert_eq!(nchw, hwc, "output {o}");
         }
-        assert_eq!(fc1_columns_hwc_to_nchw(&permuted, out, c, h, w), weights);
+        assert_eq!(
+            fc1_columns(&permuted, out, (h, w, c), FlattenOrder::Hwc),
+            weights
+        );
     }
 
     #[test]
     fn known_column_lands_where_expected() {
         // One output, C=2, H=1, W=2: NCHW order is [c0w0, c0w1, c1w0, c1w1], HWC is [c0w0, c1w0, c0w1, c1w1].
         assert_eq!(
-            fc1_columns_nchw_to_hwc(&[10, 11, 20, 21], 1, 2, 1, 2),
+            fc1_columns(&[10, 11, 20, 21], 1, (1, 2, 2), FlattenOrder::Nchw),
             vec![10, 20, 11, 21]
         );
     }

@@ -145,8 +145,8 @@ pub fn tch_to_blob_weights(spec: &LayerSpec, weight: &[f32]) -> Vec<f32> {
         (LayerKind::ConvBlock(s), _) => {
             conv::weights_oihw_to_ohwi(weight, s.out_channels, s.in_channels)
         }
-        (LayerKind::Dense, Some((h, w, c))) => {
-            dense::fc1_columns_nchw_to_hwc(weight, spec.outputs, c, h, w)
+        (LayerKind::Dense, Some(hwc)) => {
+            dense::fc1_columns(weight, spec.outputs, hwc, dense::FlattenOrder::Nchw)
         }
         (LayerKind::Dense, None) => weight.to_vec(),
     }

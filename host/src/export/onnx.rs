@@ -96,49 +96,40 @@ fn value_info(
     }
 }
 
+/// An element type of ONNX initializers: its tensor data type and its little-endian bytes.
+trait Element: Copy {
+    const DATA_TYPE: pb::tensor_proto::DataType;
+    fn push_le_bytes(self, raw: &mut Vec<u8>);
+}
+
+macro_rules! element {
+    ($($t:ty => $data_type:ident),*) => {$(
+        impl Element for $t {
+            const DATA_TYPE: pb::tensor_proto::DataType = pb::tensor_proto::DataType::$data_type;
+            fn push_le_bytes(self, raw: &mut Vec<u8>) {
+                raw.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+element!(f32 => Float, i8 => Int8, i32 => Int32);
+
 impl Graph {
-    fn tensor(
-        &mut self,
-        name: String,
-        data_type: pb::tensor_proto::DataType,
-        dims: &[usize],
-        raw: Vec<u8>,
-    ) -> String {
+    /// Adds the initializer `name` of shape `dims` holding `v`; returns its name.
+    fn initializer<T: Element>(&mut self, name: String, dims: &[usize], v: &[T]) -> String {
+        let mut raw = Vec::with_capacity(std::mem::size_of_val(v));
+        for &x in v {
+            x.push_le_bytes(&mut raw);
+        }
         self.initializers.push(pb::TensorProto {
             name: name.clone(),
-            data_type: data_type as i32,
+            data_type: T::DATA_TYPE as i32,
             dims: dims.iter().map(|&d| d as i64).collect(),
             raw_data: raw,
             ..Default::default()
         });
         name
-    }
-
-    fn f32s(&mut self, name: String, dims: &[usize], v: &[f32]) -> String {
-        self.tensor(
-            name,
-            pb::tensor_proto::DataType::Float,
-            dims,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        )
-    }
-
-    fn i8s(&mut self, name: String, dims: &[usize], v: &[i8]) -> String {
-        self.tensor(
-            name,
-            pb::tensor_proto::DataType::Int8,
-            dims,
-            v.iter().map(|&x| x as u8).collect(),
-        )
-    }
-
-    fn i32s(&mut self, name: String, dims: &[usize], v: &[i32]) -> String {
-        self.tensor(
-            name,
-            pb::tensor_proto::DataType::Int32,
-            dims,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        )
     }
 
     fn node(
@@ -263,11 +254,11 @@ pub fn float_model(float: &FloatParams) -> pb::ModelProto {
     for (spec, layer) in arch.layers().zip(&float.layers) {
         let name = spec.name;
         let out = spec.outputs;
-        let bias = g.f32s(format!("{name}.bias"), &[out], &layer.bias);
+        let bias = g.initializer(format!("{name}.bias"), &[out], &layer.bias);
         match spec.kind {
             LayerKind::ConvBlock(s) => {
                 let dims = [out, s.in_channels, 3, 3];
-                let w = g.f32s(format!("{name}.weight"), &dims, &layer.weight);
+                let w = g.initializer(format!("{name}.weight"), &dims, &layer.weight);
                 x = g.conv_block(name, &x, &w, &bias, (s.height, s.width));
             }
             LayerKind::Dense => {
@@ -275,7 +266,7 @@ pub fn float_model(float: &FloatParams) -> pb::ModelProto {
                     x = g.flatten(&x);
                 }
                 let dims = [out, spec.fan_in];
-                let w = g.f32s(format!("{name}.weight"), &dims, &layer.weight);
+                let w = g.initializer(format!("{name}.weight"), &dims, &layer.weight);
                 x = g.gemm(name, &x, &w, &bias);
                 if spec.relu {
                     x = g.node("Relu", format!("{name}.relu"), &[&x], vec![]);
@@ -300,7 +291,7 @@ fn onnx_weights(spec: &LayerSpec, weights: &[i8]) -> (Vec<i8>, Vec<usize>) {
         (LayerKind::Dense, map) => {
             let n = spec.fan_in;
             let rows = match map {
-                Some((h, w, c)) => dense::fc1_columns_hwc_to_nchw(weights, out, c, h, w),
+                Some(hwc) => dense::fc1_columns(weights, out, hwc, dense::FlattenOrder::Hwc),
                 None => weights.to_vec(),
             };
             let transposed = (0..n)
@@ -316,8 +307,8 @@ fn onnx_weights(spec: &LayerSpec, weights: &[i8]) -> (Vec<i8>, Vec<usize>) {
 pub fn qdq_model(model: &OwnedModel) -> pb::ModelProto {
     let arch = model.arch;
     let mut g = Graph::default();
-    let s_in = g.f32s("input.scale".into(), &[], &[model.input.scale]);
-    let z_in = g.i8s("input.zero_point".into(), &[], &[model.input.zero_point]);
+    let s_in = g.initializer("input.scale".into(), &[], &[model.input.scale]);
+    let z_in = g.initializer("input.zero_point".into(), &[], &[model.input.zero_point]);
     let mut x = g.node(
         "QuantizeLinear",
         "input.q".into(),
@@ -353,9 +344,9 @@ impl Graph {
         let name = spec.name;
         let out = spec.outputs;
         let (weights, wdims) = onnx_weights(spec, &layer.weights);
-        let xz = g.i8s(format!("{name}.x_zero_point"), &[], &[input.zero_point]);
-        let wz = g.i8s(format!("{name}.weight_zero_point"), &[], &[0]);
-        let wq = g.i8s(format!("{name}.weight_q"), &wdims, &weights);
+        let xz = g.initializer(format!("{name}.x_zero_point"), &[], &[input.zero_point]);
+        let wz = g.initializer(format!("{name}.weight_zero_point"), &[], &[0i8]);
+        let wq = g.initializer(format!("{name}.weight_q"), &wdims, &weights);
         let acc = match spec.kind {
             LayerKind::ConvBlock(_) => {
                 let acc = g.node(
@@ -367,7 +358,7 @@ impl Graph {
                         attr_ints("pads", &[1, 1, 1, 1]),
                     ],
                 );
-                let bq = g.i32s(format!("{name}.bias_q"), &[out, 1, 1], &layer.bias);
+                let bq = g.initializer(format!("{name}.bias_q"), &[out, 1, 1], &layer.bias);
                 g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
             }
             LayerKind::Dense => {
@@ -382,7 +373,7 @@ impl Graph {
                     &[&flat, &wq, &xz, &wz],
                     vec![],
                 );
-                let bq = g.i32s(format!("{name}.bias_q"), &[out], &layer.bias);
+                let bq = g.initializer(format!("{name}.bias_q"), &[out], &layer.bias);
                 g.node("Add", format!("{name}.bias_add"), &[&acc, &bq], vec![])
             }
         };
@@ -392,8 +383,9 @@ impl Graph {
             .iter()
             .map(|&s| (input.scale as f64 * s as f64) as f32)
             .collect();
-        let acc_zero_points = g.i32s(format!("{name}.acc_zero_point"), &[out], &vec![0; out]);
-        let acc_scale = g.f32s(format!("{name}.acc_scale"), &[out], &acc_scales);
+        let acc_zero_points =
+            g.initializer(format!("{name}.acc_zero_point"), &[out], &vec![0i32; out]);
+        let acc_scale = g.initializer(format!("{name}.acc_scale"), &[out], &acc_scales);
         let mut y = g.node(
             "DequantizeLinear",
             format!("{name}.dequantize"),
@@ -407,8 +399,8 @@ impl Graph {
             y = g.node("Relu", format!("{name}.relu"), &[&y], vec![]);
         }
         let q = layer.output;
-        let s_out = g.f32s(format!("{name}.out.scale"), &[], &[q.scale]);
-        let z_out = g.i8s(format!("{name}.out.zero_point"), &[], &[q.zero_point]);
+        let s_out = g.initializer(format!("{name}.out.scale"), &[], &[q.scale]);
+        let z_out = g.initializer(format!("{name}.out.zero_point"), &[], &[q.zero_point]);
         let mut x = g.node(
             "QuantizeLinear",
             format!("{name}.out.q"),
