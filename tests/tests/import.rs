@@ -11,7 +11,7 @@ use prost::Message;
 use tinycnn::Arch;
 use tinycnn_host::export::onnx::{attr_ints, float_model, node};
 use tinycnn_host::import::{import_command, ImportArgs};
-use tinycnn_host::quant::float_params;
+use tinycnn_host::quant::{float_params, PtqArgs};
 use tinycnn_tests::fixtures::{assert_fails_with, fashion_small, scratch_dir, tinycnn};
 use tinycnn_tests::onnx_fixtures::random_net;
 use tract_onnx::pb;
@@ -141,9 +141,11 @@ fn import(path: &Path, out: &Path, data: &Path) -> anyhow::Result<Vec<u8>> {
         model: path.to_path_buf(),
         out: out.to_path_buf(),
         calibrate: Some(data.join("train")),
-        calib_images: 200,
-        seed: 1,
-        weight_bits: "int8".into(),
+        ptq: PtqArgs {
+            calib_images: 200,
+            seed: 1,
+            weight_bits: "int8".into(),
+        },
     })
 }
 

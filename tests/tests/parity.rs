@@ -6,7 +6,7 @@
 //! (or `TINYCNN_FASHION_SMALL`).
 use clap::Parser;
 use tinycnn_host::check::parity::{self, ParityArgs};
-use tinycnn_host::quant::{self as qat, QuantizeArgs};
+use tinycnn_host::quant::{self as qat, PtqArgs, QuantizeArgs};
 use tinycnn_host::train::{self, TrainOptions};
 use tinycnn_tests::fixtures::fashion_small;
 
@@ -50,9 +50,11 @@ fn train_quantize_export_load_infer_agree() -> anyhow::Result<()> {
         freeze_epochs: 1,
         qat_lr: 1e-4,
         batch: 32,
-        calib_images: 500,
-        seed: 0,
-        weight_bits: "int8".into(),
+        ptq: PtqArgs {
+            calib_images: 500,
+            seed: 0,
+            weight_bits: "int8".into(),
+        },
         report: None,
     })?;
     // A model that learned something, so the comparisons below are not about noise.
@@ -149,9 +151,11 @@ fn imports_round_trip(run: &std::path::Path, data: &std::path::Path) -> anyhow::
         model: run.join(model),
         out: run.join(out),
         calibrate: calibrate.then(|| data.join("train")),
-        calib_images: 300,
-        seed: 5,
-        weight_bits: "int8".into(),
+        ptq: PtqArgs {
+            calib_images: 300,
+            seed: 5,
+            weight_bits: "int8".into(),
+        },
     };
     let blob = std::fs::read(run.join(qat::BLOB_FILE))?;
     let from_tflite = import_command(&args(qat::TFLITE_FILE, "from-tflite.tcnn", false))?;

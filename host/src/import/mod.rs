@@ -14,11 +14,15 @@ use tch::{nn, Device, Tensor};
 
 use crate::data::Dataset;
 use crate::export::FloatParams;
-use crate::quant::{calibration_indices, post_training_quantize};
+use crate::quant::{post_training_quantize, PtqArgs};
 use crate::train::model::Net;
 
 /// `tinycnn import`.
 #[derive(Clone, Debug, clap::Args)]
+#[command(
+    mut_arg("calib_images", |a| a.help("Images of --calibrate used for calibration (a seeded random subset)")),
+    mut_arg("weight_bits", |a| a.help("Weight bit width of a float model's layers, as `tinycnn quantize --weight-bits`")),
+)]
 pub struct ImportArgs {
     /// The model: an int8 `.tflite`, or a float `.onnx` (needs --calibrate).
     pub model: PathBuf,
@@ -29,14 +33,8 @@ pub struct ImportArgs {
     /// model's activation ranges.
     #[arg(long)]
     pub calibrate: Option<PathBuf>,
-    /// Images of --calibrate used for calibration (a seeded random subset).
-    #[arg(long, default_value_t = 2000)]
-    pub calib_images: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Weight bit width of a float model's layers, as `tinycnn quantize --weight-bits`.
-    #[arg(long, default_value = "int8")]
-    pub weight_bits: String,
+    #[command(flatten)]
+    pub ptq: PtqArgs,
 }
 
 /// Relative difference allowed between tract on the ONNX model and tch on the imported weights.
@@ -105,13 +103,11 @@ fn import_float_onnx(bytes: &[u8], args: &ImportArgs) -> anyhow::Result<Vec<u8>>
     };
     let arch = float.params.arch;
     let data = load_calibration(dir, &mut float.params)?;
-    float.params.weight_bits = tinycnn::parse_weight_bits(&arch, &args.weight_bits)
-        .with_context(|| format!("--weight-bits {:?}", args.weight_bits))?
-        .to_vec();
+    float.params.weight_bits = args.ptq.layer_weight_bits(&arch)?;
     let device = Device::cuda_if_available();
     let (_vs, net) = net_from_params(&float.params, device)?;
     check_against_tract(bytes, &float, &net, &data, device)?;
-    let calib = calibration_indices(data.len(), args.calib_images, args.seed);
+    let calib = args.ptq.calibration_indices(data.len());
     let (_, exported) = post_training_quantize(&net, &float.params.labels, &data, &calib, device)?;
     eprintln!(
         "calibrated on {} images; int8 accuracy on the calibration folder {:.2}%",

@@ -45,9 +45,23 @@ pub struct QuantizeArgs {
     pub qat_lr: f64,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    #[command(flatten)]
+    pub ptq: PtqArgs,
+    /// report.json to merge int8_test_accuracy, ptq_test_accuracy, blob_bytes and peak_ram_bytes
+    /// into (default: OUT/report.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// The post-training quantization options `tinycnn quantize` and `tinycnn import` share: the
+/// seeded calibration subset and the weight bit widths. `tinycnn import` words the help of
+/// `--calib-images` and `--weight-bits` for its own calibration folder.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PtqArgs {
     /// Training images used to calibrate the activation ranges (PTQ, and QAT's starting point).
     #[arg(long, default_value_t = 2000)]
     pub calib_images: usize,
+    // Seeds the calibration subset (and, in `tinycnn quantize`, QAT's shuffling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Weight bit width per layer: `int8` (default), `dense4` (fc1 and fc2 int4), `all4`, or
@@ -55,10 +69,23 @@ pub struct QuantizeArgs {
     /// weights halve the blob; the .tflite export takes int8 layers only.
     #[arg(long, default_value = "int8")]
     pub weight_bits: String,
-    /// report.json to merge int8_test_accuracy, ptq_test_accuracy, blob_bytes and peak_ram_bytes
-    /// into (default: OUT/report.json).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
+}
+
+impl PtqArgs {
+    /// `--weight-bits` for the layers of `arch`.
+    pub fn layer_weight_bits(
+        &self,
+        arch: &tinycnn::Arch,
+    ) -> anyhow::Result<Vec<tinycnn::WeightBits>> {
+        Ok(tinycnn::parse_weight_bits(arch, &self.weight_bits)
+            .with_context(|| format!("--weight-bits {:?}", self.weight_bits))?
+            .to_vec())
+    }
+
+    /// The calibration images among `len`: `--calib-images` of them, seeded by `--seed`.
+    pub fn calibration_indices(&self, len: usize) -> Vec<usize> {
+        calibration_indices(len, self.calib_images, self.seed)
+    }
 }
 
 /// File names inside the output folder.
@@ -270,9 +297,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let mut ckpt = checkpoint::load(&checkpoint_path, device)
         .with_context(|| format!("loading the float checkpoint {}", checkpoint_path.display()))?;
     let arch = ckpt.meta.arch;
-    ckpt.net.weight_bits = tinycnn::parse_weight_bits(&arch, &args.weight_bits)
-        .with_context(|| format!("--weight-bits {:?}", args.weight_bits))?
-        .to_vec();
+    ckpt.net.weight_bits = args.ptq.layer_weight_bits(&arch)?;
     let labels = ckpt.meta.labels.clone();
     let data = QuantData::load(args, &ckpt)?;
     let classes = arch.classes as usize;
@@ -283,7 +308,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     );
     eprintln!("float test accuracy: {}", percent(float_test_accuracy));
 
-    let calib = calibration_indices(data.train.len(), args.calib_images, args.seed);
+    let calib = args.ptq.calibration_indices(data.train.len());
     let (observers, ptq) = post_training_quantize(&ckpt.net, &labels, &data.train, &calib, device)?;
     let ptq_test_accuracy = ptq.accuracy(&data.test)?;
     let ptq_validation_accuracy = ptq.accuracy(&data.validation)?;
@@ -299,7 +324,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         freeze_epochs: args.freeze_epochs.min(args.qat_epochs),
         lr: args.qat_lr,
         batch: args.batch,
-        seed: args.seed,
+        seed: args.ptq.seed,
     };
     let (selected, qat_epochs) =
         fine_tune(&ckpt, &data, (observers, ptq_validation_accuracy), &qat)?;
@@ -397,7 +422,7 @@ impl Outputs<'_> {
         let meta = checkpoint::quantized_meta(
             &ckpt.meta,
             float_checkpoint,
-            &args.weight_bits,
+            &args.ptq.weight_bits,
             &self.report.qat,
             observers,
         );
