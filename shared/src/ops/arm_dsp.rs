@@ -244,11 +244,11 @@ impl Positions for [i32; 4] {
     unsafe fn groups(&mut self, w: &[i8], patch: &Patches) -> *const u32 {
         let pp: *const u32;
         // `r4` walks `w` one word per group and stops at its end (`group_loop!`). `r5` reads 8
-        // words of `patch` per group, `w.len() / 4` groups in all (the caller's contract), word aligned (`Patches` is `align(8)`; `LDM`
-        // needs 4). The weight loads are unaligned `LDR`s, which M4 and M7 support. `r7` (the
-        // frame pointer, which Rust does not hand out) holds the end of `w` and is pushed and
-        // popped around the loop, leaving `sp` as it was. Only memory is read; r8..r12, lr and
-        // the flags are declared clobbered.
+        // words of `patch` per group, `w.len() / 4` groups in all (the caller's contract), word
+        // aligned (`Patches` is `align(8)`; `LDM` needs 4). The weight loads are unaligned
+        // `LDR`s, which M4 and M7 support. `r7` (the frame pointer, which Rust does not hand
+        // out) holds the end of `w` and is pushed and popped around the loop, leaving `sp` as it
+        // was. Only memory is read; r8..r12, lr and the flags are declared clobbered.
         // SAFETY: the facts above keep every access inside the borrowed memory.
         unsafe {
             asm!(
