@@ -172,6 +172,18 @@ pub fn unpack_s4(packed: &[u8], first: usize, out: &mut [i8]) {
     }
 }
 
+/// Packs int4 values (each in [-8, 7], unchecked) two per byte, low nibble first, into the
+/// first `ceil(values.len() / 2)` bytes of `out`; an odd count gets a 0 padding nibble.
+///
+/// # Panics
+/// If `out` is shorter than that.
+pub fn pack_s4_into(values: &[i8], out: &mut [u8]) {
+    let out = &mut out[..values.len().div_ceil(2)];
+    for (b, p) in out.iter_mut().zip(values.chunks(2)) {
+        *b = (p[0] as u8 & 0x0f) | ((p.get(1).copied().unwrap_or(0) as u8 & 0x0f) << 4);
+    }
+}
+
 /// Packs int4 values (each in [-8, 7]) two per byte, low nibble first; an odd count gets a 0
 /// padding nibble. Returns the index of the first value outside [-7, 7] instead, if any.
 #[cfg(feature = "std")]
@@ -179,10 +191,9 @@ pub fn pack_s4(values: &[i8]) -> Result<std::vec::Vec<u8>, usize> {
     if let Some(bad) = values.iter().position(|v| !(-7..=7).contains(v)) {
         return Err(bad);
     }
-    Ok(values
-        .chunks(2)
-        .map(|p| (p[0] as u8 & 0x0f) | ((p.get(1).copied().unwrap_or(0) as u8 & 0x0f) << 4))
-        .collect())
+    let mut packed = std::vec![0; values.len().div_ceil(2)];
+    pack_s4_into(values, &mut packed);
+    Ok(packed)
 }
 
 /// The weight bit width of every layer, in [`Arch::layer`] order (`arch.layer_count()` values).
@@ -311,6 +322,10 @@ mod tests {
         assert_eq!(pack_s4(&values), Ok(std::vec![0x21, 0xf9, 0x03]));
         assert_eq!(pack_s4(&[0, -8]), Err(1));
         assert_eq!(pack_s4(&[9]), Err(0));
+        // A longer `out` keeps its bytes past the packed ones.
+        let mut out = [0xee; 4];
+        pack_s4_into(&values, &mut out);
+        assert_eq!(out, [0x21, 0xf9, 0x03, 0xee]);
     }
 
     #[test]

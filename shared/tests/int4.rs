@@ -30,14 +30,6 @@ fn s4_values(n: usize) -> impl Strategy<Value = Vec<i8>> {
     )
 }
 
-fn s4_conv_case(
-    hw: std::ops::Range<usize>,
-    in_channels: std::ops::Range<usize>,
-    out_channels: std::ops::Range<usize>,
-) -> impl Strategy<Value = ConvCase> {
-    conv_case(hw, in_channels, out_channels, s4_values, params)
-}
-
 /// The whole-map and row-by-row `_s4` conv kernels against the reference on the same packed
 /// weights; the reference is also checked against the int8 kernel on the unpacked values.
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
@@ -116,7 +108,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     #[test]
-    fn conv3x3_pool_s4_matches_reference(c in s4_conv_case(1..12, 1..9, 1..9)) {
+    fn conv3x3_pool_s4_matches_reference(c in conv_case(1..12, 1..9, 1..9, s4_values, params)) {
         check_conv(&c)?;
     }
 
@@ -124,7 +116,7 @@ proptest! {
     #[test]
     fn conv3x3_pool_s4_wide_matches_reference(c in {
         let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
-        s4_conv_case(1..6, edge - 3..edge + 4, 1..6)
+        conv_case(1..6, edge - 3..edge + 4, 1..6, s4_values, params)
     }) {
         check_conv(&c)?;
     }

@@ -27,28 +27,20 @@ fn weights(n: usize) -> impl Strategy<Value = Vec<i8>> {
     proptest::collection::vec(-127i8..=127, n)
 }
 
-fn conv_case_in(
-    hw: std::ops::Range<usize>,
-    in_channels: std::ops::Range<usize>,
-    out_channels: std::ops::Range<usize>,
-) -> impl Strategy<Value = ConvCase> {
-    conv_case(hw, in_channels, out_channels, weights, params)
-}
-
 fn small_conv_case() -> impl Strategy<Value = ConvCase> {
-    conv_case_in(1..12, 1..9, 1..9)
+    conv_case(1..12, 1..9, 1..9, weights, params)
 }
 
 /// Conv cases with up to 5 blocks of 16 output channels (every channel tiling of the SIMD
 /// kernels, full and partial blocks).
 fn conv_case_channels() -> impl Strategy<Value = ConvCase> {
-    conv_case_in(1..10, 1..40, 1..80)
+    conv_case(1..10, 1..40, 1..80, weights, params)
 }
 
 /// Conv cases with `C_in` on both sides of `PATCH_MAX_IN_CHANNELS` (patch path and row path).
 fn conv_case_wide() -> impl Strategy<Value = ConvCase> {
     let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
-    conv_case_in(1..6, edge - 2..edge + 6, 1..9)
+    conv_case(1..6, edge - 2..edge + 6, 1..9, weights, params)
 }
 
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {

@@ -25,7 +25,7 @@ use tinycnn::ops::{
     requantize_dsp, ChannelSlices, ConvShape, Requant,
 };
 use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
-use tinycnn::weights::s4_get;
+use tinycnn::weights::{pack_s4_into, s4_get};
 
 /// Largest conv cases: 9 x 9 x 64 input; 72 filters (two blocks of output stages); 1,023-pixel
 /// rows.
@@ -491,14 +491,6 @@ fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
     true
 }
 
-/// Packs int4 values (in [-7, 7]) two per byte, low nibble first, into `out`.
-fn pack_s4(values: &[i8], out: &mut [u8]) {
-    for (b, pair) in out.iter_mut().zip(values.chunks(2)) {
-        let hi = pair.get(1).copied().unwrap_or(0);
-        *b = (pair[0] as u8 & 0x0f) | ((hi as u8 & 0x0f) << 4);
-    }
-}
-
 /// A dense case with int4 weights: `dense_acc_s4_dsp` and `dense_acc_s4_portable` against the
 /// i64 sums, each row's run starting `first` elements in (odd starts read a high nibble first;
 /// an odd stride alternates the parity row by row), then the whole `dense_s4` layer against
@@ -519,7 +511,7 @@ fn dense_s4_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
         &mut values[..len],
     );
     let mut packed = [0u8; (MAX_OUT * MAX_STRIDE + 2).div_ceil(2)];
-    pack_s4(&values[..len], &mut packed);
+    pack_s4_into(&values[..len], &mut packed);
     let (input, packed) = (&input[..n], &packed[..len.div_ceil(2)]);
 
     let agrees = accumulators_agree(

@@ -145,6 +145,30 @@ fn gather(
     }
 }
 
+/// The `asm!` text of a dot loop over whole groups: `$group!()` is one group, which reads one
+/// weight word at `$ptr` and post-increments it; the loop ends when `$ptr` reaches `$end`, the
+/// end of the weights (at least one group: `$ptr != $end` on entry). An odd count runs one
+/// group before the loop of two. Clobbers `r8` (as every group does) and the flags.
+#[rustfmt::skip]
+macro_rules! group_loop {
+    ($group:ident, $ptr:literal, $end:literal) => {
+        concat!(
+            "sub r8, ", $end, ", ", $ptr, "\n",
+            "tst r8, #4\n",
+            "beq 2f\n",
+            $group!(),
+            "cmp ", $ptr, ", ", $end, "\n",
+            "beq 3f\n",
+            "2:\n",
+            $group!(),
+            $group!(),
+            "cmp ", $ptr, ", ", $end, "\n",
+            "bne 2b\n",
+            "3:\n",
+        )
+    };
+}
+
 /// One group of the conv dot loop: weights word at `r4` (post-incremented), positions 0..3 at
 /// `r5` (8 words, post-incremented), accumulators `r0..r3`; clobbers `r8..r12`, `lr`.
 ///
@@ -219,30 +243,18 @@ impl Positions for [i32; 4] {
     #[inline(always)]
     unsafe fn groups(&mut self, w: &[i8], patch: &Patches) -> *const u32 {
         let pp: *const u32;
-        // `r4` walks `w` one word per group and stops at its end (an odd count runs one group
-        // before the loop of two). `r5` reads 8 words of `patch` per group, `w.len() / 4`
-        // groups in all (the caller's contract), word aligned (`Patches` is `align(8)`; `LDM`
-        // needs 4). The weight loads are unaligned `LDR`s, which M4 and M7 support. `r7` (the
-        // frame pointer, which Rust does not hand out) holds the end of `w` and is pushed and
-        // popped around the loop, leaving `sp` as it was. Only memory is read; r8..r12, lr and
-        // the flags are declared clobbered.
+        // `r4` walks `w` one word per group and stops at its end (`group_loop!`). `r5` reads 8
+        // words of `patch` per group, `w.len() / 4` groups in all (the caller's contract), word
+        // aligned (`Patches` is `align(8)`; `LDM` needs 4). The weight loads are unaligned
+        // `LDR`s, which M4 and M7 support. `r7` (the frame pointer, which Rust does not hand
+        // out) holds the end of `w` and is pushed and popped around the loop, leaving `sp` as it
+        // was. Only memory is read; r8..r12, lr and the flags are declared clobbered.
         // SAFETY: the facts above keep every access inside the borrowed memory.
         unsafe {
             asm!(
                 "push {{r7}}",
                 "mov r7, r8",
-                "sub r8, r7, r4",
-                "tst r8, #4",
-                "beq 2f",
-                conv_group!(),
-                "cmp r4, r7",
-                "beq 3f",
-                "2:",
-                conv_group!(),
-                conv_group!(),
-                "cmp r4, r7",
-                "bne 2b",
-                "3:",
+                group_loop!(conv_group, "r4", "r7"),
                 "pop {{r7}}",
                 inout("r0") self[0],
                 inout("r1") self[1],
@@ -309,18 +321,7 @@ impl Positions for [i32; 2] {
         // SAFETY: the facts above keep every access inside the borrowed memory.
         unsafe {
             asm!(
-                "sub r8, r2, r4",
-                "tst r8, #4",
-                "beq 2f",
-                conv_group2!(),
-                "cmp r4, r2",
-                "beq 3f",
-                "2:",
-                conv_group2!(),
-                conv_group2!(),
-                "cmp r4, r2",
-                "bne 2b",
-                "3:",
+                group_loop!(conv_group2, "r4", "r2"),
                 inout("r0") self[0],
                 inout("r1") self[1],
                 in("r2") w.as_ptr_range().end,
@@ -729,23 +730,12 @@ fn dot2(x: &DenseInput, w0: &[i8], w1: &[i8], groups: usize) -> (i32, i32) {
     let (mut a0, mut a1) = (0i32, 0i32);
     // `r2`/`r3` walk `w0`/`w1` (4 * groups bytes each, unaligned `LDR`s, supported on
     // M4/M7) and `r2` stops at `end`, its end; `r4` reads 2 words of `x` per group, `2 * groups
-    // <= x.0.len()`, 8-byte aligned for `LDRD`. An odd count runs one group before the loop of
-    // two. Only memory is read; r8..r11 and the flags are declared clobbered.
+    // <= x.0.len()`, 8-byte aligned for `LDRD` (`group_loop!`). Only memory is read; r8..r11
+    // and the flags are declared clobbered.
     // SAFETY: the facts above keep every access inside the borrowed memory.
     unsafe {
         asm!(
-            "sub r8, r5, r2",
-            "tst r8, #4",
-            "beq 2f",
-            dense_group!(),
-            "cmp r2, r5",
-            "beq 3f",
-            "2:",
-            dense_group!(),
-            dense_group!(),
-            "cmp r2, r5",
-            "bne 2b",
-            "3:",
+            group_loop!(dense_group, "r2", "r5"),
             inout("r0") a0,
             inout("r1") a1,
             inout("r2") w0.as_ptr() => _,

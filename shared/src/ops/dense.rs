@@ -50,18 +50,22 @@ pub fn dense_acc_s8_portable(
 
 /// The argument checks of [`dense_acc_s8`] (its `# Panics`).
 fn check_acc_args(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &[i32]) {
-    let n = input.len();
-    assert!(
-        stride >= n,
-        "dense_acc_s8: stride {stride} < run length {n}"
-    );
-    if let Some(last) = acc.len().checked_sub(1) {
+    check_run(input.len(), weights.len(), 0, stride, zp, acc.len());
+}
+
+/// The argument checks of both dense run kernels, in weight elements: the layer holds
+/// `weight_len` of them, row `o`'s run starts at element `first + o * stride` and reads `n`,
+/// for `outputs` rows.
+#[inline(always)]
+fn check_run(n: usize, weight_len: usize, first: usize, stride: usize, zp: i32, outputs: usize) {
+    assert!(stride >= n, "dense_acc: stride {stride} < run length {n}");
+    if let Some(last) = outputs.checked_sub(1) {
         assert!(
-            weights.len() >= last * stride + n,
-            "dense_acc_s8: weights length"
+            weight_len >= first + last * stride + n,
+            "dense_acc: weights length"
         );
     }
-    debug_assert!((-128..=127).contains(&zp), "dense_acc_s8: zero point {zp}");
+    debug_assert!((-128..=127).contains(&zp), "dense_acc: zero point {zp}");
 }
 
 fn dense_acc_portable(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
@@ -138,6 +142,7 @@ pub fn dense_acc_s4_portable(
     dense_acc_s4_portable_unchecked(input, weights, first, stride, zp, acc);
 }
 
+/// The argument checks of [`dense_acc_s4`] (its `# Panics`): two weight elements per byte.
 fn check_acc_s4_args(
     input: &[i8],
     weights: &[u8],
@@ -146,18 +151,7 @@ fn check_acc_s4_args(
     zp: i32,
     acc: &[i32],
 ) {
-    let n = input.len();
-    assert!(
-        stride >= n,
-        "dense_acc_s4: stride {stride} < run length {n}"
-    );
-    if let Some(last) = acc.len().checked_sub(1) {
-        assert!(
-            weights.len() * 2 >= first + last * stride + n,
-            "dense_acc_s4: weights length"
-        );
-    }
-    debug_assert!((-128..=127).contains(&zp), "dense_acc_s4: zero point {zp}");
+    check_run(input.len(), weights.len() * 2, first, stride, zp, acc.len());
 }
 
 fn dense_acc_s4_portable_unchecked(

@@ -234,26 +234,14 @@ impl Ctx<'_> {
 /// accumulator bound).
 #[target_feature(enable = "avx2")]
 pub(super) fn dense_acc(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
-    let n = input.len();
-    if n == 0 {
-        return;
-    }
-    let row = |o: usize| &weights[o * stride..][..n];
-    let mut chunks = acc.chunks_exact_mut(4);
-    let mut o = 0;
-    for out in &mut chunks {
-        let r = [row(o), row(o + 1), row(o + 2), row(o + 3)];
-        let sums = dot_rows::<4>(input, r, zp);
-        for (a, s) in out.iter_mut().zip(sums) {
-            *a = a.wrapping_add(s);
-        }
-        o += 4;
-    }
-    for a in chunks.into_remainder() {
-        let [s] = dot_rows::<1>(input, [row(o)], zp);
-        *a = a.wrapping_add(s);
-        o += 1;
-    }
+    super::dense_rows(
+        input.len(),
+        weights,
+        stride,
+        acc,
+        |rows| dot_rows::<4>(input, rows, zp),
+        |rows| dot_rows::<1>(input, rows, zp),
+    );
 }
 
 /// `Σ_i (x_i - zp) r_i` for each row `r` (all `input.len()` long).

@@ -288,27 +288,15 @@ impl Ctx<'_> {
 /// (exact within the accumulator bound).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn dense_acc(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
-    let n = input.len();
-    if n == 0 {
-        return;
-    }
-    let row = |o: usize| &weights[o * stride..][..n];
     let k = _mm512_set1_epi32(zp + 128);
-    let mut chunks = acc.chunks_exact_mut(4);
-    let mut o = 0;
-    for out in &mut chunks {
-        let r = [row(o), row(o + 1), row(o + 2), row(o + 3)];
-        let sums = dot_rows::<4>(input, r, k);
-        for (a, s) in out.iter_mut().zip(sums) {
-            *a = a.wrapping_add(s);
-        }
-        o += 4;
-    }
-    for a in chunks.into_remainder() {
-        let [s] = dot_rows::<1>(input, [row(o)], k);
-        *a = a.wrapping_add(s);
-        o += 1;
-    }
+    super::dense_rows(
+        input.len(),
+        weights,
+        stride,
+        acc,
+        |rows| dot_rows::<4>(input, rows, k),
+        |rows| dot_rows::<1>(input, rows, k),
+    );
 }
 
 /// `Σ_i (x_i + 128) r_i - k Σ_i r_i` for each row `r` (all `input.len()` long).

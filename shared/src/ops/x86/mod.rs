@@ -657,6 +657,38 @@ pub(crate) fn dense_acc_s8(
     }
 }
 
+/// The row loop of both levels' `dense_acc`: `acc[o] += Σ` over row `o` of the layer (the `n`
+/// weights at `o * stride`), wrapping, with `dot4` taking four rows at a time and `dot1` the
+/// rest. Nothing to add when `n == 0`.
+#[inline(always)]
+fn dense_rows(
+    n: usize,
+    weights: &[i8],
+    stride: usize,
+    acc: &mut [i32],
+    mut dot4: impl FnMut([&[i8]; 4]) -> [i32; 4],
+    mut dot1: impl FnMut([&[i8]; 1]) -> [i32; 1],
+) {
+    if n == 0 {
+        return;
+    }
+    let row = |o: usize| &weights[o * stride..][..n];
+    let mut chunks = acc.chunks_exact_mut(4);
+    let mut o = 0;
+    for out in &mut chunks {
+        let sums = dot4([row(o), row(o + 1), row(o + 2), row(o + 3)]);
+        for (a, s) in out.iter_mut().zip(sums) {
+            *a = a.wrapping_add(s);
+        }
+        o += 4;
+    }
+    for a in chunks.into_remainder() {
+        let [s] = dot1([row(o)]);
+        *a = a.wrapping_add(s);
+        o += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
