@@ -43,7 +43,7 @@ for size in $sizes; do
             --force --augment "$augment" "${recipe[@]}" >"$run.log" 2>&1 \
             || { echo "training $run failed; see $run.log" >&2; exit 1; }
         seconds=$(( $(date +%s) - start ))
-        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{sys.argv[2]},{sys.argv[3]},{r[\"float_test_accuracy\"]:.4f},{r[\"best_val_accuracy\"]:.4f},{sys.argv[4]}")' \
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("{},{},{:.4f},{:.4f},{}".format(sys.argv[2], sys.argv[3], r["float_test_accuracy"], r["best_val_accuracy"], sys.argv[4]))' \
             "$run/report.json" "$size" "$augment" "$seconds" >>"$results"
         tail -n1 "$results"
     done
