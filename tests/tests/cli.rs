@@ -275,6 +275,13 @@ fn user_errors_exit_non_zero_with_advice() {
     ));
     assert_fails_with(&out, &["unknown augmentation"]);
 
+    let out = tinycnn(&train_args(
+        &d.join("empty"),
+        Path::new("x"),
+        &["--preset", "fashion", "--dropout", "1.5"],
+    ));
+    assert_fails_with(&out, &["--dropout must be in [0, 1)"]);
+
     // Evaluation data whose classes differ from the model's.
     let run = &trained_run().run;
     write_gray(&d.join("other/cat/x.png"), 28, 28, 0);

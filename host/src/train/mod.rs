@@ -167,6 +167,11 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 0.0)]
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Dropout on the inputs of the dense layers (fc1 and fc2), in training only: each value is
+    /// zeroed with this probability. The exported network is unchanged; 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub dropout: f64,
     /// Exponential moving average of the weights, e.g. 0.999: the average is what is validated,
     /// kept as best.ot and tested (same network, smoother weights); 0 is off.
     #[arg(long, default_value_t = 0.0)]
@@ -336,10 +341,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let arch = opts.arch.apply(opts.preset, data.labels().len() as u16)?;
     let Start {
         vs,
-        net,
+        mut net,
         mut metrics,
         mut best,
     } = start(opts, &last_path, arch, data.labels(), device)?;
+    net.dropout = opts.dropout;
     let start_epoch = metrics.len();
     let mut opt = optimizer(&vs, opts.lr, opts.weight_decay)?;
     let batches_per_epoch = train_idx.len().div_ceil(opts.batch);
@@ -472,6 +478,9 @@ fn check_options(opts: &TrainOptions) -> Result<()> {
     }
     if !(0.0..1.0).contains(&opts.ema) {
         bail!("--ema must be in [0, 1), e.g. 0.999 (0 is off)");
+    }
+    if !(0.0..1.0).contains(&opts.dropout) {
+        bail!("--dropout must be in [0, 1), e.g. 0.3 (0 is off)");
     }
     if !(0.0..1.0).contains(&opts.label_smoothing) {
         bail!("--label-smoothing must be in [0, 1), e.g. 0.1");

@@ -50,6 +50,10 @@ pub struct Net {
     /// export), one per `arch.layers()`; int8 unless `tinycnn quantize --weight-bits` says
     /// otherwise.
     pub weight_bits: Vec<tinycnn::WeightBits>,
+    /// Training-only dropout on the input of every dense layer (`tinycnn train --dropout`): with
+    /// `train` set, each value is zeroed with this probability and the rest are scaled by
+    /// `1 / (1 - p)`. Inference (`train` unset) never drops, so the exported network is the same.
+    pub dropout: f64,
 }
 
 /// Overwrites `t` with a normal(0, std) sample truncated at ±2 std (TF1's `truncated_normal`),
@@ -112,12 +116,13 @@ impl Net {
             arch: *arch,
             layers,
             weight_bits: vec![tinycnn::WeightBits::S8; arch.layer_count()],
+            dropout: 0.0,
         }
     }
 
-    /// Logits `[B, classes]` for `xs` `[B, C, H, W]`. The net has no dropout or batch norm, so
-    /// `train` changes nothing; it is kept for the `ModuleT` convention.
-    pub fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+    /// Logits `[B, classes]` for `xs` `[B, C, H, W]`. `train` turns on [`Net::dropout`]; the net
+    /// has no batch norm, so nothing else depends on it.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.shallow_clone();
         for (spec, layer) in self.arch.layers().zip(&self.layers) {
             x = match layer {
@@ -130,6 +135,9 @@ impl Net {
                 NetLayer::Dense(fc) => {
                     if x.dim() > 2 {
                         x = x.contiguous().flatten(1, -1);
+                    }
+                    if train && self.dropout > 0.0 {
+                        x = x.dropout(self.dropout, true);
                     }
                     fc.forward(&x)
                 }
@@ -145,5 +153,25 @@ impl Net {
 impl nn::ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         Net::forward_t(self, xs, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dropout acts in training only: inference gives the same logits with and without it.
+    #[test]
+    fn dropout_changes_training_forward_only() {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mut net = Net::new(&vs.root(), &tinycnn::Arch::fashion());
+        let xs = Tensor::rand([4, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+        let plain = tch::no_grad(|| net.forward_t(&xs, true));
+        net.dropout = 0.5;
+        let inference = tch::no_grad(|| net.forward_t(&xs, false));
+        let training = tch::no_grad(|| net.forward_t(&xs, true));
+        assert!(plain.equal(&inference), "dropout changed inference");
+        assert!(!plain.equal(&training), "dropout did not act in training");
     }
 }
