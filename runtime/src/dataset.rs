@@ -61,21 +61,49 @@ pub struct SkippedFile {
     pub reason: String,
 }
 
-/// A loaded, preprocessed image-folder data set.
-#[derive(Debug)]
-pub struct Dataset {
-    /// Input geometry the images were preprocessed to; `classes` is `labels.len()`.
+/// What a data set knows of its images besides their pixels, in the order every loader
+/// indexes them: class by class (sorted class names), file names sorted within a class.
+#[derive(Clone, Debug)]
+pub struct ImageList {
+    /// Input geometry the images are preprocessed to; `classes` is `labels.len()`.
     pub arch: Arch,
     /// Sorted class folder names; index = class id.
     pub labels: Vec<String>,
-    /// `len() * arch.input_len()` bytes, image after image, each HWC.
-    pub pixels: Vec<u8>,
     /// Class id of each image.
     pub targets: Vec<i64>,
     /// Source file of each image.
     pub paths: Vec<PathBuf>,
-    /// Files in the class folders that were not used (not an image, or not decodable).
+    /// Files in the class folders that are not used (not an image, or not decodable once the
+    /// images have been decoded or checked).
     pub skipped: Vec<SkippedFile>,
+}
+
+impl ImageList {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Prints one warning line per skipped file to stderr.
+    pub fn warn_skipped(&self) {
+        for s in &self.skipped {
+            eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
+        }
+    }
+}
+
+/// A loaded, preprocessed image-folder data set.
+#[derive(Debug)]
+pub struct Dataset {
+    /// The images' geometry, classes, files and skipped files.
+    pub list: ImageList,
+    /// `list.len() * list.arch.input_len()` bytes, image after image, each HWC.
+    pub pixels: Vec<u8>,
 }
 
 /// Lists the class folders of `root`, sorted by name.
@@ -140,21 +168,12 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// The image files of a data set folder, in the order every loader indexes them: class by class
-/// (sorted class names), file names sorted within a class. Listing reads no image.
+/// The image files of a data set folder, listed in [`ImageList`] order. Listing reads no image;
+/// undecodable files move to `list.skipped` once [`ImageFiles::check`] has run.
 #[derive(Clone, Debug)]
 pub struct ImageFiles {
-    /// Input geometry the images are preprocessed to; `classes` is `labels.len()`.
-    pub arch: Arch,
-    /// Sorted class folder names; index = class id.
-    pub labels: Vec<String>,
-    /// Class id of each image.
-    pub targets: Vec<i64>,
-    /// Source file of each image.
-    pub paths: Vec<PathBuf>,
-    /// Files in the class folders that are not used (not an image, or not decodable once
-    /// [`ImageFiles::check`] has run).
-    pub skipped: Vec<SkippedFile>,
+    /// The images' geometry, classes, files and skipped files.
+    pub list: ImageList,
     class_dirs: Vec<PathBuf>,
 }
 
@@ -203,35 +222,28 @@ impl ImageFiles {
         }
         let (labels, class_dirs) = classes.into_iter().unzip();
         Ok(ImageFiles {
-            arch,
-            labels,
-            targets,
-            paths,
-            skipped,
+            list: ImageList {
+                arch,
+                labels,
+                targets,
+                paths,
+                skipped,
+            },
             class_dirs,
         })
     }
 
-    /// Number of listed images.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    /// Whether no image is listed.
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
     /// Bytes the preprocessed images take when held in memory ([`ImageFiles::load`]).
     pub fn memory_bytes(&self) -> u64 {
-        self.len() as u64 * self.arch.input_len() as u64
+        self.list.len() as u64 * self.list.arch.input_len() as u64
     }
 
     /// Decodes and preprocesses image `i` into `out` (`arch.input_len()` HWC bytes); the error
     /// says why the file is unusable.
     pub fn decode_into(&self, i: usize, out: &mut [u8]) -> Result<(), String> {
-        let image = crate::images::decode_image(&self.paths[i])?;
-        crate::images::preprocess_image_into(&image, &self.arch, out).map_err(|e| e.to_string())
+        let image = crate::images::decode_image(&self.list.paths[i])?;
+        crate::images::preprocess_image_into(&image, &self.list.arch, out)
+            .map_err(|e| e.to_string())
     }
 
     /// Decodes every image in parallel, calling `progress` once per image; undecodable files
@@ -241,8 +253,8 @@ impl ImageFiles {
         keep: bool,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<u8>, DataError> {
-        let len = self.arch.input_len().max(1);
-        let mut pixels = vec![0u8; if keep { self.len() * len } else { 0 }];
+        let len = self.list.arch.input_len().max(1);
+        let mut pixels = vec![0u8; if keep { self.list.len() * len } else { 0 }];
         let status: Vec<Result<(), String>> = if keep {
             pixels
                 .par_chunks_mut(len)
@@ -254,7 +266,7 @@ impl ImageFiles {
                 })
                 .collect()
         } else {
-            (0..self.len())
+            (0..self.list.len())
                 .into_par_iter()
                 .map_init(
                     || vec![0u8; len],
@@ -266,8 +278,9 @@ impl ImageFiles {
                 )
                 .collect()
         };
-        let files = std::mem::take(&mut self.paths).into_iter();
-        let targets = std::mem::take(&mut self.targets);
+        let list = &mut self.list;
+        let files = std::mem::take(&mut list.paths).into_iter();
+        let targets = std::mem::take(&mut list.targets);
         let mut kept = 0;
         for (i, ((path, class), result)) in files.zip(targets).zip(status).enumerate() {
             match result {
@@ -276,20 +289,20 @@ impl ImageFiles {
                         pixels.copy_within(i * len..(i + 1) * len, kept * len);
                     }
                     kept += 1;
-                    self.targets.push(class);
-                    self.paths.push(path);
+                    list.targets.push(class);
+                    list.paths.push(path);
                 }
-                Err(reason) => self.skipped.push(SkippedFile { path, reason }),
+                Err(reason) => list.skipped.push(SkippedFile { path, reason }),
             }
         }
         pixels.truncate(if keep { kept * len } else { 0 });
         pixels.shrink_to_fit();
         for (class, dir) in self.class_dirs.iter().enumerate() {
-            if !self.targets.contains(&(class as i64)) {
+            if !list.targets.contains(&(class as i64)) {
                 return Err(DataError::EmptyClass(dir.clone()));
             }
         }
-        self.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        list.skipped.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(pixels)
     }
 
@@ -305,12 +318,8 @@ impl ImageFiles {
     pub fn load(mut self, progress: &(dyn Fn() + Sync)) -> Result<Dataset, DataError> {
         let pixels = self.decode_all(true, progress)?;
         Ok(Dataset {
-            arch: self.arch,
-            labels: self.labels,
+            list: self.list,
             pixels,
-            targets: self.targets,
-            paths: self.paths,
-            skipped: self.skipped,
         })
     }
 }
@@ -341,41 +350,37 @@ impl Dataset {
 
     /// The images at `indices`, in that order, as a data set of their own.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let list = &self.list;
         Dataset {
-            arch: self.arch,
-            labels: self.labels.clone(),
+            list: ImageList {
+                arch: list.arch,
+                labels: list.labels.clone(),
+                targets: indices.iter().map(|&i| list.targets[i]).collect(),
+                paths: indices.iter().map(|&i| list.paths[i].clone()).collect(),
+                skipped: Vec::new(),
+            },
             pixels: indices
                 .iter()
                 .flat_map(|&i| self.image(i))
                 .copied()
                 .collect(),
-            targets: indices.iter().map(|&i| self.targets[i]).collect(),
-            paths: indices.iter().map(|&i| self.paths[i].clone()).collect(),
-            skipped: Vec::new(),
         }
     }
 
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.targets.len()
+        self.list.len()
     }
 
     /// Whether the data set holds no images.
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+        self.list.is_empty()
     }
 
     /// Preprocessed HWC u8 pixels of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        let len = self.arch.input_len();
+        let len = self.list.arch.input_len();
         &self.pixels[i * len..(i + 1) * len]
-    }
-
-    /// Prints one warning line per skipped file to stderr.
-    pub fn warn_skipped(&self) {
-        for s in &self.skipped {
-            eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tch::nn;
 use tinycnn::{Arch, OwnedModel};
 use tinycnn_host::check::int_sim;
-use tinycnn_host::data::Dataset;
+use tinycnn_host::data::{Dataset, ImageList};
 use tinycnn_host::quant::int8_inputs;
 use tinycnn_host::train::model::Net;
 use tinycnn_runtime::tract::{requantize_logits, TractModel};
@@ -58,16 +58,18 @@ pub fn synthetic_dataset(arch: &Arch, count: usize, seed: u64) -> Dataset {
         }
     }
     Dataset {
-        arch: *arch,
-        labels: (0..arch.classes).map(|i| format!("class{i}")).collect(),
+        list: ImageList {
+            arch: *arch,
+            labels: (0..arch.classes).map(|i| format!("class{i}")).collect(),
+            targets: (0..count)
+                .map(|i| (i % arch.classes as usize) as i64)
+                .collect(),
+            paths: (0..count)
+                .map(|i| PathBuf::from(format!("synthetic-{i}")))
+                .collect(),
+            skipped: Vec::new(),
+        },
         pixels,
-        targets: (0..count)
-            .map(|i| (i % arch.classes as usize) as i64)
-            .collect(),
-        paths: (0..count)
-            .map(|i| PathBuf::from(format!("synthetic-{i}")))
-            .collect(),
-        skipped: Vec::new(),
     }
 }
 

@@ -18,12 +18,13 @@ fn loads_png_and_jpeg_and_skips_corrupt_files() {
 
     let arch = Arch::fashion();
     let data = Dataset::load(root, &arch).unwrap();
-    assert_eq!(data.labels, ["boot", "coat"]);
+    assert_eq!(data.list.labels, ["boot", "coat"]);
     assert_eq!(data.len(), 4);
-    assert_eq!(data.targets, [0, 0, 1, 1]);
-    assert_eq!(data.arch.classes, 2);
+    assert_eq!(data.list.targets, [0, 0, 1, 1]);
+    assert_eq!(data.list.arch.classes, 2);
     assert_eq!(data.pixels.len(), 4 * arch.input_len());
     let skipped: Vec<_> = data
+        .list
         .skipped
         .iter()
         .map(|s| s.path.file_name().unwrap().to_str().unwrap())
@@ -33,11 +34,13 @@ fn loads_png_and_jpeg_and_skips_corrupt_files() {
     // A gray image already at the model's size passes through preprocessing unchanged.
     assert_eq!(data.image(0), exact.as_slice());
     // Every other image is exactly what the shared preprocessing makes of it.
-    for (i, path) in data.paths.iter().enumerate() {
+    for (i, path) in data.list.paths.iter().enumerate() {
         let decoded = image::open(path).unwrap();
         assert_eq!(
             data.image(i),
-            preprocess_image(&decoded, &data.arch).unwrap().as_slice(),
+            preprocess_image(&decoded, &data.list.arch)
+                .unwrap()
+                .as_slice(),
             "{}",
             path.display()
         );

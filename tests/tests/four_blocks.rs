@@ -31,7 +31,7 @@ fn four_block_tutorial_model_passes_the_whole_chain() {
     let (_vs, net) = random_net(&arch, 41);
     let data = synthetic_dataset(&arch, 24, 5);
     let all: Vec<usize> = (0..data.len()).collect();
-    let float = float_params(&net, &data.labels);
+    let float = float_params(&net, &data.list.labels);
     let model = export(
         &float,
         &params_of(&calibrate(&net, &data, &all, tch::Device::Cpu)),

@@ -30,7 +30,7 @@ fn tract_runs_both_exports_like_tch_and_shared() {
         let (_vs, net) = random_net(arch, 7 + k as i64);
         let data = synthetic_dataset(arch, 48, 11 + k as u64);
         let classes = arch.classes as usize;
-        let labels = data.labels.clone();
+        let labels = data.list.labels.clone();
 
         let float = float_params(&net, &labels);
         let tch_logits = float_logits(&net, &data, tch::Device::Cpu);

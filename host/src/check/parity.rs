@@ -112,9 +112,9 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
     let arch = model.arch;
     let data = inputs.data;
     let classes = arch.classes as usize;
-    if data.arch.height != arch.height
-        || data.arch.width != arch.width
-        || data.arch.channels != arch.channels
+    if data.list.arch.height != arch.height
+        || data.list.arch.width != arch.width
+        || data.list.arch.channels != arch.channels
     {
         bail!("the data set was preprocessed for a different input size than the model");
     }
@@ -124,7 +124,7 @@ pub fn run(inputs: &ParityInputs) -> anyhow::Result<ParityReport> {
         .context("re-encoding the blob")?;
     let shared = &sim.shared_logits;
     let shared_argmax = argmax_rows(shared, classes);
-    let int8_test_accuracy = qat::accuracy(shared, classes, &data.targets);
+    let int8_test_accuracy = qat::accuracy(shared, classes, &data.list.targets);
     let shared_model = tinycnn::Model::from_bytes(inputs.blob).expect("the blob loaded above");
     let streaming = tinycnn_runtime::check::streaming_vs_whole_map(&shared_model, &images, shared);
 
@@ -415,7 +415,7 @@ pub fn parity_command(args: &ParityArgs) -> anyhow::Result<ParityReport> {
     }
     let data = Dataset::load_for_model(&args.data, &ckpt.meta.arch, &ckpt.meta.labels)
         .with_context(|| format!("loading test images from {}", args.data.display()))?;
-    data.warn_skipped();
+    data.list.warn_skipped();
     if data.is_empty() {
         bail!("{} holds no test images", args.data.display());
     }

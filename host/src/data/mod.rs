@@ -21,13 +21,14 @@ pub trait TensorBatches {
 
 impl TensorBatches for Dataset {
     fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
-        let mut bytes = Vec::with_capacity(indices.len() * self.arch.input_len());
+        let list = &self.list;
+        let mut bytes = Vec::with_capacity(indices.len() * list.arch.input_len());
         for &i in indices {
             bytes.extend_from_slice(self.image(i));
         }
-        let targets: Vec<i64> = indices.iter().map(|&i| self.targets[i]).collect();
+        let targets: Vec<i64> = indices.iter().map(|&i| list.targets[i]).collect();
         (
-            pixels_to_tensor(&bytes, indices.len(), &self.arch, device),
+            pixels_to_tensor(&bytes, indices.len(), &list.arch, device),
             Tensor::from_slice(&targets).to_device(device),
         )
     }
@@ -51,12 +52,10 @@ pub fn pixels_to_tensor(bytes: &[u8], count: usize, arch: &Arch, device: Device)
 
 /// Images addressed by index: preprocessed HWC u8 pixels and class ids.
 pub trait ImageSource: Sync {
-    /// Input geometry of the images.
-    fn arch(&self) -> &Arch;
-    /// Class id of each image.
-    fn targets(&self) -> &[i64];
+    /// Input geometry, class ids and files of the images.
+    fn list(&self) -> &ImageList;
     /// Writes the pixels of `indices`, image after image, into `out`
-    /// (`indices.len() * arch().input_len()` bytes).
+    /// (`indices.len() * list().arch.input_len()` bytes).
     fn fill(&self, indices: &[usize], out: &mut [u8]) -> Result<(), SourceError>;
 }
 
@@ -69,16 +68,12 @@ pub struct SourceError {
 }
 
 impl ImageSource for Dataset {
-    fn arch(&self) -> &Arch {
-        &self.arch
-    }
-
-    fn targets(&self) -> &[i64] {
-        &self.targets
+    fn list(&self) -> &ImageList {
+        &self.list
     }
 
     fn fill(&self, indices: &[usize], out: &mut [u8]) -> Result<(), SourceError> {
-        let len = self.arch.input_len();
+        let len = self.list.arch.input_len();
         for (dst, &i) in out.chunks_exact_mut(len).zip(indices) {
             dst.copy_from_slice(self.image(i));
         }
@@ -87,21 +82,17 @@ impl ImageSource for Dataset {
 }
 
 impl ImageSource for ImageFiles {
-    fn arch(&self) -> &Arch {
-        &self.arch
-    }
-
-    fn targets(&self) -> &[i64] {
-        &self.targets
+    fn list(&self) -> &ImageList {
+        &self.list
     }
 
     fn fill(&self, indices: &[usize], out: &mut [u8]) -> Result<(), SourceError> {
-        let len = self.arch.input_len();
+        let len = self.list.arch.input_len();
         out.par_chunks_exact_mut(len)
             .zip(indices.par_iter())
             .try_for_each(|(dst, &i)| {
                 self.decode_into(i, dst).map_err(|reason| SourceError {
-                    path: self.paths[i].clone(),
+                    path: self.list.paths[i].clone(),
                     reason,
                 })
             })
@@ -127,7 +118,7 @@ impl TrainSet {
         scan.finish_and_clear();
         let stream = files.memory_bytes() > budget_bytes;
         let verb = if stream { "checking" } else { "decoding" };
-        let bar = ProgressBar::new(files.len() as u64).with_style(
+        let bar = ProgressBar::new(files.list.len() as u64).with_style(
             ProgressStyle::with_template(&format!(
                 "{verb} {{pos}}/{{len}} images [{{bar:30}}] ({{elapsed}}<{{eta}})"
             ))
@@ -157,37 +148,9 @@ impl TrainSet {
         }
     }
 
-    /// Sorted class names.
-    pub fn labels(&self) -> &[String] {
-        match self {
-            TrainSet::Memory(d) => &d.labels,
-            TrainSet::Files(f) => &f.labels,
-        }
-    }
-
-    /// Files that are not used, and why.
-    pub fn skipped(&self) -> &[SkippedFile] {
-        match self {
-            TrainSet::Memory(d) => &d.skipped,
-            TrainSet::Files(f) => &f.skipped,
-        }
-    }
-
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.source().targets().len()
-    }
-
-    /// Whether the set holds no images.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Prints one warning line per skipped file to stderr.
-    pub fn warn_skipped(&self) {
-        for s in self.skipped() {
-            eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
-        }
+    /// Geometry, class names, class ids, files and skipped files of the images.
+    pub fn list(&self) -> &ImageList {
+        self.source().list()
     }
 }
 
@@ -207,7 +170,8 @@ where
     P: Fn(usize, Vec<u8>) -> Vec<u8> + Send,
     C: FnMut(usize, &[u8], Vec<i64>) -> Result<(), E>,
 {
-    let len = source.arch().input_len();
+    let list = source.list();
+    let len = list.arch.input_len();
     let batch = batch.max(1);
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
@@ -228,7 +192,7 @@ where
             let pixels = rx
                 .recv()
                 .expect("the prefetch thread sends one item per batch or an error")?;
-            let targets = indices.iter().map(|&i| source.targets()[i]).collect();
+            let targets = indices.iter().map(|&i| list.targets[i]).collect();
             consume(b, &pixels, targets)?;
         }
         Ok(())

@@ -127,19 +127,19 @@ fn load_calibration(dir: &Path, params: &mut FloatParams) -> anyhow::Result<Data
         Dataset::load_for_model(dir, &arch, &params.labels)
     }
     .with_context(|| format!("loading calibration images from {}", dir.display()))?;
-    data.warn_skipped();
+    data.list.warn_skipped();
     if data.is_empty() {
         bail!("{} holds no calibration images", dir.display());
     }
-    if data.labels.len() != arch.classes as usize {
+    if data.list.labels.len() != arch.classes as usize {
         bail!(
             "{} has {} class folders but the model has {} classes",
             dir.display(),
-            data.labels.len(),
+            data.list.labels.len(),
             arch.classes
         );
     }
-    params.labels = data.labels.clone();
+    params.labels = data.list.labels.clone();
     Ok(data)
 }
 

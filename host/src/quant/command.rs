@@ -129,7 +129,7 @@ impl QuantData {
         let load = |dir: &Path, what: &str| -> anyhow::Result<Dataset> {
             let data = Dataset::load_for_model(dir, arch, labels)
                 .with_context(|| format!("loading {what} images from {}", dir.display()))?;
-            data.warn_skipped();
+            data.list.warn_skipped();
             if data.is_empty() {
                 bail!("{} holds no {what} images", dir.display());
             }
@@ -184,7 +184,7 @@ impl Exported {
         Ok(accuracy(
             &shared_logits(&m, data),
             m.arch.classes as usize,
-            &data.targets,
+            &data.list.targets,
         ))
     }
 }
@@ -304,7 +304,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let float_test_accuracy = accuracy(
         &float_logits(&ckpt.net, &data.test, device),
         classes,
-        &data.test.targets,
+        &data.test.list.targets,
     );
     eprintln!("float test accuracy: {}", percent(float_test_accuracy));
 
@@ -342,7 +342,7 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
     let qat_float_test_accuracy = accuracy(
         &float_logits(&ckpt.net, &data.test, device),
         classes,
-        &data.test.targets,
+        &data.test.list.targets,
     );
     eprintln!(
         "QAT test accuracy (integer model): {}",

@@ -364,7 +364,7 @@ pub fn train_qat(
 /// Float logits of the plain net (no fake quantization), `[images][classes]`.
 pub fn float_logits(net: &Net, data: &Dataset, device: Device) -> Vec<f32> {
     let _guard = tch::no_grad_guard();
-    let mut out = Vec::with_capacity(data.len() * data.arch.classes as usize);
+    let mut out = Vec::with_capacity(data.len() * data.list.arch.classes as usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
         let (xs, _) = data.batch(chunk, device);
@@ -390,7 +390,7 @@ pub fn fake_quant_int8_logits(
         observers: new_observers(net),
         fixed_params: Some(params),
     };
-    let mut out = Vec::with_capacity(data.len() * data.arch.classes as usize);
+    let mut out = Vec::with_capacity(data.len() * data.list.arch.classes as usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
         let (xs, _) = data.batch(chunk, device);

@@ -27,7 +27,7 @@ pub fn evaluate(
     batch: usize,
     device: Device,
 ) -> Result<Evaluation> {
-    let n = data.arch().classes as usize;
+    let n = data.list().arch.classes as usize;
     let mut confusion = vec![vec![0u64; n]; n];
     let (mut loss_sum, mut correct) = (0.0f64, 0u64);
     tch::no_grad(|| -> Result<()> {
@@ -39,7 +39,7 @@ pub fn evaluate(
             |_, pixels| pixels,
             |_, pixels, targets| -> Result<()> {
                 let count = targets.len();
-                let xs = pixels_to_tensor(pixels, count, data.arch(), device);
+                let xs = pixels_to_tensor(pixels, count, &data.list().arch, device);
                 let ys = Tensor::from_slice(&targets).to_device(device);
                 let logits = net.forward_t(&xs, false);
                 loss_sum +=
@@ -127,7 +127,7 @@ pub fn run(
     let ck = checkpoint::load(checkpoint_path, device)?;
     let data = Dataset::load_for_model(data_dir, &ck.meta.arch, &ck.meta.labels)
         .with_context(|| format!("loading test images from {}", data_dir.display()))?;
-    data.warn_skipped();
+    data.list.warn_skipped();
     let all: Vec<usize> = (0..data.len()).collect();
     let ev = evaluate(&ck.net, &data, &all, 256, device)?;
     println!(
@@ -135,15 +135,15 @@ pub fn run(
         ev.accuracy * 100.0,
         data.len(),
         data_dir.display(),
-        data.skipped.len(),
+        data.list.skipped.len(),
         ev.loss,
         checkpoint::resolve(checkpoint_path).display(),
         ck.meta.epoch
     );
-    print!("{}", format_confusion(&data.labels, &ev.confusion));
+    print!("{}", format_confusion(&data.list.labels, &ev.confusion));
     if let Some(png) = confusion_png {
         let title = format!("confusion matrix, accuracy {:.2}%", ev.accuracy * 100.0);
-        crate::train::plot::confusion_matrix(png, &data.labels, &ev.confusion, &title)?;
+        crate::train::plot::confusion_matrix(png, &data.list.labels, &ev.confusion, &title)?;
         println!("confusion matrix saved to {}", png.display());
     }
     Ok(EvalRun {
@@ -151,7 +151,7 @@ pub fn run(
         loss: ev.loss,
         confusion: ev.confusion,
         images: data.len(),
-        skipped_files: data.skipped.len(),
-        labels: data.labels,
+        skipped_files: data.list.skipped.len(),
+        labels: data.list.labels,
     })
 }

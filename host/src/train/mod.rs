@@ -338,13 +338,15 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let device = Device::cuda_if_available();
     let input = opts.arch.apply(opts.preset, 2)?;
     let (data, train_idx, val_idx) = open_data(opts, &input, device)?;
-    let arch = opts.arch.apply(opts.preset, data.labels().len() as u16)?;
+    let arch = opts
+        .arch
+        .apply(opts.preset, data.list().labels.len() as u16)?;
     let Start {
         vs,
         mut net,
         mut metrics,
         mut best,
-    } = start(opts, &last_path, arch, data.labels(), device)?;
+    } = start(opts, &last_path, arch, &data.list().labels, device)?;
     net.dropout = opts.dropout;
     let start_epoch = metrics.len();
     let mut opt = optimizer(&vs, opts.lr, opts.weight_decay)?;
@@ -390,7 +392,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             format: CHECKPOINT_FORMAT,
             preset: opts.preset.name().to_string(),
             arch,
-            labels: data.labels().to_vec(),
+            labels: data.list().labels.to_vec(),
             epoch: number,
             best_val_accuracy: best,
             metrics: metrics.clone(),
@@ -408,11 +410,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let train_images_per_second = images_per_second(&metrics, start_epoch, train_idx.len());
     let summary = TrainSummary {
         arch,
-        labels: data.labels().to_vec(),
+        labels: data.list().labels.to_vec(),
         metrics,
         best_val_accuracy: best,
         train_images_per_second,
-        skipped_files: data.skipped().len(),
+        skipped_files: data.list().skipped.len(),
         test_accuracy: None,
         best_checkpoint: best_path,
     };
@@ -507,21 +509,21 @@ fn open_data(
         opts.memory_budget_mb.saturating_mul(1 << 20),
     )
     .with_context(|| format!("loading training images from {}", opts.data.display()))?;
-    data.warn_skipped();
-    let (train_idx, val_idx) = split_indices(data.len(), opts.val_split, opts.seed);
+    data.list().warn_skipped();
+    let (train_idx, val_idx) = split_indices(data.list().len(), opts.val_split, opts.seed);
     if train_idx.is_empty() || val_idx.is_empty() {
         bail!(
             "{} images are too few for a {:.0}% validation split; add images or change --val-split",
-            data.len(),
+            data.list().len(),
             opts.val_split * 100.0
         );
     }
     println!(
         "{} images in {} classes from {} ({} skipped), {} train / {} validation, {} in {:.1}s on {:?}",
-        data.len(),
-        data.labels().len(),
+        data.list().len(),
+        data.list().labels.len(),
         opts.data.display(),
-        data.skipped().len(),
+        data.list().skipped.len(),
         train_idx.len(),
         val_idx.len(),
         if data.is_streamed() {
@@ -676,7 +678,7 @@ impl Fit<'_> {
             order,
             opts.batch,
             PREFETCH_BATCHES,
-            |b, pixels| augment_batch(pixels, source.arch(), &opts.augment, seed ^ b as u64),
+            |b, pixels| augment_batch(pixels, &source.list().arch, &opts.augment, seed ^ b as u64),
             |b, pixels, targets| -> Result<()> {
                 if interrupted() {
                     bar.abandon();
@@ -700,7 +702,7 @@ impl Fit<'_> {
                     self.total_steps,
                 );
                 opt.set_lr(lr);
-                let xs = pixels_to_tensor(pixels, targets.len(), source.arch(), self.device);
+                let xs = pixels_to_tensor(pixels, targets.len(), &source.list().arch, self.device);
                 let ys = Tensor::from_slice(&targets).to_device(self.device);
                 let logits = self.net.forward_t(&xs, true);
                 let loss = logits.cross_entropy_loss::<Tensor>(
