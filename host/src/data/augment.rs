@@ -2,7 +2,9 @@
 //! affine resampling (horizontal flip, rotation, crop/zoom and whole-pixel translation; bilinear,
 //! edges replicated), then colour jitter, then random erasing. Each stage draws from the image's
 //! own RNG in a fixed order, so a seed gives the same image whatever the batch or thread.
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tinycnn::Arch;
 
@@ -126,6 +128,27 @@ impl Augment {
             }
         }
         Ok(a)
+    }
+
+    /// `pixels` (the images of one batch, HWC u8 each) augmented with per-image seeds derived
+    /// from `seed`, so an image's augmentation does not depend on the thread that ran it;
+    /// returned unchanged when nothing is on.
+    pub fn apply_batch(&self, pixels: Vec<u8>, arch: &Arch, seed: u64) -> Vec<u8> {
+        if !self.is_active() {
+            return pixels;
+        }
+        let len = arch.input_len();
+        let mut out = vec![0u8; pixels.len()];
+        out.par_chunks_mut(len)
+            .zip(pixels.par_chunks(len))
+            .enumerate()
+            .for_each(|(k, (dst, src))| {
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                self.apply(src, dst, arch, &mut rng);
+            });
+        out
     }
 
     /// Writes a randomly augmented copy of `src` (HWC, `arch`'s geometry) into `dst`.
@@ -252,7 +275,32 @@ fn erase<R: Rng>(image: &mut [u8], shape: Shape, rng: &mut R) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
+
+    /// A batch is augmented image by image, each from its own seed: the same bytes as applying
+    /// each image alone, whatever rayon's split; and `NONE` hands the batch back untouched.
+    #[test]
+    fn batch_is_per_image_and_seeded() {
+        let arch = Arch::fashion();
+        let len = arch.input_len();
+        let pixels: Vec<u8> = (0..3 * len).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(Augment::NONE.apply_batch(pixels.clone(), &arch, 5), pixels);
+        let batch = Augment::CENTRED.apply_batch(pixels.clone(), &arch, 5);
+        assert_eq!(
+            batch,
+            Augment::CENTRED.apply_batch(pixels.clone(), &arch, 5)
+        );
+        assert_ne!(
+            batch,
+            Augment::CENTRED.apply_batch(pixels.clone(), &arch, 6)
+        );
+        for k in 0..3 {
+            let mut alone = vec![0u8; len];
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(5 ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            Augment::CENTRED.apply(&pixels[k * len..][..len], &mut alone, &arch, &mut rng);
+            assert_eq!(&batch[k * len..][..len], &alone[..]);
+        }
+    }
 
     #[test]
     fn parse_lists_and_rejects_unknown() {

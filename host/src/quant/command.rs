@@ -34,7 +34,8 @@ pub struct QuantizeArgs {
     /// Output folder for model.tcnn, model.float.onnx, model.qdq.onnx, qat.ot and model.report.{md,json}.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// QAT fine-tuning epochs (0: export the PTQ model).
+    /// QAT fine-tuning epochs (0: export the PTQ model), with the float run's --augment and
+    /// --label-smoothing.
     #[arg(long, default_value_t = 3)]
     pub qat_epochs: usize,
     /// Final QAT epochs with frozen observers.
@@ -319,7 +320,10 @@ pub fn quantize_command(args: &QuantizeArgs) -> anyhow::Result<QuantizeReport> {
         percent(ptq_validation_accuracy)
     );
 
+    let (augment, label_smoothing) = ckpt.meta.options.training_loss();
     let qat = QatOptions {
+        augment,
+        label_smoothing,
         epochs: args.qat_epochs,
         freeze_epochs: args.freeze_epochs.min(args.qat_epochs),
         lr: args.qat_lr,

@@ -277,6 +277,10 @@ pub struct QatOptions {
     pub lr: f64,
     pub batch: usize,
     pub seed: u64,
+    /// The float run's training augmentation and label smoothing: fine-tuning keeps the loss the
+    /// net was trained on.
+    pub augment: crate::data::augment::Augment,
+    pub label_smoothing: f64,
 }
 
 /// One QAT epoch's summary.
@@ -316,7 +320,8 @@ pub fn train_qat(
         };
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
-        for chunk in order.chunks(options.batch.max(1)) {
+        let epoch_seed = crate::train::epoch_seed(options.seed, epoch);
+        for (b, chunk) in order.chunks(options.batch.max(1)).enumerate() {
             if crate::train::interrupted() {
                 eprintln!(
                     "interrupt: QAT stops in epoch {} of {}; the best completed epoch is exported",
@@ -325,7 +330,8 @@ pub fn train_qat(
                 );
                 return Ok((observers, epochs));
             }
-            let (xs, ys) = data.batch(chunk, vs.device());
+            let (xs, ys) =
+                data.augmented_batch(chunk, &options.augment, epoch_seed ^ b as u64, vs.device());
             let mut fq = FakeQuant {
                 net,
                 observers,
@@ -333,7 +339,13 @@ pub fn train_qat(
             };
             let logits = fq.forward(&xs, mode);
             observers = fq.observers;
-            let loss = logits.cross_entropy_for_logits(&ys);
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &ys,
+                None,
+                tch::Reduction::Mean,
+                -100,
+                options.label_smoothing,
+            );
             let loss_value = f64::try_from(&loss)?;
             if !loss_value.is_finite() {
                 anyhow::bail!(

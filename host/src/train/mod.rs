@@ -17,7 +17,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::nn::{self, OptimizerConfig};
@@ -277,26 +276,8 @@ pub struct Interrupted {
     pub kept: String,
 }
 
-/// `pixels` (the images of one batch, HWC u8 each) augmented with per-image seeds derived from
-/// `seed`; unchanged when `augment` does nothing.
-fn augment_batch(pixels: Vec<u8>, arch: &Arch, augment: &Augment, seed: u64) -> Vec<u8> {
-    if !augment.is_active() {
-        return pixels;
-    }
-    let len = arch.input_len();
-    let mut out = vec![0u8; pixels.len()];
-    out.par_chunks_mut(len)
-        .zip(pixels.par_chunks(len))
-        .enumerate()
-        .for_each(|(k, (dst, src))| {
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            augment.apply(src, dst, arch, &mut rng);
-        });
-    out
-}
-
-fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+/// The seed of epoch `epoch` (0-based) of a run seeded with `seed`: its shuffle and augmentation.
+pub(crate) fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_add((epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
@@ -678,7 +659,10 @@ impl Fit<'_> {
             order,
             opts.batch,
             PREFETCH_BATCHES,
-            |b, pixels| augment_batch(pixels, &source.list().arch, &opts.augment, seed ^ b as u64),
+            |b, pixels| {
+                opts.augment
+                    .apply_batch(pixels, &source.list().arch, seed ^ b as u64)
+            },
             |b, pixels, targets| -> Result<()> {
                 if interrupted() {
                     bar.abandon();
