@@ -12,44 +12,32 @@ use tch::{Device, Kind, Tensor};
 use tinycnn::Arch;
 pub use tinycnn_runtime::dataset::*;
 
-/// Float tensor batches of a [`Dataset`].
-pub trait TensorBatches {
-    /// The images of `indices` as a float batch `[B, C, H, W]` in `[0, 1]` (channels-last
-    /// memory layout) on `device`, and their class ids `[B]`.
-    fn batch(&self, indices: &[usize], device: Device) -> (Tensor, Tensor) {
-        self.augmented_batch(indices, &augment::Augment::NONE, 0, device)
-    }
-    /// [`TensorBatches::batch`] with `augment` applied, seeded per image from `seed` as in
-    /// [`augment::Augment::apply_batch`].
-    fn augmented_batch(
-        &self,
-        indices: &[usize],
-        augment: &augment::Augment,
-        seed: u64,
-        device: Device,
-    ) -> (Tensor, Tensor);
+/// The images of `indices` of `data` as a float batch `[B, C, H, W]` in `[0, 1]` (channels-last
+/// memory layout) on `device`, and their class ids `[B]`.
+pub fn batch(data: &Dataset, indices: &[usize], device: Device) -> (Tensor, Tensor) {
+    augmented_batch(data, indices, &augment::Augment::NONE, 0, device)
 }
 
-impl TensorBatches for Dataset {
-    fn augmented_batch(
-        &self,
-        indices: &[usize],
-        augment: &augment::Augment,
-        seed: u64,
-        device: Device,
-    ) -> (Tensor, Tensor) {
-        let list = &self.list;
-        let mut bytes = Vec::with_capacity(indices.len() * list.arch.input_len());
-        for &i in indices {
-            bytes.extend_from_slice(self.image(i));
-        }
-        let bytes = augment.apply_batch(bytes, &list.arch, seed);
-        let targets: Vec<i64> = indices.iter().map(|&i| list.targets[i]).collect();
-        (
-            pixels_to_tensor(&bytes, indices.len(), &list.arch, device),
-            Tensor::from_slice(&targets).to_device(device),
-        )
+/// [`batch`] with `augment` applied, seeded per image from `seed` as in
+/// [`augment::Augment::apply_batch`].
+pub fn augmented_batch(
+    data: &Dataset,
+    indices: &[usize],
+    augment: &augment::Augment,
+    seed: u64,
+    device: Device,
+) -> (Tensor, Tensor) {
+    let list = &data.list;
+    let mut bytes = Vec::with_capacity(indices.len() * list.arch.input_len());
+    for &i in indices {
+        bytes.extend_from_slice(data.image(i));
     }
+    let bytes = augment.apply_batch(bytes, &list.arch, seed);
+    let targets: Vec<i64> = indices.iter().map(|&i| list.targets[i]).collect();
+    (
+        pixels_to_tensor(&bytes, indices.len(), &list.arch, device),
+        Tensor::from_slice(&targets).to_device(device),
+    )
 }
 
 /// Turns `count` HWC u8 images into a float batch `[B, C, H, W]` in `[0, 1]` whose memory is

@@ -222,7 +222,7 @@ fn check_against_tract(
     let theirs = run().map_err(|e| anyhow::anyhow!("tract could not run the ONNX model: {e:#}"))?;
     let indices: Vec<usize> = (0..n).collect();
     let ours = tch::no_grad(|| {
-        let (xs, _) = crate::data::TensorBatches::batch(data, &indices, device);
+        let (xs, _) = crate::data::batch(data, &indices, device);
         let logits = net.forward_t(&xs, false);
         let logits = if float.softmax {
             logits.softmax(-1, tch::Kind::Float)

@@ -19,7 +19,7 @@
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use tinycnn::blob::QuantParams;
 
-use crate::data::{Dataset, TensorBatches};
+use crate::data::{augmented_batch, batch, Dataset};
 use crate::export::requant::activation_params;
 use crate::export::{FloatLayer, FloatParams};
 use crate::train::model::{Net, NetLayer};
@@ -262,7 +262,7 @@ pub fn calibrate(net: &Net, data: &Dataset, indices: &[usize], device: Device) -
     let _guard = tch::no_grad_guard();
     let mut fq = FakeQuant::new(net);
     for chunk in indices.chunks(EVAL_BATCH) {
-        let (xs, _) = data.batch(chunk, device);
+        let (xs, _) = batch(data, chunk, device);
         let _ = fq.forward(&xs, ObserverMode::MinMax);
     }
     fq.observers
@@ -330,8 +330,13 @@ pub fn train_qat(
                 );
                 return Ok((observers, epochs));
             }
-            let (xs, ys) =
-                data.augmented_batch(chunk, &options.augment, epoch_seed ^ b as u64, vs.device());
+            let (xs, ys) = augmented_batch(
+                data,
+                chunk,
+                &options.augment,
+                epoch_seed ^ b as u64,
+                vs.device(),
+            );
             let mut fq = FakeQuant {
                 net,
                 observers,
@@ -339,13 +344,7 @@ pub fn train_qat(
             };
             let logits = fq.forward(&xs, mode);
             observers = fq.observers;
-            let loss = logits.cross_entropy_loss::<Tensor>(
-                &ys,
-                None,
-                tch::Reduction::Mean,
-                -100,
-                options.label_smoothing,
-            );
+            let loss = crate::train::training_loss(&logits, &ys, options.label_smoothing);
             let loss_value = f64::try_from(&loss)?;
             if !loss_value.is_finite() {
                 anyhow::bail!(
@@ -379,7 +378,7 @@ pub fn float_logits(net: &Net, data: &Dataset, device: Device) -> Vec<f32> {
     let mut out = Vec::with_capacity(data.len() * data.list.arch.classes as usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
-        let (xs, _) = data.batch(chunk, device);
+        let (xs, _) = batch(data, chunk, device);
         let logits = net
             .forward_t(&xs, false)
             .to_device(Device::Cpu)
@@ -405,7 +404,7 @@ pub fn fake_quant_int8_logits(
     let mut out = Vec::with_capacity(data.len() * data.list.arch.classes as usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
-        let (xs, _) = data.batch(chunk, device);
+        let (xs, _) = batch(data, chunk, device);
         let logits = fq.forward(&xs, ObserverMode::Frozen);
         out.extend(fq.int8_logits(&logits));
     }

@@ -276,6 +276,12 @@ pub struct Interrupted {
     pub kept: String,
 }
 
+/// The mean cross-entropy of `logits` against class ids `ys`, with `label_smoothing` (the
+/// target puts `1 - S` on the label and spreads `S` over all classes; 0 is plain cross-entropy).
+pub(crate) fn training_loss(logits: &Tensor, ys: &Tensor, label_smoothing: f64) -> Tensor {
+    logits.cross_entropy_loss::<Tensor>(ys, None, tch::Reduction::Mean, -100, label_smoothing)
+}
+
 /// The seed of epoch `epoch` (0-based) of a run seeded with `seed`: its shuffle and augmentation.
 pub(crate) fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_add((epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -689,13 +695,7 @@ impl Fit<'_> {
                 let xs = pixels_to_tensor(pixels, targets.len(), &source.list().arch, self.device);
                 let ys = Tensor::from_slice(&targets).to_device(self.device);
                 let logits = self.net.forward_t(&xs, true);
-                let loss = logits.cross_entropy_loss::<Tensor>(
-                    &ys,
-                    None,
-                    tch::Reduction::Mean,
-                    -100,
-                    opts.label_smoothing,
-                );
+                let loss = training_loss(&logits, &ys, opts.label_smoothing);
                 opt.backward_step(&loss);
                 if let Some(ema) = ema.as_mut() {
                     ema.update();
