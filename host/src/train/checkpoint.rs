@@ -87,8 +87,6 @@ impl TryFrom<serde_json::Value> for RunOptions {
 }
 
 impl RunOptions {
-    /// The validation split `tinycnn train` used for the run behind these weights:
-    /// (fraction, seed).
     /// The float run's training augmentation and label smoothing (what QAT fine-tunes with).
     pub fn training_loss(&self) -> (crate::data::augment::Augment, f64) {
         match self {
@@ -97,6 +95,8 @@ impl RunOptions {
         }
     }
 
+    /// The validation split `tinycnn train` used for the run behind these weights:
+    /// (fraction, seed).
     pub fn validation_split(&self) -> (f64, u64) {
         match self {
             RunOptions::Float(train) => (train.val_split, train.seed),
