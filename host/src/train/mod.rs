@@ -69,8 +69,9 @@ pub struct ArchOverrides {
     /// Input channels, 1 (gray) or 3 (RGB) (overrides the preset).
     #[arg(long)]
     pub channels: Option<u8>,
-    /// Filters of the three conv blocks, e.g. `32,32,64` (overrides the preset).
-    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
+    /// Filters of the conv blocks, one number per block (1 to 6), e.g. `32,32,64` (the
+    /// tutorial's 3 blocks) or `16,32,32,64` (overrides the preset).
+    #[arg(long, value_delimiter = ',', num_args = 1..=tinycnn::MAX_BLOCKS)]
     pub filters: Option<Vec<u16>>,
     /// Width of the hidden dense layer (overrides the preset).
     #[arg(long)]
@@ -828,4 +829,35 @@ pub fn bench_train(
         step()?;
     }
     Ok((batch * steps) as f64 / start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{ArchOverrides, Preset};
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        arch: ArchOverrides,
+    }
+
+    #[test]
+    fn filters_take_one_number_per_block_up_to_the_block_limit() {
+        let comma = ["tinycnn", "--filters", "16,32,32,64"];
+        let spaced = ["tinycnn", "--filters", "16", "32", "32", "64"];
+        for args in [&comma[..], &spaced[..]] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let arch = cli.arch.apply(Preset::Tutorial, 2).unwrap();
+            assert_eq!(arch.filters.as_slice(), &[16, 32, 32, 64]);
+        }
+        let seven = Cli::try_parse_from(["tinycnn", "--filters", "8,8,8,8,8,8,8"]).unwrap();
+        let err = seven
+            .arch
+            .apply(Preset::Tutorial, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 to 6 numbers"), "{err}");
+    }
 }
