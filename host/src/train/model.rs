@@ -127,10 +127,18 @@ impl Net {
         for (spec, layer) in self.arch.layers().zip(&self.layers) {
             x = match layer {
                 // conv (SAME) -> 2x2/2 max-pool with TF SAME semantics (`ceil_mode`, so
-                // 7 -> 4) -> ReLU.
+                // 7 -> 4) -> ReLU. The bias is added after the pool: float addition of a
+                // per-channel constant is monotonic, so `max(a + b, c + b) == max(a, c) + b`
+                // exactly, and on the pooled map it is 4x fewer additions and a 4x smaller
+                // bias-gradient reduction (oneDNN's fused one was 6% of a `tutorial` step).
                 NetLayer::Conv(conv) => {
-                    x.apply(conv)
-                        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true)
+                    let pooled = x
+                        .conv2d(&conv.ws, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
+                        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true);
+                    match &conv.bs {
+                        Some(bs) => pooled + bs.view([1, -1, 1, 1]),
+                        None => pooled,
+                    }
                 }
                 NetLayer::Dense(fc) => {
                     if x.dim() > 2 {
@@ -173,5 +181,31 @@ mod tests {
         let training = tch::no_grad(|| net.forward_t(&xs, true));
         assert!(plain.equal(&inference), "dropout changed inference");
         assert!(!plain.equal(&training), "dropout did not act in training");
+    }
+
+    /// Adding the conv bias after the pool is the same function as conv with bias, then pool.
+    #[test]
+    fn bias_after_the_pool_matches_conv_with_bias() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let arch = tinycnn::Arch::fashion();
+        let net = Net::new(&vs.root(), &arch);
+        let xs = Tensor::rand([4, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+        let ours = tch::no_grad(|| net.forward_t(&xs, false));
+        let mut x = xs.shallow_clone();
+        for (spec, layer) in arch.layers().zip(&net.layers) {
+            x = match layer {
+                NetLayer::Conv(conv) => {
+                    x.apply(conv)
+                        .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], true)
+                }
+                NetLayer::Dense(fc) => fc.forward(&x.contiguous().flatten(1, -1)),
+            };
+            if spec.relu {
+                x = x.relu();
+            }
+        }
+        let diff = f64::try_from((ours - &x).abs().max()).unwrap();
+        assert!(diff <= 1e-6, "logits differ by {diff}");
     }
 }
