@@ -10,11 +10,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tinycnn::ops::{conv3x3_pool_row_s8, dense_acc_s8, pin_weights, pool_rows, ConvShape, Requant};
+use tinycnn::ops::{conv3x3_pool_row, dense_acc, pin_weights, pool_rows, ConvShape, Requant};
 #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
 use tinycnn::ops::{set_kernel_level, KernelLevel};
 use tinycnn::{
-    forward, forward_rows_from, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat,
+    forward, forward_rows_from, preprocess, Arch, Frame, Model, OwnedModel, PixelFormat, Weights,
 };
 
 fn bench_forward(c: &mut Criterion) {
@@ -116,7 +116,7 @@ fn bench_conv_rows(c: &mut Criterion) {
             let out_rows = rest[0].chunks_exact_mut(row.pooled_row_len());
             for (py, out) in out_rows.enumerate() {
                 let rows = pool_rows(&done[b], s.height, row.input_row_len(), py);
-                conv3x3_pool_row_s8(rows, row, layer.weights().as_s8().unwrap(), &rq, out);
+                conv3x3_pool_row(rows, row, layer.weights(), &rq, out);
             }
             zp = layer.output().zero_point;
         }
@@ -147,7 +147,7 @@ fn bench_dense(c: &mut Criterion) {
         group.bench_function(level, |b| {
             b.iter(|| {
                 let mut acc = [0i32; 128];
-                dense_acc_s8(black_box(&input), &weights, n, -7, &mut acc);
+                dense_acc(black_box(&input), Weights::S8(&weights), 0, n, -7, &mut acc);
                 black_box(acc)
             })
         });

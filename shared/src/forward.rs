@@ -5,16 +5,12 @@
 //! - [`forward_rows`]: rows stream through the conv blocks' 4-row rings into fc1's int32
 //!   accumulators; about 15 KB of activations for the tutorial net instead of 213 KB.
 //!
-//! Both call the same kernels ([`conv3x3_pool_row_s8`] and [`dense_acc_s8`], or their `_s4`
-//! forms for a layer with int4 weights: each layer dispatches on its bit width).
+//! Both call the same kernels, [`conv3x3_pool_row`] and [`dense_acc`], which dispatch on each
+//! layer's weight width.
 
 use crate::arch::{Arch, LayerKind, DENSE_LAYERS, MAX_BLOCKS};
 use crate::blob::Model;
-use crate::ops::{
-    conv3x3_pool_row_s4, conv3x3_pool_row_s8, conv3x3_pool_s4, conv3x3_pool_s8, dense_acc_s4,
-    dense_acc_s8, dense_s4, dense_s8, ConvShape, PoolRows, Requant,
-};
-use crate::weights::Weights;
+use crate::ops::{conv3x3_pool, conv3x3_pool_row, dense, dense_acc, ConvShape, PoolRows, Requant};
 use core::convert::Infallible;
 
 /// Runs the network on `input` and writes the int8 logits (zero point and scale of the last
@@ -70,11 +66,9 @@ pub fn forward_traced(
             &mut dst[..spec.output_len]
         };
         let rq = Requant::for_layer(layer, zp, spec.relu);
-        match (spec.kind, layer.weights()) {
-            (LayerKind::ConvBlock(shape), Weights::S8(w)) => conv3x3_pool_s8(x, shape, w, &rq, out),
-            (LayerKind::ConvBlock(shape), Weights::S4(w)) => conv3x3_pool_s4(x, shape, w, &rq, out),
-            (LayerKind::Dense, Weights::S8(w)) => dense_s8(x, w, &rq, out),
-            (LayerKind::Dense, Weights::S4(w)) => dense_s4(x, w, &rq, out),
+        match spec.kind {
+            LayerKind::ConvBlock(shape) => conv3x3_pool(x, shape, layer.weights(), &rq, out),
+            LayerKind::Dense => dense(x, layer.weights(), &rq, out),
         }
         trace(spec.index, out);
         zp = layer.output().zero_point;
@@ -187,10 +181,7 @@ pub fn forward_rows<E>(
         stream.fill(last, (2 * py + 2).min(last_shape.height - 1))?;
         stream.pooled_row(last, py, row);
         let first = py * row.len();
-        match fc1.weights() {
-            Weights::S8(w) => dense_acc_s8(row, &w[first..], fc1_spec.fan_in, fc1_zp, acc),
-            Weights::S4(w) => dense_acc_s4(row, w, first, fc1_spec.fan_in, fc1_zp, acc),
-        }
+        dense_acc(row, fc1.weights(), first, fc1_spec.fan_in, fc1_zp, acc);
     }
 
     let rq = Requant::for_layer(fc1, fc1_zp as i8, fc1_spec.relu);
@@ -201,10 +192,7 @@ pub fn forward_rows<E>(
     let logits_spec = arch.logits_layer();
     let fc2 = &model.layers[logits_spec.index];
     let rq = Requant::for_layer(fc2, input_zero_point(model, logits_spec.index), false);
-    match fc2.weights() {
-        Weights::S8(w) => dense_s8(hidden, w, &rq, logits),
-        Weights::S4(w) => dense_s4(hidden, w, &rq, logits),
-    }
+    dense(hidden, fc2.weights(), &rq, logits);
     Ok(())
 }
 
@@ -297,10 +285,7 @@ impl<E> Stream<'_, '_, '_, E> {
 fn block_row(model: &Model, b: usize, shape: ConvShape, rows: PoolRows<'_>, out: &mut [i8]) {
     let (layer, zp) = (&model.layers[b], input_zero_point(model, b));
     let rq = Requant::for_layer(layer, zp, true);
-    match layer.weights() {
-        Weights::S8(w) => conv3x3_pool_row_s8(rows, shape.row(), w, &rq, out),
-        Weights::S4(w) => conv3x3_pool_row_s4(rows, shape.row(), w, &rq, out),
-    }
+    conv3x3_pool_row(rows, shape.row(), layer.weights(), &rq, out);
 }
 
 /// The [`PoolRows`] of pooled row `py` from a ring holding input rows `next - 4 .. next` of a

@@ -12,7 +12,7 @@ use common::{
 use proptest::prelude::*;
 use tinycnn::ops::{self, reference};
 use tinycnn::weights::{pack_s4, unpack_s4};
-use tinycnn::{Arch, Model, OwnedModel, WeightBits};
+use tinycnn::{Arch, Model, OwnedModel, WeightBits, Weights};
 
 const CASES: u32 = 1024;
 
@@ -30,36 +30,31 @@ fn s4_values(n: usize) -> impl Strategy<Value = Vec<i8>> {
     )
 }
 
-/// The whole-map and row-by-row `_s4` conv kernels against the reference on the same packed
-/// weights; the reference is also checked against the int8 kernel on the unpacked values.
+/// The whole-map and row-by-row conv kernels on int4 weights against the reference on the same
+/// packed weights; the int4 reference is also checked against the int8 reference and kernel on
+/// the same values.
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     let rq = c.q.rq();
     let s = c.shape;
     let packed = pack_s4(&c.weights).unwrap();
-    let mut unpacked = vec![0i8; s.weight_len()];
+    let (s4, s8) = (Weights::S4(&packed), Weights::S8(&c.weights));
     let mut full = vec![0i8; s.height * s.width * s.out_channels];
     let mut slow = vec![0i8; s.pooled_len()];
-    reference::conv3x3_pool_s4(
-        &c.input,
-        s,
-        &packed,
-        &rq,
-        &mut unpacked,
-        &mut full,
-        &mut slow,
-    );
-    prop_assert_eq!(&unpacked, &c.weights);
+    reference::conv3x3_pool(&c.input, s, s4, &rq, &mut full, &mut slow);
+    let mut slow_s8 = vec![0i8; s.pooled_len()];
+    reference::conv3x3_pool(&c.input, s, s8, &rq, &mut full, &mut slow_s8);
+    prop_assert_eq!(&slow_s8, &slow);
     let mut fast = vec![0x5ai8; s.pooled_len()];
-    ops::conv3x3_pool_s4(&c.input, s, &packed, &rq, &mut fast);
+    ops::conv3x3_pool(&c.input, s, s4, &rq, &mut fast);
     same_values(&fast, &slow, "s4")?;
-    let mut s8 = vec![0i8; s.pooled_len()];
-    ops::conv3x3_pool_s8(&c.input, s, &c.weights, &rq, &mut s8);
-    prop_assert_eq!(&s8, &slow);
+    let mut fast_s8 = vec![0i8; s.pooled_len()];
+    ops::conv3x3_pool(&c.input, s, s8, &rq, &mut fast_s8);
+    prop_assert_eq!(&fast_s8, &slow);
     let row = s.row();
     for (py, expected) in slow.chunks(row.pooled_row_len()).enumerate() {
         let rows = ops::pool_rows(&c.input, s.height, row.input_row_len(), py);
         let mut out = vec![0x5ai8; row.pooled_row_len()];
-        ops::conv3x3_pool_row_s4(rows, row, &packed, &rq, &mut out);
+        ops::conv3x3_pool_row(rows, row, s4, &rq, &mut out);
         prop_assert_eq!(&out[..], expected, "pooled row {}", py);
     }
     Ok(())
@@ -68,37 +63,42 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
 fn check_dense(c: &DenseCase) -> Result<(), TestCaseError> {
     let (out, rq) = (c.outputs(), c.q.rq());
     let packed = pack_s4(&c.weights).unwrap();
-    let mut unpacked = vec![0i8; c.weights.len()];
+    let (s4, s8) = (Weights::S4(&packed), Weights::S8(&c.weights));
     let mut slow = vec![0i8; out];
-    reference::dense_s4(&c.input, &packed, &rq, &mut unpacked, &mut slow);
+    reference::dense(&c.input, s4, &rq, &mut slow);
+    let mut slow_s8 = vec![0i8; out];
+    reference::dense(&c.input, s8, &rq, &mut slow_s8);
+    prop_assert_eq!(&slow_s8, &slow);
     let mut fast = vec![0i8; out];
-    ops::dense_s4(&c.input, &packed, &rq, &mut fast);
+    ops::dense(&c.input, s4, &rq, &mut fast);
     prop_assert_eq!(&fast, &slow);
-    let mut s8 = vec![0i8; out];
-    ops::dense_s8(&c.input, &c.weights, &rq, &mut s8);
-    prop_assert_eq!(&s8, &slow);
+    let mut fast_s8 = vec![0i8; out];
+    ops::dense(&c.input, s8, &rq, &mut fast_s8);
+    prop_assert_eq!(&fast_s8, &slow);
     Ok(())
 }
 
 /// A dense layer accumulated in column runs that start at any element offset (mid-byte
-/// included), through the dispatched and the portable `dense_acc_s4`, against the naive sums.
+/// included), through the dispatched and the portable `dense_acc` on int4 weights, against the
+/// naive sums.
 fn check_dense_runs((n, input, w, split, zp): &DenseRuns) -> Result<(), TestCaseError> {
     let (n, split, zp) = (*n, *split, *zp as i32);
     let out = w.len() / n;
     let packed = pack_s4(w).unwrap();
+    let packed = Weights::S4(&packed);
     let expected = naive_dense_acc(input, w, n, zp);
-    type Acc = fn(&[i8], &[u8], usize, usize, i32, &mut [i32]);
+    type Acc = fn(&[i8], Weights<'_>, usize, usize, i32, &mut [i32]);
     let kernels: [(&str, Acc); 2] = [
-        ("dense_acc_s4", ops::dense_acc_s4),
-        ("dense_acc_s4_portable", ops::dense_acc_s4_portable),
+        ("dense_acc", ops::dense_acc),
+        ("dense_acc_portable", ops::dense_acc_portable),
     ];
     for (name, kernel) in kernels {
         let mut one = vec![0i32; out];
-        kernel(input, &packed, 0, n, zp, &mut one);
+        kernel(input, packed, 0, n, zp, &mut one);
         prop_assert_eq!(&one, &expected, "{} in one pass", name);
         let mut runs = vec![0i32; out];
-        kernel(&input[..split], &packed, 0, n, zp, &mut runs);
-        kernel(&input[split..], &packed, split, n, zp, &mut runs);
+        kernel(&input[..split], packed, 0, n, zp, &mut runs);
+        kernel(&input[split..], packed, split, n, zp, &mut runs);
         prop_assert_eq!(&runs, &expected, "{} in runs split at {}", name, split);
     }
     Ok(())
@@ -108,13 +108,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     #[test]
-    fn conv3x3_pool_s4_matches_reference(c in conv_case(1..12, 1..9, 1..9, s4_values, params)) {
+    fn conv3x3_pool_on_s4_matches_reference(c in conv_case(1..12, 1..9, 1..9, s4_values, params)) {
         check_conv(&c)?;
     }
 
     /// `C_in` on both sides of `PATCH_MAX_IN_CHANNELS` (patch path and row path), odd `9 * C_in`.
     #[test]
-    fn conv3x3_pool_s4_wide_matches_reference(c in {
+    fn conv3x3_pool_on_s4_wide_matches_reference(c in {
         let edge = tinycnn::ops::conv::PATCH_MAX_IN_CHANNELS;
         conv_case(1..6, edge - 3..edge + 4, 1..6, s4_values, params)
     }) {
@@ -122,12 +122,12 @@ proptest! {
     }
 
     #[test]
-    fn dense_s4_matches_reference(c in dense_case(1..40, s4_values, params)) {
+    fn dense_on_s4_matches_reference(c in dense_case(1..40, s4_values, params)) {
         check_dense(&c)?;
     }
 
     #[test]
-    fn dense_acc_s4_in_runs_matches_naive(c in dense_runs_case(s4_values)) {
+    fn dense_acc_on_s4_in_runs_matches_naive(c in dense_runs_case(s4_values)) {
         check_dense_runs(&c)?;
     }
 }

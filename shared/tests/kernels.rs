@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use tinycnn::arch::MAX_PRODUCT;
 use tinycnn::ops::{self, reference, Requant};
 use tinycnn::quant::{multiply_by_quantized_multiplier, requantize, MAX_SHIFT, MIN_SHIFT};
-use tinycnn::{argmax, forward, forward_traced, Arch, Model};
+use tinycnn::{argmax, forward, forward_traced, Arch, Model, Weights};
 
 const CASES: u32 = 1024;
 
@@ -45,7 +45,8 @@ fn conv_case_wide() -> impl Strategy<Value = ConvCase> {
 
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     let mut fast = vec![0i8; c.shape.pooled_len()];
-    ops::conv3x3_pool_s8(&c.input, c.shape, &c.weights, &c.q.rq(), &mut fast);
+    let w = Weights::S8(&c.weights);
+    ops::conv3x3_pool(&c.input, c.shape, w, &c.q.rq(), &mut fast);
     same_values(&fast, &c.reference_s8(), "fast")
 }
 
@@ -57,10 +58,10 @@ fn check_conv_rows(c: &ConvCase) -> Result<(), TestCaseError> {
     let copies = row_copies(&c.input, row.input_row_len());
     for (py, expected) in slow.chunks(row.pooled_row_len()).enumerate() {
         let mut fast = vec![0x5Ai8; row.pooled_row_len()];
-        ops::conv3x3_pool_row_s8(
+        ops::conv3x3_pool_row(
             pool_rows_of(&copies, py),
             row,
-            &c.weights,
+            Weights::S8(&c.weights),
             &c.q.rq(),
             &mut fast,
         );
@@ -76,8 +77,9 @@ fn small_dense_case() -> impl Strategy<Value = DenseCase> {
 fn check_dense(c: &DenseCase) -> Result<(), TestCaseError> {
     let mut fast = vec![0i8; c.outputs()];
     let mut slow = vec![0i8; c.outputs()];
-    ops::dense_s8(&c.input, &c.weights, &c.q.rq(), &mut fast);
-    reference::dense_s8(&c.input, &c.weights, &c.q.rq(), &mut slow);
+    let w = Weights::S8(&c.weights);
+    ops::dense(&c.input, w, &c.q.rq(), &mut fast);
+    reference::dense(&c.input, w, &c.q.rq(), &mut slow);
     prop_assert_eq!(fast, slow);
     Ok(())
 }
@@ -91,12 +93,13 @@ fn s8_dense_runs_case() -> impl Strategy<Value = DenseRuns> {
 fn check_dense_runs((n, input, w, split, zp): &DenseRuns) -> Result<(), TestCaseError> {
     let (n, split, zp) = (*n, *split, *zp as i32);
     let out = w.len() / n;
-    let mut one = vec![0i32; out];
-    ops::dense_acc_s8(input, w, n, zp, &mut one);
-    let mut runs = vec![0i32; out];
-    ops::dense_acc_s8(&input[..split], w, n, zp, &mut runs);
-    ops::dense_acc_s8(&input[split..], &w[split..], n, zp, &mut runs);
     let expected = naive_dense_acc(input, w, n, zp);
+    let w = Weights::S8(w);
+    let mut one = vec![0i32; out];
+    ops::dense_acc(input, w, 0, n, zp, &mut one);
+    let mut runs = vec![0i32; out];
+    ops::dense_acc(&input[..split], w, 0, n, zp, &mut runs);
+    ops::dense_acc(&input[split..], w, split, n, zp, &mut runs);
     prop_assert_eq!(&one, &expected);
     prop_assert_eq!(&runs, &expected);
     Ok(())
@@ -279,7 +282,7 @@ fn conv_blocks_by_rows(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
             let copies = row_copies(&x, row.input_row_len());
             let mut out = vec![0i8; shape.pooled_len()];
             for (py, o) in out.chunks_mut(row.pooled_row_len()).enumerate() {
-                ops::conv3x3_pool_row_s8(pool_rows_of(&copies, py), row, w, &rq, o);
+                ops::conv3x3_pool_row(pool_rows_of(&copies, py), row, Weights::S8(w), &rq, o);
             }
             zp = layer.output().zero_point;
             outs.push(out.clone());

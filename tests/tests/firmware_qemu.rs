@@ -185,7 +185,7 @@ fn tutorial_sized_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
-/// The tutorial net with int4 fc1 (fc1 packed two weights per byte, the DSP `dense_acc_s4`):
+/// The tutorial net with int4 fc1 (fc1 packed two weights per byte, the DSP `dense_acc` on int4 weights):
 /// half the flash, the same bit-exactness.
 #[test]
 fn tutorial_int4_fc1_model_in_qemu_matches_host_bit_for_bit() -> Result<()> {

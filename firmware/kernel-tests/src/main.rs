@@ -20,12 +20,12 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use semihosting::println;
 use tinycnn::ops::reference;
 use tinycnn::ops::{
-    conv3x3_pool_row_s8_dsp, conv3x3_pool_row_s8_portable, conv3x3_pool_s8, dense_acc_s4_dsp,
-    dense_acc_s4_portable, dense_acc_s8_dsp, dense_acc_s8_portable, dense_s4, dense_s8, pool_rows,
-    requantize_dsp, ChannelSlices, ConvShape, Requant,
+    conv3x3_pool, conv3x3_pool_row_portable, conv3x3_pool_row_s8_dsp, dense, dense_acc_portable,
+    dense_acc_s4_dsp, dense_acc_s8_dsp, pool_rows, requantize_dsp, ChannelSlices, ConvShape,
+    Requant,
 };
 use tinycnn::quant::{requantize, MAX_SHIFT, MIN_SHIFT};
-use tinycnn::weights::{pack_s4_into, s4_get};
+use tinycnn::weights::{pack_s4_into, WeightBits, Weights};
 
 /// Largest conv cases: 9 x 9 x 64 input; 72 filters (two blocks of output stages); 1,023-pixel
 /// rows.
@@ -358,13 +358,14 @@ fn conv_case(index: usize, case: &ConvCase, rng: &mut Rng) -> bool {
             return false;
         }
         let out = &mut portable[py * row_len..][..row_len];
-        conv3x3_pool_row_s8_portable(rows, row, weights, &rq, out);
+        conv3x3_pool_row_portable(rows, row, Weights::S8(weights), &rq, out);
     }
-    conv3x3_pool_s8(input, shape, weights, &rq, &mut dispatched[..pooled_len]);
-    reference::conv3x3_pool_s8(
+    let w = Weights::S8(weights);
+    conv3x3_pool(input, shape, w, &rq, &mut dispatched[..pooled_len]);
+    reference::conv3x3_pool(
         input,
         shape,
-        weights,
+        w,
         &rq,
         &mut full[..full_len],
         &mut reference_out[..pooled_len],
@@ -374,7 +375,7 @@ fn conv_case(index: usize, case: &ConvCase, rng: &mut Rng) -> bool {
     for (name, got) in [
         ("dsp", &dsp[..pooled_len]),
         ("portable", &portable[..pooled_len]),
-        ("conv3x3_pool_s8", &dispatched[..pooled_len]),
+        ("conv3x3_pool", &dispatched[..pooled_len]),
     ] {
         if let Some(i) = first_difference(got, reference_out) {
             let (pixel, c) = (i / co, i % co);
@@ -447,102 +448,69 @@ const DENSE_CASES: &[DenseCase] = &{
     ]
 };
 
-fn dense_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
+/// A dense case at weight width `bits`: `dense_acc`'s DSP kernel and its portable one against
+/// the i64 sums, each row's run starting `first` elements in (int4: `index % 3`, so odd starts
+/// read a high nibble first and an odd stride alternates the parity row by row; int8: 0), then
+/// the whole `dense` layer against `reference::dense`.
+fn dense_case(index: usize, case: &DenseCase, bits: WeightBits, rng: &mut Rng) -> bool {
     let (n, out) = (case.inputs, case.outputs);
     let stride = n + case.stride_extra;
-    let mut input = [0i8; MAX_N];
-    let mut weights = [0i8; MAX_OUT * MAX_STRIDE];
-    let weight_len = (out - 1) * stride + n;
-    let (inputs, weight_values) = (&mut input[..n], &mut weights[..weight_len]);
-    let zp = draw_operands(rng, case.fill, index, 127, inputs, weight_values);
-    let (input, weights) = (&input[..n], &weights[..weight_len]);
-
-    let agrees = accumulators_agree(
-        rng,
-        format_args!("dense case {index} {case:?} zp={zp}"),
-        (input, zp, out),
-        |o, i| weights[o * stride + i] as i64,
-        |acc| dense_acc_s8_dsp(input, weights, stride, zp as i32, acc),
-        |acc| dense_acc_s8_portable(input, weights, stride, zp as i32, acc),
-    );
-    if !agrees {
-        return false;
-    }
-
-    // The whole layer (dense_s8 runs the dispatched dense_acc_s8) against the reference.
-    if case.stride_extra == 0 {
-        let scale = accumulator_scale(case.fill, n as u32, 127, 70);
-        let agrees = dense_layer_agrees(
-            rng,
-            format_args!("dense case {index} {case:?} zp={zp}"),
-            (index, zp, scale, out),
-            "dense_s8",
-            |rq, got| dense_s8(input, weights, rq, got),
-            |rq, want| reference::dense_s8(input, weights, rq, want),
-        );
-        if !agrees {
-            return false;
-        }
-    }
-    println!(
-        "ok dense case {index}: {n} -> {out} (stride {stride}) {:?} zp={zp}",
-        case.fill
-    );
-    true
-}
-
-/// A dense case with int4 weights: `dense_acc_s4_dsp` and `dense_acc_s4_portable` against the
-/// i64 sums, each row's run starting `first` elements in (odd starts read a high nibble first;
-/// an odd stride alternates the parity row by row), then the whole `dense_s4` layer against
-/// `reference::dense_s4`.
-fn dense_s4_case(index: usize, case: &DenseCase, rng: &mut Rng) -> bool {
-    let (n, out) = (case.inputs, case.outputs);
-    let stride = n + case.stride_extra;
-    let first = index % 3;
+    let first = match bits {
+        WeightBits::S8 => 0,
+        WeightBits::S4 => index % 3,
+    };
+    let max_weight = bits.qmax() as i8;
     let mut input = [0i8; MAX_N];
     let mut values = [0i8; MAX_OUT * MAX_STRIDE + 2];
     let len = first + (out - 1) * stride + n;
-    let zp = draw_operands(
-        rng,
-        case.fill,
-        index,
-        7,
-        &mut input[..n],
-        &mut values[..len],
-    );
+    let (inputs, weight_values) = (&mut input[..n], &mut values[..len]);
+    let zp = draw_operands(rng, case.fill, index, max_weight, inputs, weight_values);
+    let (input, values) = (&input[..n], &values[..len]);
     let mut packed = [0u8; (MAX_OUT * MAX_STRIDE + 2).div_ceil(2)];
-    pack_s4_into(&values[..len], &mut packed);
-    let (input, packed) = (&input[..n], &packed[..len.div_ceil(2)]);
+    let weights = match bits {
+        WeightBits::S8 => Weights::S8(values),
+        WeightBits::S4 => {
+            pack_s4_into(values, &mut packed);
+            Weights::S4(&packed[..len.div_ceil(2)])
+        }
+    };
 
     let agrees = accumulators_agree(
         rng,
-        format_args!("dense s4 case {index} {case:?} first={first} zp={zp}"),
+        format_args!("dense {bits} case {index} {case:?} first={first} zp={zp}"),
         (input, zp, out),
-        |o, i| s4_get(packed, first + o * stride + i) as i64,
-        |acc| dense_acc_s4_dsp(input, packed, first, stride, zp as i32, acc),
-        |acc| dense_acc_s4_portable(input, packed, first, stride, zp as i32, acc),
+        |o, i| weights.get(first + o * stride + i) as i64,
+        |acc| match weights {
+            Weights::S8(w) => dense_acc_s8_dsp(input, &w[first..], stride, zp as i32, acc),
+            Weights::S4(w) => dense_acc_s4_dsp(input, w, first, stride, zp as i32, acc),
+        },
+        |acc| dense_acc_portable(input, weights, first, stride, zp as i32, acc),
     );
     if !agrees {
         return false;
     }
 
+    // The whole layer (`dense` runs the dispatched `dense_acc`) against the reference.
     if case.stride_extra == 0 && first == 0 {
-        let scale = accumulator_scale(case.fill, n as u32, 7, 4);
-        let mut unpacked = [0i8; MAX_OUT * MAX_STRIDE];
+        let typical_weight = match bits {
+            WeightBits::S8 => 70,
+            WeightBits::S4 => 4,
+        };
+        let scale = accumulator_scale(case.fill, n as u32, bits.qmax() as u32, typical_weight);
         let agrees = dense_layer_agrees(
             rng,
-            format_args!("dense s4 case {index} {case:?} zp={zp}"),
+            format_args!("dense {bits} case {index} {case:?} zp={zp}"),
             (index, zp, scale, out),
-            "dense_s4",
-            |rq, got| dense_s4(input, packed, rq, got),
-            |rq, want| reference::dense_s4(input, packed, rq, &mut unpacked[..n * out], want),
+            "dense",
+            |rq, got| dense(input, weights, rq, got),
+            |rq, want| reference::dense(input, weights, rq, want),
         );
         if !agrees {
             return false;
         }
     }
     println!(
-        "ok dense s4 case {index}: {n} -> {out} (stride {stride}, first {first}) {:?} zp={zp}",
+        "ok dense {bits} case {index}: {n} -> {out} (stride {stride}, first {first}) {:?} zp={zp}",
         case.fill
     );
     true
@@ -613,11 +581,10 @@ fn main() -> ! {
         for (i, case) in CONV_CASES.iter().enumerate() {
             tally(conv_case(i, case, &mut rng));
         }
-        for (i, case) in DENSE_CASES.iter().enumerate() {
-            tally(dense_case(i, case, &mut rng));
-        }
-        for (i, case) in DENSE_CASES.iter().enumerate() {
-            tally(dense_s4_case(i, case, &mut rng));
+        for bits in [WeightBits::S8, WeightBits::S4] {
+            for (i, case) in DENSE_CASES.iter().enumerate() {
+                tally(dense_case(i, case, bits, &mut rng));
+            }
         }
         tally(requant_case(&mut rng));
     }

@@ -1,4 +1,4 @@
-//! Conv weight layouts: tch stores `[out, in, 3, 3]` (OIHW); `shared`'s `conv3x3_pool_s8` reads
+//! Conv weight layouts: tch stores `[out, in, 3, 3]` (OIHW); `shared`'s `conv3x3_pool` reads
 //! `[out][3][3][in]` (OHWI), so one output channel's 3x3xC_in window is contiguous.
 
 /// Reorders OIHW conv weights to OHWI.

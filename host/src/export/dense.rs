@@ -1,4 +1,4 @@
-//! Dense weight layouts. Both tch and `shared`'s `dense_s8` store `[out][in]`, but the flatten in
+//! Dense weight layouts. Both tch and `shared`'s `dense` store `[out][in]`, but the flatten in
 //! front of fc1 differs: tch flattens the pooled `[C, H, W]` tensor (index `c*H*W + h*W + w`),
 //! `shared` flattens HWC (index `h*W*C + w*C + c`). fc1's columns are permuted accordingly.
 

@@ -500,7 +500,7 @@ fn max4(a: [i32; 4]) -> i32 {
     a[0].max(a[1]).max(a[2].max(a[3]))
 }
 
-/// DSP version of [`conv3x3_pool_row_s8`](super::conv3x3_pool_row_s8), called by it after its
+/// DSP version of [`conv3x3_pool_row`](super::conv3x3_pool_row) on int8 weights, called by it after its
 /// argument checks (same contract). Returns `false`, having written nothing, when
 /// `C_in > PATCH_MAX_IN_CHANNELS` or a multiplier is `i32::MIN` (outside the contract, where
 /// [`Stage`] would not saturate): the caller then runs the portable row path.
@@ -752,8 +752,8 @@ fn dot2(x: &DenseInput, w0: &[i8], w1: &[i8], groups: usize) -> (i32, i32) {
     (a0, a1)
 }
 
-/// DSP version of [`dense_acc_s8`](super::dense_acc_s8), called by it after its argument
-/// checks (same contract).
+/// DSP version of [`dense_acc`](super::dense_acc) on int8 weights, called by it after its argument
+/// checks: the same contract, with `weights` starting at the run's first element.
 #[doc(hidden)]
 pub fn dense_acc_s8_dsp(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
     let neg_zp = neg_zp_pair(zp);
@@ -881,7 +881,7 @@ fn dot_s4_groups(x: &Dense4Input, w: &[u8], groups: usize) -> i32 {
     acc >> 4
 }
 
-/// DSP version of [`dense_acc_s4`](super::dense_acc_s4), called by it after its argument
+/// DSP version of [`dense_acc`](super::dense_acc) on int4 weights, called by it after its argument
 /// checks (same contract).
 ///
 /// A row whose run starts at an odd element takes its first weight from a high nibble, then

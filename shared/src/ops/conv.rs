@@ -1,13 +1,14 @@
 //! Conv 3x3 stride 1 SAME + bias + requantize + ReLU clamp, fused with max-pool 2x2 SAME.
 //!
-//! The row kernel [`conv3x3_pool_row_s8`] is the one definition: it produces one pooled output
-//! row from the four input rows it reads. The whole-map [`conv3x3_pool_s8`] is a loop over it,
-//! and the streaming forward pass feeds it from ring buffers.
+//! The row kernel [`conv3x3_pool_row`] is the one definition: it produces one pooled output
+//! row from the four input rows it reads. The whole-map [`conv3x3_pool`] is a loop over it,
+//! and the streaming forward pass feeds it from ring buffers. Both take the layer's
+//! [`Weights`] at either bit width.
 
 use super::dense::dot_s4;
 use super::requant::{dot_s8, ChannelParams, Requant};
 use crate::arch::KERNEL;
-use crate::weights::unpack_s4;
+use crate::weights::{unpack_s4, Weights};
 
 /// Shape of a 3x3 convolution: input `height x width x in_channels` (HWC), weights
 /// `[out_channels][3][3][in_channels]`.
@@ -113,7 +114,8 @@ pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 ///
 /// - `rows`: the four input rows of this pooled row (see [`PoolRows`]), each
 ///   `shape.input_row_len()` int8 values with zero point `rq.input_zero_point`.
-/// - `weights`: `[C_out][3][3][C_in]`, values in [-127, 127] (symmetric, zero point 0).
+/// - `weights`: `[C_out][3][3][C_in]` (symmetric, zero point 0): int8 in [-127, 127], or int4
+///   in [-7, 7] packed two per byte, low nibble first (a channel may start mid-byte).
 /// - `output`: `shape.pooled_row_len()` values, `ceil(w/2) x C_out`.
 /// - SAME conv padding is 1 pixel of the input zero point on every side; the SAME pool window
 ///   at an odd bottom/right edge covers only existing pixels (TensorFlow's rule, 7 -> 4).
@@ -122,30 +124,38 @@ pub const PATCH_MAX_IN_CHANNELS: usize = 64;
 /// kernel takes the max of the (up to 4) int32 accumulators and requantizes once: with a
 /// multiplier `>= 0`, `acc -> clamp(MBQM(acc + bias) + zp, lo, 127)` is monotonic
 /// non-decreasing, so `max(requant(a_i)) == requant(max(a_i))`. The equality with
-/// [`reference::conv3x3_s8`](super::reference::conv3x3_s8) followed by
-/// [`reference::maxpool2x2_s8`](super::reference::maxpool2x2_s8) is property-tested.
+/// [`reference::conv3x3`](super::reference::conv3x3) followed by
+/// [`reference::maxpool2x2`](super::reference::maxpool2x2) is property-tested.
 ///
-/// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted;
-/// [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it for models).
+/// Int8 weights run the Cortex-M DSP or x86 kernel where there is one; int4 weights run the
+/// portable kernel everywhere.
+///
+/// Accumulator bound: `255 * 127 * 9 * C_in + |bias| <= i32::MAX` (debug-asserted, the int8
+/// bound covers int4; [`Arch::validate`](crate::Arch::validate) and blob loading guarantee it
+/// for models).
 ///
 /// # Panics
 /// If a slice length does not match `shape`, `rows` breaks its invariants, or (debug builds) a
 /// multiplier is negative.
-pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
+pub fn conv3x3_pool_row<P: ChannelParams + ?Sized>(
     rows: PoolRows<'_>,
     shape: RowShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     check_row_args(rows, shape, weights, rq, output);
     #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
-    if super::arm_dsp::conv3x3_pool_row_s8_dsp(rows, shape, weights, rq, output) {
-        return;
+    if let Weights::S8(w) = weights {
+        if super::arm_dsp::conv3x3_pool_row_s8_dsp(rows, shape, w, rq, output) {
+            return;
+        }
     }
     #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
-    if super::x86::conv3x3_pool_row_s8(rows, shape, weights, rq, output) {
-        return;
+    if let Weights::S8(w) = weights {
+        if super::x86::conv3x3_pool_row_s8(rows, shape, w, rq, output) {
+            return;
+        }
     }
     pool_row_portable(rows, shape, weights, rq, output);
 }
@@ -153,7 +163,7 @@ pub fn conv3x3_pool_row_s8<P: ChannelParams + ?Sized>(
 /// Runs `f` with the conv weight slices `weights` pinned: they stay borrowed, so unchanged,
 /// for the whole call, and an optimized kernel that caches a packed copy of a pinned slice
 /// compares it with the slice once per `pin_weights` call instead of on every
-/// [`conv3x3_pool_row_s8`] call (a few percent of `fashion` run row by row; the
+/// [`conv3x3_pool_row`] call (a few percent of `fashion` run row by row; the
 /// `conv_rows_fashion` benchmark). Results are the same with or without it; without an
 /// optimized kernel it just calls `f`.
 ///
@@ -168,13 +178,13 @@ pub fn pin_weights<R>(weights: &[&[i8]], f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// The portable [`conv3x3_pool_row_s8`], whatever the target: the baseline that optimized
+/// The portable [`conv3x3_pool_row`], whatever the target: the baseline that optimized
 /// variants are tested against on their own target. Same contract.
 #[doc(hidden)]
-pub fn conv3x3_pool_row_s8_portable<P: ChannelParams + ?Sized>(
+pub fn conv3x3_pool_row_portable<P: ChannelParams + ?Sized>(
     rows: PoolRows<'_>,
     shape: RowShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
@@ -182,11 +192,11 @@ pub fn conv3x3_pool_row_s8_portable<P: ChannelParams + ?Sized>(
     pool_row_portable(rows, shape, weights, rq, output);
 }
 
-/// The argument checks of [`conv3x3_pool_row_s8`] (its `# Panics`).
+/// The argument checks of [`conv3x3_pool_row`] (its `# Panics`).
 fn check_row_args<P: ChannelParams + ?Sized>(
     rows: PoolRows<'_>,
     shape: RowShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &[i8],
 ) {
@@ -197,38 +207,40 @@ fn check_row_args<P: ChannelParams + ?Sized>(
 /// The shape checks of every row kernel entry point.
 fn check_row_shape(rows: PoolRows<'_>, shape: RowShape, output: &[i8]) {
     let s = shape;
-    assert!(s.width > 0, "conv3x3_pool_row_s8: empty row");
-    assert!(rows[1].is_some(), "conv3x3_pool_row_s8: rows[1] is missing");
+    assert!(s.width > 0, "conv3x3_pool_row: empty row");
+    assert!(rows[1].is_some(), "conv3x3_pool_row: rows[1] is missing");
     assert!(
         rows[2].is_some() || rows[3].is_none(),
-        "conv3x3_pool_row_s8: rows[3] without rows[2]"
+        "conv3x3_pool_row: rows[3] without rows[2]"
     );
     for r in rows.iter().flatten() {
         assert_eq!(
             r.len(),
             s.input_row_len(),
-            "conv3x3_pool_row_s8: input row length"
+            "conv3x3_pool_row: input row length"
         );
     }
     assert_eq!(
         output.len(),
         s.pooled_row_len(),
-        "conv3x3_pool_row_s8: output length"
+        "conv3x3_pool_row: output length"
     );
 }
 
-/// The weight checks every conv entry point makes: the length (always), the accumulator bound,
-/// the weight range and multipliers `>= 0` (debug builds).
-fn check_weights<P: ChannelParams + ?Sized>(s: RowShape, weights: &[i8], rq: &Requant<P>) {
+/// The weight checks every conv entry point makes: the stored length (always), the
+/// accumulator bound, the int8 weight range and multipliers `>= 0` (debug builds).
+fn check_weights<P: ChannelParams + ?Sized>(s: RowShape, weights: Weights<'_>, rq: &Requant<P>) {
     assert_eq!(
-        weights.len(),
-        s.weight_len(),
-        "conv3x3_pool_s8: weights length"
+        weights.as_bytes().len(),
+        weights.bits().bytes(s.weight_len()),
+        "conv3x3_pool: weights length"
     );
-    debug_assert!(
-        !weights.contains(&i8::MIN),
-        "conv3x3_pool_row_s8: weights must be in [-127, 127]"
-    );
+    if let Weights::S8(w) = weights {
+        debug_assert!(
+            !w.contains(&i8::MIN),
+            "conv3x3_pool: weights must be in [-127, 127]"
+        );
+    }
     check_requant(s, rq);
 }
 
@@ -283,75 +295,23 @@ impl ConvWeights for PackedS4<'_> {
     }
 }
 
-/// [`conv3x3_pool_row_s8`] for int4 weights: `weights` is `[C_out][3][3][C_in]` packed two per
-/// byte, low nibble first (`ceil(weight_len / 2)` bytes; a channel may start mid-byte), values
-/// in [-7, 7]. Everything else, including the accumulator bound, is as for int8.
-///
-/// # Panics
-/// As [`conv3x3_pool_row_s8`].
-pub fn conv3x3_pool_row_s4<P: ChannelParams + ?Sized>(
+/// The portable row kernel at the layer's bit width.
+fn pool_row_portable<P: ChannelParams + ?Sized>(
     rows: PoolRows<'_>,
-    shape: RowShape,
-    weights: &[u8],
+    s: RowShape,
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
-    check_row_shape(rows, shape, output);
-    check_weights_s4(shape, weights, rq);
-    pool_row_portable(rows, shape, &PackedS4(weights), rq, output);
-}
-
-/// [`conv3x3_pool_s8`] for int4 weights (packed as in [`conv3x3_pool_row_s4`]): the row kernel
-/// for every pooled row.
-///
-/// # Panics
-/// If a slice length does not match `shape`.
-pub fn conv3x3_pool_s4<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    shape: ConvShape,
-    weights: &[u8],
-    rq: &Requant<P>,
-    output: &mut [i8],
-) {
-    check_map_shape(input, shape, output);
-    check_weights_s4(shape.row(), weights, rq);
-    for_each_pooled_row(input, shape, output, |rows, row, out| {
-        pool_row_portable(rows, row, &PackedS4(weights), rq, out)
-    });
-}
-
-/// Calls `row_kernel(rows, row_shape, out)` for every pooled row `out` of `output`, with the
-/// input rows of `input` it reads.
-#[inline(always)]
-fn for_each_pooled_row(
-    input: &[i8],
-    shape: ConvShape,
-    output: &mut [i8],
-    mut row_kernel: impl FnMut(PoolRows<'_>, RowShape, &mut [i8]),
-) {
-    let row = shape.row();
-    let out_rows = output.chunks_exact_mut(row.pooled_row_len());
-    for (py, out) in out_rows.enumerate() {
-        row_kernel(
-            pool_rows(input, shape.height, row.input_row_len(), py),
-            row,
-            out,
-        );
+    match weights {
+        Weights::S8(w) => pool_row_of(rows, s, w, rq, output),
+        Weights::S4(w) => pool_row_of(rows, s, &PackedS4(w), rq, output),
     }
 }
 
-/// The int4 weight checks: the packed length (always), the accumulator bound and multipliers
-/// `>= 0` (debug builds).
-fn check_weights_s4<P: ChannelParams + ?Sized>(s: RowShape, weights: &[u8], rq: &Requant<P>) {
-    assert_eq!(
-        weights.len(),
-        s.weight_len().div_ceil(2),
-        "conv3x3_pool_s4: weights length"
-    );
-    check_requant(s, rq);
-}
-
-fn pool_row_portable<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
+/// The portable row kernel for weights read through `W`: the patch path up to
+/// [`PATCH_MAX_IN_CHANNELS`] input channels, the direct path above.
+fn pool_row_of<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
     rows: PoolRows<'_>,
     s: RowShape,
     weights: &W,
@@ -365,41 +325,43 @@ fn pool_row_portable<P: ChannelParams + ?Sized, W: ConvWeights + ?Sized>(
     }
 }
 
-/// Fused conv 3x3 + pool over a whole HWC map: [`conv3x3_pool_row_s8`] for every pooled row.
+/// Fused conv 3x3 + pool over a whole HWC map: [`conv3x3_pool_row`] for every pooled row
+/// (int8 weights on x86 take a whole-map kernel that packs its input once).
 ///
 /// - `input`: HWC, `shape.input_len()` int8 values with zero point `rq.input_zero_point`.
-/// - `weights`: `[C_out][3][3][C_in]`, values in [-127, 127].
+/// - `weights`: `[C_out][3][3][C_in]` at either bit width, as for [`conv3x3_pool_row`].
 /// - `output`: HWC, `shape.pooled_len()` values, `ceil(h/2) x ceil(w/2) x C_out`.
 ///
 /// # Panics
 /// If a slice length does not match `shape`.
-pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
+pub fn conv3x3_pool<P: ChannelParams + ?Sized>(
     input: &[i8],
     shape: ConvShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     check_map_shape(input, shape, output);
     check_weights(shape.row(), weights, rq);
     #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
-    if super::x86::conv3x3_pool_s8(input, shape, weights, rq, output) {
-        return;
+    if let Weights::S8(w) = weights {
+        if super::x86::conv3x3_pool_s8(input, shape, w, rq, output) {
+            return;
+        }
     }
-    for_each_pooled_row(input, shape, output, |rows, row, out| {
-        conv3x3_pool_row_s8(rows, row, weights, rq, out)
-    });
+    let row = shape.row();
+    let out_rows = output.chunks_exact_mut(row.pooled_row_len());
+    for (py, out) in out_rows.enumerate() {
+        let rows = pool_rows(input, shape.height, row.input_row_len(), py);
+        conv3x3_pool_row(rows, row, weights, rq, out);
+    }
 }
 
 /// The shape checks of the whole-map entry points.
 fn check_map_shape(input: &[i8], s: ConvShape, output: &[i8]) {
-    assert!(s.height > 0 && s.width > 0, "conv3x3_pool_s8: empty input");
-    assert_eq!(input.len(), s.input_len(), "conv3x3_pool_s8: input length");
-    assert_eq!(
-        output.len(),
-        s.pooled_len(),
-        "conv3x3_pool_s8: output length"
-    );
+    assert!(s.height > 0 && s.width > 0, "conv3x3_pool: empty input");
+    assert_eq!(input.len(), s.input_len(), "conv3x3_pool: input length");
+    assert_eq!(output.len(), s.pooled_len(), "conv3x3_pool: output length");
 }
 
 /// Writes the SAME 3x3 patch whose kernel rows are `rows` (input rows y-1, y, y+1; `None` is
@@ -575,10 +537,10 @@ mod tests {
     fn hand_computed_3x3() {
         let params = ChannelSlices { bias: &[2], ..HALF };
         let mut out = [0i8; 4];
-        conv3x3_pool_s8(
+        conv3x3_pool(
             &INPUT,
             SHAPE,
-            &WEIGHTS,
+            Weights::S8(&WEIGHTS),
             &Requant::test(&params, -1, 0, true),
             &mut out,
         );
@@ -589,10 +551,10 @@ mod tests {
     fn relu_clamps_at_output_zero_point() {
         // Negated filter: every accumulator is negative, so ReLU gives the zero point.
         let mut out = [0i8; 4];
-        conv3x3_pool_s8(
+        conv3x3_pool(
             &INPUT,
             SHAPE,
-            &[-1; 9],
+            Weights::S8(&[-1; 9]),
             &Requant::test(&HALF, -1, -7, true),
             &mut out,
         );

@@ -1,77 +1,107 @@
 //! Fully connected layer.
 
 use super::requant::{dot_s8, ChannelParams, Requant};
-use crate::weights::{s4_hi, s4_lo};
+use crate::weights::{s4_hi, s4_lo, Weights};
 
-/// Outputs per block in [`dense_s8`]: accumulators live on the stack in blocks this size.
+/// Outputs per block in [`dense`]: accumulators live on the stack in blocks this size.
 const DENSE_BLOCK: usize = 16;
 
-/// Accumulates a run of dense-layer columns: `acc[o] += Σ_i (input[i] - zp) * weights[o * stride + i]`
-/// for `o` in `0..acc.len()` and `i` in `0..input.len()`.
+/// Accumulates a run of dense-layer columns:
+/// `acc[o] += Σ_i (input[i] - zp) * w[first + o * stride + i]` for `o` in `0..acc.len()` and `i`
+/// in `0..input.len()`, where `w[k]` is weight element `k` of `weights`.
 ///
 /// - `input`: the `n = input.len()` inputs of this run, zero point `zp` (`-128..=127`).
-/// - `weights`: row `o` of the layer starts at `o * stride`; this run reads its first `n`
-///   values (the caller offsets `weights` to the run's first column). Values in [-127, 127].
-///   `stride >= n`, and `weights.len() >= (acc.len() - 1) * stride + n` when `acc` is not empty.
+/// - `weights`: the layer's `[out][in]` weights, int8 in [-127, 127] or int4 in [-7, 7] packed
+///   two per byte, low nibble first (see [`crate::weights`]). Row `o`'s run starts at element
+///   `first + o * stride` (an int4 run can start mid-byte) and reads `n` elements;
+///   `stride >= n`, and the last run ends inside `weights`.
 ///
 /// Integer sums do not depend on order, so accumulating a layer in runs (fc1 fed one pooled
 /// row at a time) gives the same sums as one pass, as long as the whole layer stays within
-/// the accumulator bound `255 * 127 * fan_in + |bias| <= i32::MAX`.
+/// the accumulator bound `255 * 127 * fan_in + |bias| <= i32::MAX` (the int8 bound covers
+/// int4). Cortex-M DSP kernels run both widths on thumbv7em, x86 kernels int8 on x86_64.
 ///
 /// # Panics
-/// If `stride < n` or `weights` is too short.
-pub fn dense_acc_s8(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
-    check_acc_args(input, weights, stride, zp, acc);
-    #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
-    {
-        return super::arm_dsp::dense_acc_s8_dsp(input, weights, stride, zp, acc);
-    }
-    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
-    if super::x86::dense_acc_s8(input, weights, stride, zp, acc) {
-        return;
-    }
-    #[allow(unreachable_code)]
-    dense_acc_portable(input, weights, stride, zp, acc);
-}
-
-/// The portable [`dense_acc_s8`], whatever the target: the baseline that optimized variants are
-/// tested against on their own target. Same contract.
-#[doc(hidden)]
-pub fn dense_acc_s8_portable(
+/// If `stride < n` or the last run ends past `weights`.
+pub fn dense_acc(
     input: &[i8],
-    weights: &[i8],
+    weights: Weights<'_>,
+    first: usize,
     stride: usize,
     zp: i32,
     acc: &mut [i32],
 ) {
-    check_acc_args(input, weights, stride, zp, acc);
-    dense_acc_portable(input, weights, stride, zp, acc);
+    check_acc_args(input, weights, first, stride, zp, acc);
+    #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
+    return match weights {
+        Weights::S8(w) => super::arm_dsp::dense_acc_s8_dsp(input, &w[first..], stride, zp, acc),
+        Weights::S4(w) => super::arm_dsp::dense_acc_s4_dsp(input, w, first, stride, zp, acc),
+    };
+    #[cfg(all(target_arch = "x86_64", feature = "std", not(feature = "portable")))]
+    if let Weights::S8(w) = weights {
+        if super::x86::dense_acc_s8(input, &w[first..], stride, zp, acc) {
+            return;
+        }
+    }
+    #[allow(unreachable_code)]
+    dense_acc_unchecked(input, weights, first, stride, zp, acc);
 }
 
-/// The argument checks of [`dense_acc_s8`] (its `# Panics`).
-fn check_acc_args(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &[i32]) {
-    check_run(input.len(), weights.len(), 0, stride, zp, acc.len());
+/// The portable [`dense_acc`], whatever the target: the baseline that optimized variants are
+/// tested against on their own target. Same contract.
+#[doc(hidden)]
+pub fn dense_acc_portable(
+    input: &[i8],
+    weights: Weights<'_>,
+    first: usize,
+    stride: usize,
+    zp: i32,
+    acc: &mut [i32],
+) {
+    check_acc_args(input, weights, first, stride, zp, acc);
+    dense_acc_unchecked(input, weights, first, stride, zp, acc);
 }
 
-/// The argument checks of both dense run kernels, in weight elements: the layer holds
-/// `weight_len` of them, row `o`'s run starts at element `first + o * stride` and reads `n`,
-/// for `outputs` rows.
-#[inline(always)]
-fn check_run(n: usize, weight_len: usize, first: usize, stride: usize, zp: i32, outputs: usize) {
+/// The argument checks of [`dense_acc`] (its `# Panics`), in weight elements.
+fn check_acc_args(
+    input: &[i8],
+    weights: Weights<'_>,
+    first: usize,
+    stride: usize,
+    zp: i32,
+    acc: &[i32],
+) {
+    let (n, outputs) = (input.len(), acc.len());
+    let elements = match weights {
+        Weights::S8(w) => w.len(),
+        Weights::S4(w) => w.len() * 2,
+    };
     assert!(stride >= n, "dense_acc: stride {stride} < run length {n}");
     if let Some(last) = outputs.checked_sub(1) {
         assert!(
-            weight_len >= first + last * stride + n,
+            elements >= first + last * stride + n,
             "dense_acc: weights length"
         );
     }
     debug_assert!((-128..=127).contains(&zp), "dense_acc: zero point {zp}");
 }
 
-fn dense_acc_portable(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {
+/// The portable [`dense_acc`] after its checks.
+fn dense_acc_unchecked(
+    input: &[i8],
+    weights: Weights<'_>,
+    first: usize,
+    stride: usize,
+    zp: i32,
+    acc: &mut [i32],
+) {
     let n = input.len();
     for (o, a) in acc.iter_mut().enumerate() {
-        *a += dot_s8(input, &weights[o * stride..][..n], zp);
+        let at = first + o * stride;
+        *a += match weights {
+            Weights::S8(w) => dot_s8(input, &w[at..][..n], zp),
+            Weights::S4(w) => dot_s4(input, w, at, zp),
+        };
     }
 }
 
@@ -102,96 +132,7 @@ pub fn dot_s4(x: &[i8], packed: &[u8], first: usize, zp: i32) -> i32 {
         .sum::<i32>()
 }
 
-/// [`dense_acc_s8`] for int4 weights: `acc[o] += Σ_i (input[i] - zp) * w[first + o * stride + i]`
-/// where `w[k]` is element `k` of `weights`, packed two per byte, low nibble first (see
-/// [`crate::weights`]); values in [-7, 7].
-///
-/// `first` is an element offset (a run of fc1 columns can start mid-byte); the other arguments
-/// and the accumulator bound are as in [`dense_acc_s8`] (the int8 bound covers int4).
-///
-/// # Panics
-/// If `stride < n` or the last run ends past `weights`.
-pub fn dense_acc_s4(
-    input: &[i8],
-    weights: &[u8],
-    first: usize,
-    stride: usize,
-    zp: i32,
-    acc: &mut [i32],
-) {
-    check_acc_s4_args(input, weights, first, stride, zp, acc);
-    #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
-    {
-        return super::arm_dsp::dense_acc_s4_dsp(input, weights, first, stride, zp, acc);
-    }
-    #[allow(unreachable_code)]
-    dense_acc_s4_portable_unchecked(input, weights, first, stride, zp, acc);
-}
-
-/// The portable [`dense_acc_s4`], whatever the target. Same contract.
-#[doc(hidden)]
-pub fn dense_acc_s4_portable(
-    input: &[i8],
-    weights: &[u8],
-    first: usize,
-    stride: usize,
-    zp: i32,
-    acc: &mut [i32],
-) {
-    check_acc_s4_args(input, weights, first, stride, zp, acc);
-    dense_acc_s4_portable_unchecked(input, weights, first, stride, zp, acc);
-}
-
-/// The argument checks of [`dense_acc_s4`] (its `# Panics`): two weight elements per byte.
-fn check_acc_s4_args(
-    input: &[i8],
-    weights: &[u8],
-    first: usize,
-    stride: usize,
-    zp: i32,
-    acc: &[i32],
-) {
-    check_run(input.len(), weights.len() * 2, first, stride, zp, acc.len());
-}
-
-fn dense_acc_s4_portable_unchecked(
-    input: &[i8],
-    weights: &[u8],
-    first: usize,
-    stride: usize,
-    zp: i32,
-    acc: &mut [i32],
-) {
-    for (o, a) in acc.iter_mut().enumerate() {
-        *a += dot_s4(input, weights, first + o * stride, zp);
-    }
-}
-
-/// [`dense_s8`] for int4 weights: `weights` is `[out][n]` row-major packed two per byte, low
-/// nibble first (`ceil(out * n / 2)` bytes, rows may start mid-byte), values in [-7, 7].
-///
-/// # Panics
-/// If `weights.len() != ceil(output.len() * input.len() / 2)`.
-pub fn dense_s4<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    weights: &[u8],
-    rq: &Requant<P>,
-    output: &mut [i8],
-) {
-    let n = input.len();
-    assert_eq!(
-        weights.len(),
-        (n * output.len()).div_ceil(2),
-        "dense_s4: weights length"
-    );
-    rq.debug_assert_bound(n, output.len());
-    let zp = rq.input_zero_point as i32;
-    dense_blocks(rq, output, |first, acc| {
-        dense_acc_s4(input, weights, first * n, n, zp, acc)
-    });
-}
-
-/// The output loop of [`dense_s8`] and [`dense_s4`]: for each block of up to [`DENSE_BLOCK`]
+/// The output loop of [`dense`]: for each block of up to [`DENSE_BLOCK`]
 /// outputs `first..first + acc.len()`, `accumulate(first, acc)` adds their sums to the zeroed
 /// `acc`, then each is requantized into `output`.
 #[inline(always)]
@@ -211,33 +152,40 @@ fn dense_blocks<P: ChannelParams + ?Sized>(
     }
 }
 
-/// Dense layer: `output[o] = requant(Σ_i (input[i] - zp_in) * weights[o * n + i] + bias[o])`.
+/// Dense layer: `output[o] = requant(Σ_i (input[i] - zp_in) * w[o * n + i] + bias[o])`.
 ///
 /// - `input`: `n` int8 values (fc1: the HWC flatten of the last conv block), zero point
 ///   `rq.input_zero_point`.
-/// - `weights`: `[out][n]` row-major, values in [-127, 127].
+/// - `weights`: `[out][n]` row-major, int8 in [-127, 127] or int4 in [-7, 7] packed two per
+///   byte, low nibble first (`ceil(out * n / 2)` bytes; rows may start mid-byte).
 /// - `output`: `out` int8 values.
 ///
 /// Accumulator bound: `255 * 127 * n + |bias| <= i32::MAX` (debug-asserted).
 ///
 /// # Panics
-/// If `weights.len() != output.len() * input.len()`.
-pub fn dense_s8<P: ChannelParams + ?Sized>(
+/// If `weights` does not hold exactly `output.len() * input.len()` weights.
+pub fn dense<P: ChannelParams + ?Sized>(
     input: &[i8],
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     let n = input.len();
-    assert_eq!(weights.len(), n * output.len(), "dense_s8: weights length");
-    rq.debug_assert_bound(n, output.len());
-    debug_assert!(
-        !weights.contains(&i8::MIN),
-        "dense_s8: weights must be in [-127, 127]"
+    assert_eq!(
+        weights.as_bytes().len(),
+        weights.bits().bytes(n * output.len()),
+        "dense: weights length"
     );
+    rq.debug_assert_bound(n, output.len());
+    if let Weights::S8(w) = weights {
+        debug_assert!(
+            !w.contains(&i8::MIN),
+            "dense: weights must be in [-127, 127]"
+        );
+    }
     let zp = rq.input_zero_point as i32;
     dense_blocks(rq, output, |first, acc| {
-        dense_acc_s8(input, &weights[first * n..], n, zp, acc)
+        dense_acc(input, weights, first * n, n, zp, acc)
     });
 }
 
@@ -262,9 +210,9 @@ mod tests {
     #[test]
     fn hand_computed() {
         let mut out = [0i8; 2];
-        dense_s8(
+        dense(
             &INPUT,
-            &WEIGHTS,
+            Weights::S8(&WEIGHTS),
             &Requant::test(&PARAMS, 5, -3, false),
             &mut out,
         );
@@ -278,11 +226,11 @@ mod tests {
         // o1: -35 + 854 = 819, + 1 = 820, * 0.25 = 205 -> 127
         let mut out = [0i8; 2];
         let rq = Requant::test(&PARAMS, 5, -3, false);
-        dense_s4(&INPUT, &[0x21, 0x93, 0x70], &rq, &mut out);
+        dense(&INPUT, Weights::S4(&[0x21, 0x93, 0x70]), &rq, &mut out);
         assert_eq!(out, [77, 127]);
         // Row 1 starts mid-byte: element 3.
         let mut acc = [0i32; 1];
-        dense_acc_s4(&INPUT, &[0x21, 0x93, 0x70], 3, 3, 5, &mut acc);
+        dense_acc(&INPUT, Weights::S4(&[0x21, 0x93, 0x70]), 3, 3, 5, &mut acc);
         assert_eq!(acc, [819]);
     }
 
@@ -290,7 +238,8 @@ mod tests {
     fn negative_without_relu() {
         let mut out = [0i8; 1];
         // -10 * 3 = -30, * 0.5 = -15
-        dense_s8(&[-10], &[3], &Requant::test(&HALF, 0, 0, false), &mut out);
+        let rq = Requant::test(&HALF, 0, 0, false);
+        dense(&[-10], Weights::S8(&[3]), &rq, &mut out);
         assert_eq!(out, [-15]);
     }
 }

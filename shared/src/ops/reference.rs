@@ -6,7 +6,16 @@
 use super::conv::ConvShape;
 use super::requant::{ChannelParams, Requant};
 use crate::quant::requantize;
-use crate::weights::unpack_s4;
+use crate::weights::Weights;
+
+/// The number of weights `weights` must hold, checked against its stored bytes.
+fn check_weight_count(weights: Weights<'_>, count: usize) {
+    assert_eq!(
+        weights.as_bytes().len(),
+        weights.bits().bytes(count),
+        "reference: weights length"
+    );
+}
 
 fn output_stage<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i64) -> i8 {
     let p = rq.params;
@@ -23,12 +32,12 @@ fn output_stage<P: ChannelParams + ?Sized>(rq: &Requant<P>, c: usize, acc: i64) 
 
 /// Conv 3x3 stride 1 SAME + bias + requantize (+ ReLU clamp), full-resolution output.
 ///
-/// Layouts: input HWC `h x w x C_in`, weights `[C_out][3][3][C_in]`, output HWC
-/// `h x w x C_out`. Padding is the input zero point (real 0).
-pub fn conv3x3_s8<P: ChannelParams + ?Sized>(
+/// Layouts: input HWC `h x w x C_in`, weights `[C_out][3][3][C_in]` (int8, or int4 packed two
+/// per byte), output HWC `h x w x C_out`. Padding is the input zero point (real 0).
+pub fn conv3x3<P: ChannelParams + ?Sized>(
     input: &[i8],
     shape: ConvShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
@@ -39,7 +48,7 @@ pub fn conv3x3_s8<P: ChannelParams + ?Sized>(
         out_channels: co,
     } = shape;
     assert_eq!(input.len(), h * w * ci);
-    assert_eq!(weights.len(), co * 9 * ci);
+    check_weight_count(weights, co * 9 * ci);
     assert_eq!(output.len(), h * w * co);
     let zp = rq.input_zero_point as i64;
     for y in 0..h {
@@ -55,7 +64,7 @@ pub fn conv3x3_s8<P: ChannelParams + ?Sized>(
                         }
                         for c in 0..ci {
                             let v = input[(iy as usize * w + ix as usize) * ci + c] as i64;
-                            let wt = weights[((o * 3 + ky) * 3 + kx) * ci + c] as i64;
+                            let wt = weights.get(((o * 3 + ky) * 3 + kx) * ci + c) as i64;
                             acc += (v - zp) * wt;
                         }
                     }
@@ -67,7 +76,7 @@ pub fn conv3x3_s8<P: ChannelParams + ?Sized>(
 }
 
 /// Max-pool 2x2 stride 2 SAME, HWC: output `ceil(h/2) x ceil(w/2) x c`.
-pub fn maxpool2x2_s8(input: &[i8], h: usize, w: usize, c: usize, output: &mut [i8]) {
+pub fn maxpool2x2(input: &[i8], h: usize, w: usize, c: usize, output: &mut [i8]) {
     let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
     assert_eq!(input.len(), h * w * c);
     assert_eq!(output.len(), oh * ow * c);
@@ -88,67 +97,37 @@ pub fn maxpool2x2_s8(input: &[i8], h: usize, w: usize, c: usize, output: &mut [i
     }
 }
 
-/// Conv block the layer-by-layer way: [`conv3x3_s8`] into `full` (`h * w * C_out`), then
-/// [`maxpool2x2_s8`] into `output`.
-pub fn conv3x3_pool_s8<P: ChannelParams + ?Sized>(
+/// Conv block the layer-by-layer way: [`conv3x3`] into `full` (`h * w * C_out`), then
+/// [`maxpool2x2`] into `output`.
+pub fn conv3x3_pool<P: ChannelParams + ?Sized>(
     input: &[i8],
     shape: ConvShape,
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     full: &mut [i8],
     output: &mut [i8],
 ) {
-    conv3x3_s8(input, shape, weights, rq, full);
-    maxpool2x2_s8(full, shape.height, shape.width, shape.out_channels, output);
+    conv3x3(input, shape, weights, rq, full);
+    maxpool2x2(full, shape.height, shape.width, shape.out_channels, output);
 }
 
-/// Dense: `output[o] = requant(Σ_i (input[i] - zp) * weights[o][i] + bias[o])`, weights `[out][in]`.
-pub fn dense_s8<P: ChannelParams + ?Sized>(
+/// Dense: `output[o] = requant(Σ_i (input[i] - zp) * weights[o][i] + bias[o])`, weights
+/// `[out][in]` (int8, or int4 packed two per byte).
+pub fn dense<P: ChannelParams + ?Sized>(
     input: &[i8],
-    weights: &[i8],
+    weights: Weights<'_>,
     rq: &Requant<P>,
     output: &mut [i8],
 ) {
     let n = input.len();
-    assert_eq!(weights.len(), n * output.len());
+    check_weight_count(weights, n * output.len());
     let zp = rq.input_zero_point as i64;
-    for o in 0..output.len() {
-        let mut acc = 0i64;
-        for i in 0..n {
-            acc += (input[i] as i64 - zp) * weights[o * n + i] as i64;
-        }
-        output[o] = output_stage(rq, o, acc);
+    for (o, out) in output.iter_mut().enumerate() {
+        let acc: i64 = (input.iter().enumerate())
+            .map(|(i, &x)| (x as i64 - zp) * weights.get(o * n + i) as i64)
+            .sum();
+        *out = output_stage(rq, o, acc);
     }
-}
-
-/// [`conv3x3_pool_s8`] on int4 weights: unpacks `packed` (two per byte, low nibble first) into
-/// `unpacked` (`C_out * 9 * C_in` values), then runs the int8 reference.
-pub fn conv3x3_pool_s4<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    shape: ConvShape,
-    packed: &[u8],
-    rq: &Requant<P>,
-    unpacked: &mut [i8],
-    full: &mut [i8],
-    output: &mut [i8],
-) {
-    assert_eq!(packed.len(), unpacked.len().div_ceil(2));
-    unpack_s4(packed, 0, unpacked);
-    conv3x3_pool_s8(input, shape, unpacked, rq, full, output);
-}
-
-/// [`dense_s8`] on int4 weights: unpacks `packed` into `unpacked` (`out * in` values), then runs
-/// the int8 reference.
-pub fn dense_s4<P: ChannelParams + ?Sized>(
-    input: &[i8],
-    packed: &[u8],
-    rq: &Requant<P>,
-    unpacked: &mut [i8],
-    output: &mut [i8],
-) {
-    assert_eq!(packed.len(), unpacked.len().div_ceil(2));
-    unpack_s4(packed, 0, unpacked);
-    dense_s8(input, unpacked, rq, output);
 }
 
 /// Index of the first maximum (0 for an empty slice).
@@ -171,7 +150,7 @@ mod tests {
         // 3x3x1 -> 2x2x1: the right column and bottom row pool alone.
         let input = [1, -5, 7, 9, 2, -128, -3, 4, 127];
         let mut out = [0i8; 4];
-        maxpool2x2_s8(&input, 3, 3, 1, &mut out);
+        maxpool2x2(&input, 3, 3, 1, &mut out);
         assert_eq!(out, [9, 7, 4, 127]);
     }
 
@@ -180,7 +159,7 @@ mod tests {
         // 2x2x2: channel 0 = [1, 2, 3, 4], channel 1 = [-1, -2, -3, -128]
         let input = [1, -1, 2, -2, 3, -3, 4, -128];
         let mut out = [0i8; 2];
-        maxpool2x2_s8(&input, 2, 2, 2, &mut out);
+        maxpool2x2(&input, 2, 2, 2, &mut out);
         assert_eq!(out, [4, -1]);
     }
 }

@@ -174,10 +174,10 @@ impl ConvCase {
         let s = self.shape;
         let mut full = vec![0i8; s.height * s.width * s.out_channels];
         let mut pooled = vec![0i8; s.pooled_len()];
-        reference::conv3x3_pool_s8(
+        reference::conv3x3_pool(
             &self.input,
             s,
-            &self.weights,
+            Weights::S8(&self.weights),
             &self.q.rq(),
             &mut full,
             &mut pooled,
@@ -318,29 +318,12 @@ pub fn reference_forward(model: &Model, input: &[i8]) -> Vec<Vec<i8>> {
     for (spec, layer) in model.arch.layers().zip(model.layers.iter()) {
         let rq = Requant::for_layer(layer, zp, spec.relu);
         let mut out = vec![0i8; spec.output_len];
-        let mut unpacked = vec![0i8; spec.weight_len()];
-        match (spec.kind, layer.weights()) {
-            (LayerKind::ConvBlock(shape), w) => {
+        match spec.kind {
+            LayerKind::ConvBlock(shape) => {
                 let mut full = vec![0i8; shape.height * shape.width * shape.out_channels];
-                match w {
-                    Weights::S8(w) => {
-                        reference::conv3x3_pool_s8(&x, shape, w, &rq, &mut full, &mut out)
-                    }
-                    Weights::S4(w) => reference::conv3x3_pool_s4(
-                        &x,
-                        shape,
-                        w,
-                        &rq,
-                        &mut unpacked,
-                        &mut full,
-                        &mut out,
-                    ),
-                }
+                reference::conv3x3_pool(&x, shape, layer.weights(), &rq, &mut full, &mut out)
             }
-            (LayerKind::Dense, Weights::S8(w)) => reference::dense_s8(&x, w, &rq, &mut out),
-            (LayerKind::Dense, Weights::S4(w)) => {
-                reference::dense_s4(&x, w, &rq, &mut unpacked, &mut out)
-            }
+            LayerKind::Dense => reference::dense(&x, layer.weights(), &rq, &mut out),
         }
         zp = layer.output().zero_point;
         outs.push(out.clone());

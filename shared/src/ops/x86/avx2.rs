@@ -230,7 +230,7 @@ impl Ctx<'_> {
 }
 
 /// `acc[o] += Σ_i (input[i] - zp) * weights[o * stride + i]` (see
-/// [`dense_acc_s8`](crate::ops::dense_acc_s8)) with i16 products, wrapping (exact within the
+/// [`dense_acc`](crate::ops::dense_acc)) with i16 products, wrapping (exact within the
 /// accumulator bound).
 #[target_feature(enable = "avx2")]
 pub(super) fn dense_acc(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {

@@ -284,7 +284,7 @@ impl Ctx<'_> {
 }
 
 /// `acc[o] += Σ_i (input[i] - zp) * weights[o * stride + i]` (see
-/// [`dense_acc_s8`](crate::ops::dense_acc_s8)): `Σ (x + 128) w - (zp + 128) Σ w`, wrapping
+/// [`dense_acc`](crate::ops::dense_acc)): `Σ (x + 128) w - (zp + 128) Σ w`, wrapping
 /// (exact within the accumulator bound).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) fn dense_acc(input: &[i8], weights: &[i8], stride: usize, zp: i32, acc: &mut [i32]) {

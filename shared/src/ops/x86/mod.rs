@@ -16,7 +16,7 @@
 //! # Conv+pool row kernel
 //! Both variants run the pooled row as a GEMM of `4 * ceil(w/2)` conv pixels by `C_out` by
 //! `K = 9 * C_in`, with no im2col copy: the input rows are copied, padded by one pixel on each
-//! side (once per map for [`conv3x3_pool_s8`](super::conv3x3_pool_s8), the four rows of each
+//! side (once per map for [`conv3x3_pool`](super::conv3x3_pool), the four rows of each
 //! call for the row kernel), and pixel `x`'s kernel-row taps are then the contiguous run
 //! `x * C_in .. (x + 3) * C_in` of a padded row. Weights are packed per layer as
 //! `[ky][K-group][C_out][group]` vectors (zero-filled past `3 * C_in` taps and past `C_out`),
@@ -632,7 +632,7 @@ pub(crate) fn pin_weights<R>(weights: &[&[i8]], f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// [`dense_acc_s8`](super::dense::dense_acc_s8) at the selected level; `false` means the
+/// [`dense_acc`](super::dense::dense_acc) at the selected level; `false` means the
 /// caller runs the portable loop. Arguments are already checked by the caller.
 pub(crate) fn dense_acc_s8(
     input: &[i8],
