@@ -444,123 +444,12 @@ pub(crate) fn serialize(g: &Graph) -> Vec<u8> {
     let tensors: Vec<_> = g
         .tensors
         .iter()
-        .map(|t| {
-            let quantization = t.quant.as_ref().map(|q| {
-                let scale = fbb.create_vector(&q.scale);
-                let zero_point = fbb.create_vector(&q.zero_point);
-                fb::QuantizationParameters::create(
-                    &mut fbb,
-                    &fb::QuantizationParametersArgs {
-                        scale: Some(scale),
-                        zero_point: Some(zero_point),
-                        quantized_dimension: 0,
-                        ..Default::default()
-                    },
-                )
-            });
-            let shape = fbb.create_vector(&t.shape);
-            let name = fbb.create_string(&t.name);
-            fb::Tensor::create(
-                &mut fbb,
-                &fb::TensorArgs {
-                    shape: Some(shape),
-                    type_: t.ty,
-                    buffer: t.buffer,
-                    name: Some(name),
-                    quantization,
-                    has_rank: true,
-                    ..Default::default()
-                },
-            )
-        })
+        .map(|t| write_tensor(&mut fbb, t))
         .collect();
     let operators: Vec<_> = g
         .ops
         .iter()
-        .map(|op| {
-            let act = |relu: bool| {
-                if relu {
-                    fb::ActivationFunctionType::RELU
-                } else {
-                    fb::ActivationFunctionType::NONE
-                }
-            };
-            let (options_type, options) = match &op.options {
-                Options::Conv { relu, stride } => (
-                    fb::BuiltinOptions::Conv2DOptions,
-                    fb::Conv2DOptions::create(
-                        &mut fbb,
-                        &fb::Conv2DOptionsArgs {
-                            padding: fb::Padding::SAME,
-                            stride_w: *stride,
-                            stride_h: *stride,
-                            dilation_w_factor: 1,
-                            dilation_h_factor: 1,
-                            fused_activation_function: act(*relu),
-                            ..Default::default()
-                        },
-                    )
-                    .as_union_value()
-                    .into(),
-                ),
-                Options::Pool { relu } => (
-                    fb::BuiltinOptions::Pool2DOptions,
-                    fb::Pool2DOptions::create(
-                        &mut fbb,
-                        &fb::Pool2DOptionsArgs {
-                            padding: fb::Padding::SAME,
-                            stride_w: 2,
-                            stride_h: 2,
-                            filter_width: 2,
-                            filter_height: 2,
-                            fused_activation_function: act(*relu),
-                        },
-                    )
-                    .as_union_value()
-                    .into(),
-                ),
-                Options::Reshape { new_shape } => {
-                    let new_shape = fbb.create_vector(new_shape);
-                    (
-                        fb::BuiltinOptions::ReshapeOptions,
-                        fb::ReshapeOptions::create(
-                            &mut fbb,
-                            &fb::ReshapeOptionsArgs {
-                                new_shape: Some(new_shape),
-                            },
-                        )
-                        .as_union_value()
-                        .into(),
-                    )
-                }
-                Options::FullyConnected { relu } => (
-                    fb::BuiltinOptions::FullyConnectedOptions,
-                    fb::FullyConnectedOptions::create(
-                        &mut fbb,
-                        &fb::FullyConnectedOptionsArgs {
-                            fused_activation_function: act(*relu),
-                            ..Default::default()
-                        },
-                    )
-                    .as_union_value()
-                    .into(),
-                ),
-                Options::None => (fb::BuiltinOptions::NONE, None),
-            };
-            let inputs = fbb.create_vector(&op.inputs);
-            let outputs = fbb.create_vector(&op.outputs);
-            fb::Operator::create(
-                &mut fbb,
-                &fb::OperatorArgs {
-                    opcode_index: op.code,
-                    inputs: Some(inputs),
-                    outputs: Some(outputs),
-                    builtin_options_type: options_type,
-                    builtin_options: options,
-                    ..Default::default()
-                },
-            )
-        })
+        .map(|op| write_operator(&mut fbb, op))
         .collect();
     let tensors = fbb.create_vector(&tensors);
     let operators = fbb.create_vector(&operators);
@@ -625,6 +514,134 @@ pub(crate) fn serialize(g: &Graph) -> Vec<u8> {
     pad_to_16(&mut fbb, 8);
     fb::finish_model_buffer(&mut fbb, root);
     fbb.finished_data().to_vec()
+}
+
+/// One tensor of the subgraph.
+fn write_tensor<'f>(fbb: &mut FlatBufferBuilder<'f>, t: &TensorSpec) -> WIPOffset<fb::Tensor<'f>> {
+    let quantization = t.quant.as_ref().map(|q| {
+        let scale = fbb.create_vector(&q.scale);
+        let zero_point = fbb.create_vector(&q.zero_point);
+        fb::QuantizationParameters::create(
+            fbb,
+            &fb::QuantizationParametersArgs {
+                scale: Some(scale),
+                zero_point: Some(zero_point),
+                quantized_dimension: 0,
+                ..Default::default()
+            },
+        )
+    });
+    let shape = fbb.create_vector(&t.shape);
+    let name = fbb.create_string(&t.name);
+    fb::Tensor::create(
+        fbb,
+        &fb::TensorArgs {
+            shape: Some(shape),
+            type_: t.ty,
+            buffer: t.buffer,
+            name: Some(name),
+            quantization,
+            has_rank: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// An operator's builtin options: their union type and value.
+fn write_options<'f>(
+    fbb: &mut FlatBufferBuilder<'f>,
+    options: &Options,
+) -> (
+    fb::BuiltinOptions,
+    Option<WIPOffset<flatbuffers::UnionWIPOffset>>,
+) {
+    let act = |relu: bool| {
+        if relu {
+            fb::ActivationFunctionType::RELU
+        } else {
+            fb::ActivationFunctionType::NONE
+        }
+    };
+    match options {
+        Options::Conv { relu, stride } => (
+            fb::BuiltinOptions::Conv2DOptions,
+            fb::Conv2DOptions::create(
+                fbb,
+                &fb::Conv2DOptionsArgs {
+                    padding: fb::Padding::SAME,
+                    stride_w: *stride,
+                    stride_h: *stride,
+                    dilation_w_factor: 1,
+                    dilation_h_factor: 1,
+                    fused_activation_function: act(*relu),
+                    ..Default::default()
+                },
+            )
+            .as_union_value()
+            .into(),
+        ),
+        Options::Pool { relu } => (
+            fb::BuiltinOptions::Pool2DOptions,
+            fb::Pool2DOptions::create(
+                fbb,
+                &fb::Pool2DOptionsArgs {
+                    padding: fb::Padding::SAME,
+                    stride_w: 2,
+                    stride_h: 2,
+                    filter_width: 2,
+                    filter_height: 2,
+                    fused_activation_function: act(*relu),
+                },
+            )
+            .as_union_value()
+            .into(),
+        ),
+        Options::Reshape { new_shape } => {
+            let new_shape = fbb.create_vector(new_shape);
+            (
+                fb::BuiltinOptions::ReshapeOptions,
+                fb::ReshapeOptions::create(
+                    fbb,
+                    &fb::ReshapeOptionsArgs {
+                        new_shape: Some(new_shape),
+                    },
+                )
+                .as_union_value()
+                .into(),
+            )
+        }
+        Options::FullyConnected { relu } => (
+            fb::BuiltinOptions::FullyConnectedOptions,
+            fb::FullyConnectedOptions::create(
+                fbb,
+                &fb::FullyConnectedOptionsArgs {
+                    fused_activation_function: act(*relu),
+                    ..Default::default()
+                },
+            )
+            .as_union_value()
+            .into(),
+        ),
+        Options::None => (fb::BuiltinOptions::NONE, None),
+    }
+}
+
+/// One operator of the subgraph.
+fn write_operator<'f>(fbb: &mut FlatBufferBuilder<'f>, op: &OpSpec) -> WIPOffset<fb::Operator<'f>> {
+    let (options_type, options) = write_options(fbb, &op.options);
+    let inputs = fbb.create_vector(&op.inputs);
+    let outputs = fbb.create_vector(&op.outputs);
+    fb::Operator::create(
+        fbb,
+        &fb::OperatorArgs {
+            opcode_index: op.code,
+            inputs: Some(inputs),
+            outputs: Some(outputs),
+            builtin_options_type: options_type,
+            builtin_options: options,
+            ..Default::default()
+        },
+    )
 }
 
 #[cfg(test)]

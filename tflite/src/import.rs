@@ -250,28 +250,7 @@ fn read_graph(bytes: &[u8]) -> Result<Graph<'_>, ImportError> {
             v.map(|v| v.iter().map(|i| check_index(i, true)).collect())
                 .unwrap_or(Ok(Vec::new()))
         };
-        let options = if let Some(o) = op.builtin_options_as_conv_2_doptions() {
-            Options::Conv {
-                padding: o.padding(),
-                stride: (o.stride_h(), o.stride_w()),
-                dilation: (o.dilation_h_factor(), o.dilation_w_factor()),
-                act: o.fused_activation_function(),
-            }
-        } else if let Some(o) = op.builtin_options_as_pool_2_doptions() {
-            Options::Pool {
-                padding: o.padding(),
-                stride: (o.stride_h(), o.stride_w()),
-                filter: (o.filter_height(), o.filter_width()),
-                act: o.fused_activation_function(),
-            }
-        } else if let Some(o) = op.builtin_options_as_fully_connected_options() {
-            Options::FullyConnected {
-                act: o.fused_activation_function(),
-                shuffled: o.weights_format() != fb::FullyConnectedOptionsWeightsFormat::DEFAULT,
-            }
-        } else {
-            Options::None
-        };
+        let options = options_of(&op);
         ops.push(Op {
             code,
             name: op_name(code, oc.custom_code()),
@@ -305,6 +284,32 @@ fn read_graph(bytes: &[u8]) -> Result<Graph<'_>, ImportError> {
         output,
         labels,
     })
+}
+
+/// The builtin options the walk checks, of the three operators that have them.
+fn options_of(op: &fb::Operator<'_>) -> Options {
+    if let Some(o) = op.builtin_options_as_conv_2_doptions() {
+        Options::Conv {
+            padding: o.padding(),
+            stride: (o.stride_h(), o.stride_w()),
+            dilation: (o.dilation_h_factor(), o.dilation_w_factor()),
+            act: o.fused_activation_function(),
+        }
+    } else if let Some(o) = op.builtin_options_as_pool_2_doptions() {
+        Options::Pool {
+            padding: o.padding(),
+            stride: (o.stride_h(), o.stride_w()),
+            filter: (o.filter_height(), o.filter_width()),
+            act: o.fused_activation_function(),
+        }
+    } else if let Some(o) = op.builtin_options_as_fully_connected_options() {
+        Options::FullyConnected {
+            act: o.fused_activation_function(),
+            shuffled: o.weights_format() != fb::FullyConnectedOptionsWeightsFormat::DEFAULT,
+        }
+    } else {
+        Options::None
+    }
 }
 
 /// A per-tensor int8 activation's quantization, checked.
@@ -541,6 +546,35 @@ impl<'g, 'a> Walker<'g, 'a> {
                 format!("weight {i} is -128; tinycnn's weights are symmetric in [-127, 127]"),
             ));
         }
+        let weight_scales = self.weight_scales(index, w, out)?;
+        let bias = self.bias(index, bi, out)?;
+        let (multiplier, shift) = weight_scales
+            .iter()
+            .map(|&sw| {
+                let (m, s) = derived_multiplier(input_scale, sw, out_q.scale);
+                (m, s as i8)
+            })
+            .unzip();
+        Ok(OwnedLayer {
+            weight_bits: tinycnn::WeightBits::S8,
+            weights,
+            bias,
+            multiplier,
+            shift,
+            output: out_q,
+            weight_scales,
+        })
+    }
+
+    /// The weight scales of weights tensor `w` of the operator at `index`, one per output
+    /// channel (`out` of them; a per-tensor scale is repeated and counted), checked positive
+    /// and finite, with zero points 0.
+    fn weight_scales(
+        &self,
+        index: usize,
+        w: &Tensor<'_>,
+        out: usize,
+    ) -> Result<Vec<f32>, ImportError> {
         let weight_scales: Vec<f32> = match w.scale.len() {
             1 => {
                 self.per_tensor.set(self.per_tensor.get() + 1);
@@ -573,6 +607,11 @@ impl<'g, 'a> Walker<'g, 'a> {
                 format!("weight zero point {z}; tinycnn's weights are symmetric (zero point 0)"),
             ));
         }
+        Ok(weight_scales)
+    }
+
+    /// The int32 bias (input `bi`) of the operator at `index`, `out` values; zeros without one.
+    fn bias(&self, index: usize, bi: Option<i32>, out: usize) -> Result<Vec<i32>, ImportError> {
         let bias = match bi.and_then(|b| self.tensor(b)) {
             None => vec![0; out],
             Some(b) => {
@@ -602,22 +641,7 @@ impl<'g, 'a> Walker<'g, 'a> {
                 }
             }
         };
-        let (multiplier, shift) = weight_scales
-            .iter()
-            .map(|&sw| {
-                let (m, s) = derived_multiplier(input_scale, sw, out_q.scale);
-                (m, s as i8)
-            })
-            .unzip();
-        Ok(OwnedLayer {
-            weight_bits: tinycnn::WeightBits::S8,
-            weights,
-            bias,
-            multiplier,
-            shift,
-            output: out_q,
-            weight_scales,
-        })
+        Ok(bias)
     }
 
     /// The chain tensor's quantization and shape, which must be `[1, ...dims]`.
@@ -666,8 +690,6 @@ pub struct Imported {
 
 /// [`from_tflite`], also returning notes for the user (for `tinycnn import` to print).
 pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
-    let mut notes = Vec::new();
-    use fb::ActivationFunctionType as Act;
     use fb::BuiltinOperator as B;
     let g = read_graph(bytes)?;
     let mut w = Walker {
@@ -676,170 +698,17 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
         x: g.input,
         per_tensor: std::cell::Cell::new(0),
     };
-    let input_t = &g.tensors[g.input];
-    let [1, h, wd, ch] = input_t.shape[..] else {
-        return Err(w.unsupported(
-            0,
-            &input_t.name,
-            format!(
-                "the input has shape {:?}, expected [1, H, W, C]",
-                input_t.shape
-            ),
-        ));
-    };
-    if ![h, wd, ch].iter().all(|&d| d > 0 && d <= u16::MAX as i64) {
-        return Err(w.unsupported(0, &input_t.name, format!("input shape {:?}", input_t.shape)));
-    }
-    let mut index = 0;
-    if input_t.ty == fb::TensorType::FLOAT32 {
-        if w.peek() != Some(B::QUANTIZE) {
-            return Err(w.unsupported(
-                0,
-                &input_t.name,
-                "the input is FLOAT32 and no QUANTIZE follows it: this is a float model; convert \
-                 it with full-integer quantization (a representative dataset), or import the \
-                 float ONNX with --calibrate",
-            ));
-        }
-        index = w.take(B::QUANTIZE, "QUANTIZE of the float input")?.0;
-        notes.push(
-            "the file takes float pixels p / 255 and quantizes them; the blob takes int8 p - 128, \
-             the same values"
-                .to_owned(),
-        );
-    }
-    let input = w.activation(index, &[h, wd, ch])?;
-    let name = w.x_tensor().name.clone();
-    // Within 1e-6 of 1/255, round(p / 255 / scale) = p for every pixel p in 0..=255, so the
-    // file's input quantization is exactly the blob's q = p - 128.
-    if input.zero_point != tinycnn::INPUT_ZERO_POINT
-        || (input.scale as f64 * 255.0 - 1.0).abs() > 1e-6
-    {
-        return Err(w.inexact(
-            index,
-            &name,
-            format!(
-                "input scale {:e} zero point {}; the blob's input is pixel p as p / 255 (scale \
-                 1/255, zero point -128), so other input quantizations need a different \
-                 preprocessing",
-                input.scale, input.zero_point
-            ),
-        ));
-    }
-
+    let mut notes = Vec::new();
+    let (input_dims, input) = w.input(&mut notes)?;
     let mut layers = Vec::new();
     let mut filters = Vec::new();
-    let (mut hh, mut ww, mut cc) = (h, wd, ch);
-    let mut q = input;
+    let (mut map, mut q) = (input_dims, input);
     while w.peek() == Some(B::CONV_2D) {
         let block = filters.len() + 1;
-        let in_name = w.x_tensor().name.clone();
-        let (ci, op) = w.take(B::CONV_2D, "CONV_2D")?;
-        let Options::Conv {
-            padding,
-            stride,
-            dilation,
-            act,
-        } = op.options
-        else {
-            return Err(w.unsupported(ci, &in_name, "CONV_2D without Conv2DOptions"));
-        };
-        let weights_t = op.inputs.get(1).and_then(|&i| w.tensor(i));
-        let out_ch = match weights_t.map(|t| &t.shape[..]) {
-            Some(&[o, kh, kw, i]) => {
-                if (kh, kw) != (KERNEL as i64, KERNEL as i64) {
-                    return Err(w.unsupported(
-                        ci,
-                        &weights_t.unwrap().name,
-                        format!("conv block {block} has a {kh}x{kw} kernel; tinycnn supports 3x3"),
-                    ));
-                }
-                if i != cc {
-                    return Err(w.unsupported(
-                        ci,
-                        &weights_t.unwrap().name,
-                        format!("weights have {i} input channels, the input has {cc}"),
-                    ));
-                }
-                o
-            }
-            _ => return Err(w.unsupported(ci, &in_name, "CONV_2D weights are not [O, KH, KW, I]")),
-        };
-        if padding != fb::Padding::SAME || stride != (1, 1) || dilation != (1, 1) {
-            return Err(w.unsupported(
-                ci,
-                &in_name,
-                format!(
-                    "conv block {block} has padding {}, stride {stride:?}, dilation {dilation:?}; \
-                     supported: SAME, stride 1, dilation 1",
-                    padding.variant_name().unwrap_or("?")
-                ),
-            ));
-        }
-        if act != Act::NONE && act != Act::RELU {
-            return Err(w.unsupported(
-                ci,
-                &in_name,
-                format!("CONV_2D fused activation {}", act_name(act)),
-            ));
-        }
-        if out_ch <= 0 || out_ch > u16::MAX as i64 {
-            return Err(w.unsupported(ci, &in_name, format!("{out_ch} filters")));
-        }
-        let conv_q = w.activation(ci, &[hh, ww, out_ch])?;
-        let layer = w.layer(ci, &[out_ch, 3, 3, cc], q.scale, conv_q)?;
-        let mut relu = act == Act::RELU;
-        if !relu {
-            relu = w.optional_relu(conv_q)?;
-        }
-        let pool_in = w.x_tensor().name.clone();
-        let (pi, op) = w.take(B::MAX_POOL_2D, "MAX_POOL_2D after CONV_2D")?;
-        let Options::Pool {
-            padding,
-            stride,
-            filter,
-            act,
-        } = op.options
-        else {
-            return Err(w.unsupported(pi, &pool_in, "MAX_POOL_2D without Pool2DOptions"));
-        };
-        // SAME only pads odd sizes; VALID is the same there on even sizes but not on odd ones.
-        if padding != fb::Padding::SAME || stride != (2, 2) || filter != (2, 2) {
-            return Err(w.unsupported(
-                pi,
-                &pool_in,
-                format!(
-                    "max-pool {filter:?} stride {stride:?} padding {}; supported: 2x2, stride 2, SAME",
-                    padding.variant_name().unwrap_or("?")
-                ),
-            ));
-        }
-        match act {
-            Act::NONE => {}
-            Act::RELU => relu = true,
-            a => {
-                return Err(w.unsupported(
-                    pi,
-                    &pool_in,
-                    format!("MAX_POOL_2D fused activation {}", act_name(a)),
-                ))
-            }
-        }
-        hh = (hh + 1) / 2;
-        ww = (ww + 1) / 2;
-        cc = out_ch;
-        w.activation(pi, &[hh, ww, cc])?;
-        w.same_q(pi, conv_q, "MAX_POOL_2D")?;
-        if !relu {
-            relu = w.optional_relu(conv_q)?;
-        }
-        if !relu {
-            let name = w.x_tensor().name.clone();
-            return Err(w.unsupported(pi, &name, format!("conv block {block} has no ReLU")));
-        }
-        q = conv_q;
-        filters.push(cc as usize);
+        let (layer, pooled, block_q) = w.conv_block(block, map, q)?;
+        filters.push(pooled[2] as usize);
         layers.push(layer);
+        (map, q) = (pooled, block_q);
     }
     if filters.is_empty() {
         let name = w.x_tensor().name.clone();
@@ -848,7 +717,7 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
         });
         return Err(w.unsupported(w.next, &name, format!("found {found}, expected CONV_2D")));
     }
-    let flatten = hh * ww * cc;
+    let flatten = map.iter().product();
     if w.peek() == Some(B::RESHAPE) {
         let (ri, _) = w.take(B::RESHAPE, "RESHAPE")?;
         w.activation(ri, &[flatten])?;
@@ -857,68 +726,7 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
     let mut fc_width = 0;
     let mut fan_in = flatten;
     for (l, relu_wanted) in [("fc1", true), ("fc2", false)] {
-        let in_name = w.x_tensor().name.clone();
-        let (fi, op) = w.take(B::FULLY_CONNECTED, &format!("FULLY_CONNECTED ({l})"))?;
-        let Options::FullyConnected { act, shuffled } = op.options else {
-            return Err(w.unsupported(fi, &in_name, "FULLY_CONNECTED without options"));
-        };
-        if shuffled {
-            return Err(w.unsupported(
-                fi,
-                &in_name,
-                "shuffled FULLY_CONNECTED weights; supported: DEFAULT",
-            ));
-        }
-        let weights_t = op.inputs.get(1).and_then(|&i| w.tensor(i));
-        let out = match weights_t.map(|t| &t.shape[..]) {
-            Some(&[o, i]) if i == fan_in && o > 0 && o <= u16::MAX as i64 => o,
-            _ => {
-                return Err(w.unsupported(
-                    fi,
-                    weights_t.map_or("?", |t| t.name.as_str()),
-                    format!(
-                        "{l} weights have shape {:?}, expected [outputs, {fan_in}]",
-                        weights_t.map(|t| &t.shape)
-                    ),
-                ))
-            }
-        };
-        let out_t = w.x_tensor();
-        let out_q = activation_q(out_t).map_err(|p| w.unsupported(fi, &out_t.name, p))?;
-        let elements = out_t
-            .shape
-            .iter()
-            .try_fold(1i64, |acc, &d| acc.checked_mul(d));
-        if elements != Some(out) || out_t.shape.first() != Some(&1) {
-            return Err(w.unsupported(
-                fi,
-                &out_t.name,
-                format!("output shape {:?}, expected [1, {out}]", out_t.shape),
-            ));
-        }
-        let layer = w.layer(fi, &[out, fan_in], q.scale, out_q)?;
-        let mut relu = match act {
-            Act::NONE => false,
-            Act::RELU => true,
-            a => {
-                return Err(w.unsupported(
-                    fi,
-                    &in_name,
-                    format!("{l} fused activation {}", act_name(a)),
-                ))
-            }
-        };
-        if relu_wanted && !relu {
-            relu = w.optional_relu(out_q)?;
-        }
-        if relu != relu_wanted {
-            let problem = if relu_wanted {
-                "fc1 has no ReLU"
-            } else {
-                "fc2 (the logits) has a ReLU"
-            };
-            return Err(w.unsupported(fi, &out_t.name, problem));
-        }
+        let (layer, out, out_q) = w.dense(l, relu_wanted, fan_in, q)?;
         layers.push(layer);
         q = out_q;
         fan_in = out;
@@ -933,59 +741,13 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
             w.per_tensor.get()
         ));
     }
-    let logits = w.x;
-    if w.peek() == Some(B::SOFTMAX) {
-        w.take(B::SOFTMAX, "SOFTMAX")?;
-        notes.push(
-            "dropped the trailing SOFTMAX: the blob's logits are its input \
-             (tinycnn::probabilities computes the softmax)"
-                .to_owned(),
-        );
-    }
-    if w.peek() == Some(B::DEQUANTIZE) {
-        w.take(B::DEQUANTIZE, "DEQUANTIZE")?;
-    }
-    w.skip_shape_ops();
-    if w.next != g.ops.len() {
-        let name = g.tensors[w.x].name.clone();
-        return Err(w.unsupported(
-            w.next,
-            &name,
-            "an operator after fc2; expected the end of the graph",
-        ));
-    }
-    if w.x != g.output && logits != g.output {
-        return Err(w.unsupported(
-            g.ops.len(),
-            &g.tensors[g.output].name,
-            "the subgraph output is not the end of the conv/dense chain",
-        ));
-    }
-    let labels = match g.labels {
-        None => {
-            notes.push(format!(
-                "the file has no `{LABELS_METADATA}` metadata: the labels are class0 .. class{}",
-                classes - 1
-            ));
-            (0..classes).map(|i| format!("class{i}")).collect()
-        }
-        Some(bytes) => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|e| ImportError::Labels(format!("not UTF-8 ({e})")))?;
-            let labels: Vec<String> = text.split('\n').map(str::to_owned).collect();
-            if labels.len() != classes {
-                return Err(ImportError::Labels(format!(
-                    "{} labels for {classes} classes",
-                    labels.len()
-                )));
-            }
-            labels
-        }
-    };
+    w.end_of_graph(&mut notes)?;
+    let labels = labels(g.labels, classes, &mut notes)?;
+    let [h, wd, ch] = input_dims.map(|d| d as usize);
     let model = build_model(Network {
-        height: h as usize,
-        width: wd as usize,
-        channels: ch as usize,
+        height: h,
+        width: wd,
+        channels: ch,
         filters,
         fc_width: fc_width as usize,
         classes,
@@ -994,4 +756,325 @@ pub fn import_tflite(bytes: &[u8]) -> Result<Imported, ImportError> {
         layers,
     })?;
     Ok(Imported { model, notes })
+}
+
+/// The chain's steps, in graph order.
+impl Walker<'_, '_> {
+    /// The graph input `[1, H, W, C]` and its quantization, after the QUANTIZE of a float input:
+    /// `([H, W, C], q)`, where `q` must be the blob's `p - 128`.
+    fn input(&mut self, notes: &mut Vec<String>) -> Result<([i64; 3], QuantParams), ImportError> {
+        use fb::BuiltinOperator as B;
+        let input_t = &self.g.tensors[self.g.input];
+        let [1, h, wd, ch] = input_t.shape[..] else {
+            return Err(self.unsupported(
+                0,
+                &input_t.name,
+                format!(
+                    "the input has shape {:?}, expected [1, H, W, C]",
+                    input_t.shape
+                ),
+            ));
+        };
+        if ![h, wd, ch].iter().all(|&d| d > 0 && d <= u16::MAX as i64) {
+            let problem = format!("input shape {:?}", input_t.shape);
+            return Err(self.unsupported(0, &input_t.name, problem));
+        }
+        let mut index = 0;
+        if input_t.ty == fb::TensorType::FLOAT32 {
+            if self.peek() != Some(B::QUANTIZE) {
+                return Err(self.unsupported(
+                    0,
+                    &input_t.name,
+                    "the input is FLOAT32 and no QUANTIZE follows it: this is a float model; \
+                     convert it with full-integer quantization (a representative dataset), or \
+                     import the float ONNX with --calibrate",
+                ));
+            }
+            index = self.take(B::QUANTIZE, "QUANTIZE of the float input")?.0;
+            notes.push(
+                "the file takes float pixels p / 255 and quantizes them; the blob takes int8 p - \
+                 128, the same values"
+                    .to_owned(),
+            );
+        }
+        let input = self.activation(index, &[h, wd, ch])?;
+        let name = self.x_tensor().name.clone();
+        // Within 1e-6 of 1/255, round(p / 255 / scale) = p for every pixel p in 0..=255, so the
+        // file's input quantization is exactly the blob's q = p - 128.
+        if input.zero_point != tinycnn::INPUT_ZERO_POINT
+            || (input.scale as f64 * 255.0 - 1.0).abs() > 1e-6
+        {
+            return Err(self.inexact(
+                index,
+                &name,
+                format!(
+                    "input scale {:e} zero point {}; the blob's input is pixel p as p / 255 \
+                     (scale 1/255, zero point -128), so other input quantizations need a \
+                     different preprocessing",
+                    input.scale, input.zero_point
+                ),
+            ));
+        }
+        Ok(([h, wd, ch], input))
+    }
+
+    /// Conv block `block` (1-based) on a `map = [H, W, C]` input quantized as `q`: CONV_2D,
+    /// MAX_POOL_2D and a ReLU (fused into either, or a separate RELU). Returns the layer, the
+    /// pooled map's `[H, W, C]` and its quantization.
+    fn conv_block(
+        &mut self,
+        block: usize,
+        map: [i64; 3],
+        q: QuantParams,
+    ) -> Result<(OwnedLayer, [i64; 3], QuantParams), ImportError> {
+        let (layer, out_ch, conv_q, relu) = self.conv(block, map, q)?;
+        let pooled = [(map[0] + 1) / 2, (map[1] + 1) / 2, out_ch];
+        self.pool(block, pooled, conv_q, relu)?;
+        Ok((layer, pooled, conv_q))
+    }
+
+    /// The CONV_2D of conv block `block`: the layer, its filters, its output quantization and
+    /// whether a ReLU is fused into it or follows it.
+    fn conv(
+        &mut self,
+        block: usize,
+        [hh, ww, cc]: [i64; 3],
+        q: QuantParams,
+    ) -> Result<(OwnedLayer, i64, QuantParams, bool), ImportError> {
+        use fb::ActivationFunctionType as Act;
+        use fb::BuiltinOperator as B;
+        let in_name = self.x_tensor().name.clone();
+        let (ci, op) = self.take(B::CONV_2D, "CONV_2D")?;
+        let Options::Conv {
+            padding,
+            stride,
+            dilation,
+            act,
+        } = op.options
+        else {
+            return Err(self.unsupported(ci, &in_name, "CONV_2D without Conv2DOptions"));
+        };
+        let weights_t = op.inputs.get(1).and_then(|&i| self.tensor(i));
+        let out_ch = match weights_t.map(|t| &t.shape[..]) {
+            Some(&[o, kh, kw, i]) => {
+                let weights_name = &weights_t.unwrap().name;
+                if (kh, kw) != (KERNEL as i64, KERNEL as i64) {
+                    let problem =
+                        format!("conv block {block} has a {kh}x{kw} kernel; tinycnn supports 3x3");
+                    return Err(self.unsupported(ci, weights_name, problem));
+                }
+                if i != cc {
+                    let problem = format!("weights have {i} input channels, the input has {cc}");
+                    return Err(self.unsupported(ci, weights_name, problem));
+                }
+                o
+            }
+            _ => {
+                let problem = "CONV_2D weights are not [O, KH, KW, I]";
+                return Err(self.unsupported(ci, &in_name, problem));
+            }
+        };
+        if padding != fb::Padding::SAME || stride != (1, 1) || dilation != (1, 1) {
+            return Err(self.unsupported(
+                ci,
+                &in_name,
+                format!(
+                    "conv block {block} has padding {}, stride {stride:?}, dilation {dilation:?}; \
+                     supported: SAME, stride 1, dilation 1",
+                    padding.variant_name().unwrap_or("?")
+                ),
+            ));
+        }
+        if act != Act::NONE && act != Act::RELU {
+            let problem = format!("CONV_2D fused activation {}", act_name(act));
+            return Err(self.unsupported(ci, &in_name, problem));
+        }
+        if out_ch <= 0 || out_ch > u16::MAX as i64 {
+            return Err(self.unsupported(ci, &in_name, format!("{out_ch} filters")));
+        }
+        let conv_q = self.activation(ci, &[hh, ww, out_ch])?;
+        let layer = self.layer(ci, &[out_ch, 3, 3, cc], q.scale, conv_q)?;
+        let relu = act == Act::RELU || self.optional_relu(conv_q)?;
+        Ok((layer, out_ch, conv_q, relu))
+    }
+
+    /// The MAX_POOL_2D of conv block `block` onto a `pooled = [H, W, C]` map, which keeps the
+    /// conv's quantization `conv_q`; the block's ReLU comes before it (`relu`), is fused into
+    /// it, or follows it.
+    fn pool(
+        &mut self,
+        block: usize,
+        pooled: [i64; 3],
+        conv_q: QuantParams,
+        mut relu: bool,
+    ) -> Result<(), ImportError> {
+        use fb::ActivationFunctionType as Act;
+        use fb::BuiltinOperator as B;
+        let pool_in = self.x_tensor().name.clone();
+        let (pi, op) = self.take(B::MAX_POOL_2D, "MAX_POOL_2D after CONV_2D")?;
+        let Options::Pool {
+            padding,
+            stride,
+            filter,
+            act,
+        } = op.options
+        else {
+            return Err(self.unsupported(pi, &pool_in, "MAX_POOL_2D without Pool2DOptions"));
+        };
+        // SAME only pads odd sizes; VALID is the same there on even sizes but not on odd ones.
+        if padding != fb::Padding::SAME || stride != (2, 2) || filter != (2, 2) {
+            return Err(self.unsupported(
+                pi,
+                &pool_in,
+                format!(
+                    "max-pool {filter:?} stride {stride:?} padding {}; supported: 2x2, stride 2, SAME",
+                    padding.variant_name().unwrap_or("?")
+                ),
+            ));
+        }
+        match act {
+            Act::NONE => {}
+            Act::RELU => relu = true,
+            a => {
+                let problem = format!("MAX_POOL_2D fused activation {}", act_name(a));
+                return Err(self.unsupported(pi, &pool_in, problem));
+            }
+        }
+        self.activation(pi, &pooled)?;
+        self.same_q(pi, conv_q, "MAX_POOL_2D")?;
+        if !relu && !self.optional_relu(conv_q)? {
+            let name = self.x_tensor().name.clone();
+            return Err(self.unsupported(pi, &name, format!("conv block {block} has no ReLU")));
+        }
+        Ok(())
+    }
+
+    /// Dense layer `l` (`fc1` with a ReLU, `fc2` without) of `fan_in` inputs quantized as `q`:
+    /// the layer, its outputs and their quantization.
+    fn dense(
+        &mut self,
+        l: &str,
+        relu_wanted: bool,
+        fan_in: i64,
+        q: QuantParams,
+    ) -> Result<(OwnedLayer, i64, QuantParams), ImportError> {
+        use fb::ActivationFunctionType as Act;
+        use fb::BuiltinOperator as B;
+        let in_name = self.x_tensor().name.clone();
+        let (fi, op) = self.take(B::FULLY_CONNECTED, &format!("FULLY_CONNECTED ({l})"))?;
+        let Options::FullyConnected { act, shuffled } = op.options else {
+            return Err(self.unsupported(fi, &in_name, "FULLY_CONNECTED without options"));
+        };
+        if shuffled {
+            let problem = "shuffled FULLY_CONNECTED weights; supported: DEFAULT";
+            return Err(self.unsupported(fi, &in_name, problem));
+        }
+        let weights_t = op.inputs.get(1).and_then(|&i| self.tensor(i));
+        let out = match weights_t.map(|t| &t.shape[..]) {
+            Some(&[o, i]) if i == fan_in && o > 0 && o <= u16::MAX as i64 => o,
+            _ => {
+                return Err(self.unsupported(
+                    fi,
+                    weights_t.map_or("?", |t| t.name.as_str()),
+                    format!(
+                        "{l} weights have shape {:?}, expected [outputs, {fan_in}]",
+                        weights_t.map(|t| &t.shape)
+                    ),
+                ))
+            }
+        };
+        let out_t = self.x_tensor();
+        let out_q = activation_q(out_t).map_err(|p| self.unsupported(fi, &out_t.name, p))?;
+        let elements = out_t
+            .shape
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d));
+        if elements != Some(out) || out_t.shape.first() != Some(&1) {
+            let problem = format!("output shape {:?}, expected [1, {out}]", out_t.shape);
+            return Err(self.unsupported(fi, &out_t.name, problem));
+        }
+        let layer = self.layer(fi, &[out, fan_in], q.scale, out_q)?;
+        let mut relu = match act {
+            Act::NONE => false,
+            Act::RELU => true,
+            a => {
+                let problem = format!("{l} fused activation {}", act_name(a));
+                return Err(self.unsupported(fi, &in_name, problem));
+            }
+        };
+        if relu_wanted && !relu {
+            relu = self.optional_relu(out_q)?;
+        }
+        if relu != relu_wanted {
+            let problem = if relu_wanted {
+                "fc1 has no ReLU"
+            } else {
+                "fc2 (the logits) has a ReLU"
+            };
+            return Err(self.unsupported(fi, &out_t.name, problem));
+        }
+        Ok((layer, out, out_q))
+    }
+
+    /// After fc2: an optional SOFTMAX (dropped, with a note) and DEQUANTIZE, shape operators,
+    /// then the end of the graph, whose output must be the logits or what follows them.
+    fn end_of_graph(&mut self, notes: &mut Vec<String>) -> Result<(), ImportError> {
+        use fb::BuiltinOperator as B;
+        let logits = self.x;
+        if self.peek() == Some(B::SOFTMAX) {
+            self.take(B::SOFTMAX, "SOFTMAX")?;
+            notes.push(
+                "dropped the trailing SOFTMAX: the blob's logits are its input \
+                 (tinycnn::probabilities computes the softmax)"
+                    .to_owned(),
+            );
+        }
+        if self.peek() == Some(B::DEQUANTIZE) {
+            self.take(B::DEQUANTIZE, "DEQUANTIZE")?;
+        }
+        self.skip_shape_ops();
+        let g = self.g;
+        if self.next != g.ops.len() {
+            let name = g.tensors[self.x].name.clone();
+            return Err(self.unsupported(
+                self.next,
+                &name,
+                "an operator after fc2; expected the end of the graph",
+            ));
+        }
+        if self.x != g.output && logits != g.output {
+            return Err(self.unsupported(
+                g.ops.len(),
+                &g.tensors[g.output].name,
+                "the subgraph output is not the end of the conv/dense chain",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The class labels: the `LABELS_METADATA` text, one per line, or `class0 ..` (with a note)
+/// when the file has none.
+fn labels(
+    metadata: Option<&[u8]>,
+    classes: usize,
+    notes: &mut Vec<String>,
+) -> Result<Vec<String>, ImportError> {
+    let Some(bytes) = metadata else {
+        notes.push(format!(
+            "the file has no `{LABELS_METADATA}` metadata: the labels are class0 .. class{}",
+            classes - 1
+        ));
+        return Ok((0..classes).map(|i| format!("class{i}")).collect());
+    };
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| ImportError::Labels(format!("not UTF-8 ({e})")))?;
+    let labels: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    if labels.len() != classes {
+        return Err(ImportError::Labels(format!(
+            "{} labels for {classes} classes",
+            labels.len()
+        )));
+    }
+    Ok(labels)
 }

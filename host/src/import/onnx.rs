@@ -808,39 +808,7 @@ impl Reader {
                 tinycnn::arch::DENSE_LAYERS
             )));
         }
-        let mut filters = Vec::new();
-        let mut in_channels = self.channels;
-        let mut layers = Vec::new();
-        for l in &convs {
-            let Layer::Conv {
-                node, weight, bias, ..
-            } = l
-            else {
-                unreachable!()
-            };
-            let (out, inp) = (weight.dims[0] as usize, weight.dims[1] as usize);
-            if inp != in_channels {
-                return Err(graph(format!(
-                    "Conv `{node}` reads {inp} channels but its input has {in_channels}"
-                )));
-            }
-            filters.push(
-                u16::try_from(out)
-                    .map_err(|_| graph(format!("Conv `{node}` has {out} filters, too many")))?,
-            );
-            layers.push(FloatLayer {
-                weight: weight.values.clone(),
-                bias: bias.clone().unwrap_or_else(|| vec![0.0; out]),
-            });
-            in_channels = out;
-        }
-        let filters = Filters::new(&filters).ok_or_else(|| {
-            graph(format!(
-                "the graph has {} conv blocks; tinycnn supports 1 to {}",
-                filters.len(),
-                tinycnn::MAX_BLOCKS
-            ))
-        })?;
+        let (filters, mut layers) = self.conv_layers(&convs)?;
         let (
             Layer::Dense {
                 outputs: fc_width,
@@ -888,52 +856,8 @@ impl Reader {
             classes: narrow("class count", *classes)?,
         };
         arch.validate()?;
-        for (i, l) in dense.iter().enumerate() {
-            let Layer::Dense {
-                node,
-                weight,
-                outputs,
-                inputs,
-                bias,
-                flatten,
-                ..
-            } = l
-            else {
-                unreachable!()
-            };
-            let spec = arch.layer(arch.blocks() + i);
-            if *inputs != spec.fan_in {
-                return Err(graph(format!(
-                    "`{node}` reads {inputs} values; the conv blocks give {}",
-                    spec.fan_in
-                )));
-            }
-            let weight = match flatten {
-                Some(order) => {
-                    let flatten: String = order.iter().collect();
-                    self.notes.push(format!(
-                        "input layout {}, flatten order {flatten}{}",
-                        input_order.iter().collect::<String>(),
-                        if flatten == "CHW" {
-                            ""
-                        } else {
-                            ": fc1's columns are permuted to CHW"
-                        }
-                    ));
-                    to_chw_columns(&arch, weight, *outputs, *order)
-                }
-                None if i == 0 => {
-                    return Err(graph(format!(
-                        "`{node}` does not read a Flatten or Reshape"
-                    )))
-                }
-                None => weight.clone(),
-            };
-            layers.push(FloatLayer {
-                weight,
-                bias: bias.clone().unwrap_or_else(|| vec![0.0; *outputs]),
-            });
-        }
+        let notes = dense_layers(&arch, &dense, &input_order, &mut layers)?;
+        self.notes.extend(notes);
         if self.softmax {
             self.notes.push("the final Softmax is dropped: tinycnn's logits come before it, and argmax is the same".into());
         }
@@ -951,6 +875,105 @@ impl Reader {
             notes: self.notes,
         })
     }
+    /// The conv layers' float parameters, in graph order, and their filters; each must read
+    /// the channels the one before gives.
+    fn conv_layers(&self, convs: &[&Layer]) -> Result<(Filters, Vec<FloatLayer>), OnnxImportError> {
+        let graph = |m: String| OnnxImportError::Graph(m);
+        let mut filters = Vec::new();
+        let mut in_channels = self.channels;
+        let mut layers = Vec::new();
+        for l in convs {
+            let Layer::Conv {
+                node, weight, bias, ..
+            } = l
+            else {
+                unreachable!()
+            };
+            let (out, inp) = (weight.dims[0] as usize, weight.dims[1] as usize);
+            if inp != in_channels {
+                return Err(graph(format!(
+                    "Conv `{node}` reads {inp} channels but its input has {in_channels}"
+                )));
+            }
+            filters.push(
+                u16::try_from(out)
+                    .map_err(|_| graph(format!("Conv `{node}` has {out} filters, too many")))?,
+            );
+            layers.push(FloatLayer {
+                weight: weight.values.clone(),
+                bias: bias.clone().unwrap_or_else(|| vec![0.0; out]),
+            });
+            in_channels = out;
+        }
+        let filters = Filters::new(&filters).ok_or_else(|| {
+            graph(format!(
+                "the graph has {} conv blocks; tinycnn supports 1 to {}",
+                filters.len(),
+                tinycnn::MAX_BLOCKS
+            ))
+        })?;
+        Ok((filters, layers))
+    }
+}
+
+/// The dense layers' float parameters, appended to `layers`, checked against `arch`: fc1's
+/// columns come in tch's CHW order whatever the graph's flatten order. Returns the notes on
+/// the flatten order.
+fn dense_layers(
+    arch: &Arch,
+    dense: &[&Layer],
+    input_order: &[char],
+    layers: &mut Vec<FloatLayer>,
+) -> Result<Vec<String>, OnnxImportError> {
+    let graph = |m: String| OnnxImportError::Graph(m);
+    let mut notes = Vec::new();
+    for (i, l) in dense.iter().enumerate() {
+        let Layer::Dense {
+            node,
+            weight,
+            outputs,
+            inputs,
+            bias,
+            flatten,
+            ..
+        } = l
+        else {
+            unreachable!()
+        };
+        let spec = arch.layer(arch.blocks() + i);
+        if *inputs != spec.fan_in {
+            return Err(graph(format!(
+                "`{node}` reads {inputs} values; the conv blocks give {}",
+                spec.fan_in
+            )));
+        }
+        let weight = match flatten {
+            Some(order) => {
+                let flatten: String = order.iter().collect();
+                notes.push(format!(
+                    "input layout {}, flatten order {flatten}{}",
+                    input_order.iter().collect::<String>(),
+                    if flatten == "CHW" {
+                        ""
+                    } else {
+                        ": fc1's columns are permuted to CHW"
+                    }
+                ));
+                to_chw_columns(arch, weight, *outputs, *order)
+            }
+            None if i == 0 => {
+                return Err(graph(format!(
+                    "`{node}` does not read a Flatten or Reshape"
+                )))
+            }
+            None => weight.clone(),
+        };
+        layers.push(FloatLayer {
+            weight,
+            bias: bias.clone().unwrap_or_else(|| vec![0.0; *outputs]),
+        });
+    }
+    Ok(notes)
 }
 
 /// fc1's `[out, in]` weight with its columns in the flatten `order` (a permutation of C, H, W)
