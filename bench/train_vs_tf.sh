@@ -22,11 +22,25 @@ export LD_LIBRARY_PATH="${libtorch:+$libtorch/lib:}${LD_LIBRARY_PATH:-}"
 rounds="${ROUNDS:-2}"
 uptime
 grep -m1 "model name" /proc/cpuinfo
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 for preset in ${PRESETS:-tutorial fashion}; do
     if [ "$preset" = tutorial ]; then steps=30; else steps=300; fi
     for _ in $(seq "$rounds"); do
-        "$venv/bin/python" bench/train_tf.py --preset "$preset" --threads 2 --steps "$steps" 2>&1 | grep '^tf-train'
-        "$target_dir/release/tinycnn" bench-train --preset "$preset" --threads 2 --steps "$steps"
+        "$venv/bin/python" bench/train_tf.py --preset "$preset" --threads 2 --steps "$steps" 2>&1 | grep '^tf-train' | tee -a "$log"
+        "$target_dir/release/tinycnn" bench-train --preset "$preset" --threads 2 --steps "$steps" | tee -a "$log"
     done
 done
 uptime
+# Per preset: the median img/s of each side and their ratio (tinycnn / TensorFlow).
+python3 - "$log" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(tf-train|bench-train) preset=(\w+) .*: ([0-9.]+) img/s", line)
+    if m:
+        runs.setdefault(m[2], {}).setdefault(m[1], []).append(float(m[3]))
+for preset, sides in runs.items():
+    tf, ours = (statistics.median(sides.get(k, [float("nan")])) for k in ("tf-train", "bench-train"))
+    print(f"{preset}: TensorFlow median {tf:.1f} img/s, tinycnn median {ours:.1f} img/s, ratio {ours / tf:.2f}x")
+PY
