@@ -32,7 +32,9 @@ for preset in ${PRESETS:-tutorial fashion}; do
     done
 done
 uptime
-# Per preset: the median img/s of each side and their ratio (tinycnn / TensorFlow).
+# Per preset: the median img/s of each side and their ratio (tinycnn / TensorFlow), and the ratio
+# to TensorFlow's fastest run: on some hosts TensorFlow lands in a slow mode in some runs, which
+# moves its median but not its best.
 python3 - "$log" <<'PY'
 import re, statistics, sys
 runs = {}
@@ -42,5 +44,7 @@ for line in open(sys.argv[1]):
         runs.setdefault(m[2], {}).setdefault(m[1], []).append(float(m[3]))
 for preset, sides in runs.items():
     tf, ours = (statistics.median(sides.get(k, [float("nan")])) for k in ("tf-train", "bench-train"))
-    print(f"{preset}: TensorFlow median {tf:.1f} img/s, tinycnn median {ours:.1f} img/s, ratio {ours / tf:.2f}x")
+    best = max(sides.get("tf-train", [float("nan")]))
+    print(f"{preset}: TensorFlow median {tf:.1f} img/s (best {best:.1f}), tinycnn median {ours:.1f} img/s, "
+          f"ratio {ours / tf:.2f}x ({ours / best:.2f}x of TensorFlow's best)")
 PY
