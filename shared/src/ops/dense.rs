@@ -32,6 +32,9 @@ pub fn dense_acc(
     acc: &mut [i32],
 ) {
     check_acc_args(input, weights, first, stride, zp, acc);
+    if acc.is_empty() {
+        return;
+    }
     #[cfg(all(tinycnn_arm_dsp, not(feature = "portable")))]
     return match weights {
         Weights::S8(w) => super::arm_dsp::dense_acc_s8_dsp(input, &w[first..], stride, zp, acc),
@@ -96,12 +99,13 @@ fn dense_acc_unchecked(
     acc: &mut [i32],
 ) {
     let n = input.len();
-    for (o, a) in acc.iter_mut().enumerate() {
-        let at = first + o * stride;
-        *a += match weights {
-            Weights::S8(w) => dot_s8(input, &w[at..][..n], zp),
-            Weights::S4(w) => dot_s4(input, w, at, zp),
-        };
+    let rows = acc
+        .iter_mut()
+        .enumerate()
+        .map(|(o, a)| (first + o * stride, a));
+    match weights {
+        Weights::S8(w) => rows.for_each(|(at, a)| *a += dot_s8(input, &w[at..][..n], zp)),
+        Weights::S4(w) => rows.for_each(|(at, a)| *a += dot_s4(input, w, at, zp)),
     }
 }
 
